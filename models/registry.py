@@ -1,0 +1,75 @@
+"""The zoo's registry: what a model is, how to build it, and its sample data.
+
+Every zoo model carries everything the compiler needs to measure it honestly:
+its input spec, a builder that returns the torch module with real (or stated)
+weights, and calibration/evaluation sets that never overlap.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """One model input; `shape` is a batch-1 example, axis 0 is the dynamic batch."""
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: str = "float32"
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A zoo entry.
+
+    `calibration_data(n)` returns n preprocessed inputs (N, *shape[1:]) for calibration;
+    `evaluation_data(n)` returns (inputs, labels or None) from a disjoint source.
+    """
+
+    name: str
+    task: str
+    description: str
+    inputs: tuple[InputSpec, ...]
+    output_names: tuple[str, ...]
+    weights_source: str
+    build: Callable[[], torch.nn.Module]
+    calibration_data: Callable[[int], np.ndarray]
+    evaluation_data: Callable[[int], tuple[np.ndarray, np.ndarray | None]]
+    default_calib_samples: int = 256
+    default_eval_samples: int = 64
+    tags: tuple[str, ...] = field(default_factory=tuple)
+
+
+_ZOO: dict[str, Callable[[], ModelSpec]] = {}
+
+
+def register(name: str) -> Callable[[Callable[[], ModelSpec]], Callable[[], ModelSpec]]:
+    """Decorator for a function returning a ModelSpec (called lazily, on lookup)."""
+
+    def wrap(fn: Callable[[], ModelSpec]) -> Callable[[], ModelSpec]:
+        _ZOO[name] = fn
+        return fn
+
+    return wrap
+
+
+def _load_builtin() -> None:
+    from models import digits, imagenet  # noqa: F401  (register on import)
+
+
+def model_names() -> list[str]:
+    _load_builtin()
+    return sorted(_ZOO)
+
+
+def get_model(name: str) -> ModelSpec:
+    """The zoo entry `name`; KeyError lists the known names."""
+    _load_builtin()
+    if name not in _ZOO:
+        raise KeyError(f"unknown zoo model {name!r}; known: {', '.join(sorted(_ZOO))}")
+    return _ZOO[name]()
