@@ -1,0 +1,301 @@
+"""The edgec command line: flags → CompileConfig → compile_model(). No logic lives here.
+
+The CLI owns the terminal: rich tables and progress bars, one-line errors, and
+the exit codes of the design contract (0 ok, 2 usage, 3 gate failed, 4 invalid
+model/data, 5 target unavailable, 1 a bug).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import os
+import sys
+import traceback
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from compiler import __version__
+from compiler.config import Budgets, CompileConfig, load_config_file, merge, parse_shape
+from compiler.errors import EdgecError, GateFailed, UsageError
+
+out = Console()
+err = Console(stderr=True)
+
+
+def _fail(code: int, message: str) -> None:
+    err.print(f"edgec: error: {message}", markup=False, highlight=False, soft_wrap=True)
+    sys.exit(code)
+
+
+def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Map library errors to one line + exit code; bugs get exit 1 (traceback with EDGEC_DEBUG=1)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except EdgecError as e:
+            _fail(e.exit_code, str(e))
+        except KeyboardInterrupt:
+            _fail(130, "interrupted; no partial output was left behind")
+        except click.exceptions.Exit:
+            raise
+        except click.ClickException:
+            raise
+        except Exception as e:  # a bug: say so, keep it to one line unless asked
+            if os.environ.get("EDGEC_DEBUG"):
+                traceback.print_exc()
+            _fail(1, f"internal error ({type(e).__name__}: {e}); rerun with EDGEC_DEBUG=1 and report it")
+
+    return wrapper
+
+
+@contextmanager
+def progress_bars(enabled: bool) -> Iterator[Callable[[str, int, int], None]]:
+    """A Progress callback drawing one bar per stage on stderr."""
+    if not enabled:
+        yield lambda stage, done, total: None
+        return
+    with Progress(
+        TextColumn("{task.description:<10}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TimeElapsedColumn(),
+        console=err,
+        transient=True,
+    ) as bars:
+        tasks: dict[str, Any] = {}
+
+        def update(stage: str, done: int, total: int) -> None:
+            if stage not in tasks:
+                tasks[stage] = bars.add_task(stage, total=total)
+            bars.update(tasks[stage], completed=done, total=total)
+
+        yield update
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="edgec")
+@click.option("-v", "--verbose", count=True, help="More logging (-vv for debug).")
+def main(verbose: int) -> None:
+    """edgec: compile ONNX/PyTorch models into measured edge artifacts."""
+    level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+
+
+def _budget_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    fn = click.option("--min-accuracy", type=float, help="Fail (exit 3) below this accuracy (0..1).")(fn)
+    fn = click.option("--max-latency-ms", type=float, help="Fail (exit 3) above this p50 latency.")(fn)
+    fn = click.option("--max-size-mb", type=float, help="Fail (exit 3) above this artifact size (10^6 B).")(fn)
+    return fn
+
+
+@main.command("compile")
+@click.argument("model")
+@click.option("--target", "target", default=None, help="cpu (default), cuda or tensorrt.")
+@click.option("--precision", default=None, help="fp32 (default), fp16, int8 or auto.")
+@click.option("--input-shape", default=None, help="Input shape, e.g. 1,3,224,224 (module:factory needs it).")
+@click.option("--out", "out_dir", type=click.Path(path_type=Path), default=None, help="Output directory [build/MODEL].")
+@click.option("--format", "artifact_format", type=click.Choice(["onnx", "ort"]), default=None, help="Artifact format.")
+@click.option("--threads", type=int, default=None, help="Intra-op threads for measurement [all cores].")
+@click.option("--batch", type=int, default=None, help="Batch size for latency [1].")
+@click.option("--eval", "eval_source", default=None, help="Evaluation data: zoo, random, or a .npy/.npz path.")
+@click.option("--eval-samples", type=int, default=None, help="How many evaluation samples.")
+@click.option("--calib", "calib_source", default=None, help="Calibration data (int8): zoo, folder, .npy/.npz.")
+@click.option("--calib-method", default=None, help="minmax, percentile, entropy or mse.")
+@click.option("--calib-samples", type=int, default=None, help="How many calibration samples.")
+@click.option("--verify/--no-verify", default=None, help="Check each pass numerically with onnxruntime.")
+@click.option("--report", "reports", default=None, help="Report formats: json,md,html (json is always written).")
+@click.option("--junit", type=click.Path(path_type=Path), default=None, help="Write gate results as JUnit XML.")
+@click.option("--config", "config_file", type=click.Path(path_type=Path), default=None, help="TOML/JSON config.")
+@click.option("--no-torch-baseline", is_flag=True, default=False, help="Skip the torch eager latency baseline.")
+@click.option("--json", "as_json", is_flag=True, help="Print report.json to stdout instead of a table.")
+@_budget_options
+@handle_errors
+def compile_cmd(model: str, config_file: Path | None, as_json: bool, no_torch_baseline: bool, **flags: Any) -> None:
+    """Compile MODEL (zoo name, .onnx path, or module:factory) and measure it."""
+    from compiler.pipeline import compile_model
+
+    base = load_config_file(config_file) if config_file else {}
+    if flags.get("input_shape"):
+        flags["input_shape"] = parse_shape(flags["input_shape"])
+    if no_torch_baseline:
+        flags["torch_baseline"] = False
+    config = merge(base, {"model": model, **flags})
+    with progress_bars(not as_json and err.is_terminal) as progress:
+        result = compile_model(config, progress)
+    if as_json:
+        out.print_json(json.dumps(result.report))
+    else:
+        _print_summary(result.report, result.out_dir)
+    failed = [g for g in result.gates if not g.passed]
+    if failed:
+        for g in failed:
+            err.print(g.verdict(), markup=False, highlight=False)
+        raise GateFailed(f"{len(failed)} of {len(result.gates)} budgets failed")
+
+
+def _print_summary(report: dict[str, Any], out_dir: Path) -> None:
+    from compiler.report import summary_rows
+
+    table = Table(title=f"edgec · {(report.get('model') or {}).get('name')}", show_header=False)
+    table.add_column(style="bold")
+    table.add_column()
+    for k, v in summary_rows(report):
+        table.add_row(k, v)
+    out.print(table)
+    out.print(f"report: {out_dir / 'report.json'}", highlight=False)
+
+
+@main.command("models")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@handle_errors
+def models_cmd(as_json: bool) -> None:
+    """List the model zoo: name, task, params, weights source."""
+    from models.registry import get_model, model_names
+
+    rows = []
+    for name in model_names():
+        spec = get_model(name)
+        params = sum(p.numel() for p in spec.build().parameters())
+        rows.append(
+            {
+                "name": name,
+                "task": spec.task,
+                "params": params,
+                "inputs": [f"{i.name} {list(i.shape)}" for i in spec.inputs],
+                "weights": spec.weights_source,
+            }
+        )
+    if as_json:
+        out.print_json(json.dumps(rows))
+        return
+    table = Table(title="edgec model zoo")
+    for col in ("name", "task", "params", "input", "weights"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(r["name"], r["task"], f"{r['params']:,}", ", ".join(r["inputs"]), r["weights"])
+    out.print(table)
+
+
+@main.command("inspect")
+@click.argument("model")
+@click.option("--input-shape", default=None, help="Input shape for module:factory sources.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@handle_errors
+def inspect_cmd(model: str, input_shape: str | None, as_json: bool) -> None:
+    """Ops, parameters, size, opset, inputs/outputs and target compatibility of MODEL."""
+    from compiler.inspect_model import inspect_source
+    from compiler.sources import resolve
+
+    info = inspect_source(resolve(model, input_shape=parse_shape(input_shape) if input_shape else None))
+    if as_json:
+        out.print_json(json.dumps(info))
+        return
+    table = Table(title=f"{info['name']} ({info['source']})", show_header=False)
+    table.add_column(style="bold")
+    table.add_column()
+    table.add_row("size", f"{info['size_bytes'] / 1e6:.3f} MB")
+    table.add_row("params", f"{info['params']:,}")
+    table.add_row("opset", ", ".join(f"{k} {v}" for k, v in info["opset"].items()))
+    table.add_row("nodes", str(info["nodes"]))
+    for io_kind in ("inputs", "outputs"):
+        table.add_row(io_kind, "\n".join(f"{i['name']}: {i['dtype']} {i['shape']}" for i in info[io_kind]))
+    table.add_row("ops", "\n".join(f"{op} × {n}" for op, n in info["ops"].items()))
+    table.add_row("targets", "\n".join(f"{t}: {s}" for t, s in info["targets"].items()))
+    out.print(table)
+
+
+@main.command("bench")
+@click.argument("artifact_or_model")
+@click.option("--target", default="cpu", help="cpu (default), cuda or tensorrt.")
+@click.option("--threads", type=int, default=None, help="Intra-op threads [all cores].")
+@click.option("--batch", type=int, default=1, help="Batch size.")
+@click.option("--input-shape", default=None, help="Input shape when the model has dynamic dims.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@handle_errors
+def bench_cmd(
+    artifact_or_model: str, target: str, threads: int | None, batch: int, input_shape: str | None, as_json: bool
+) -> None:
+    """Latency of an artifact (or a model, as exported, unoptimized) on a target, without compiling."""
+    import tempfile
+
+    from compiler.data import graph_inputs, random_feeds
+    from compiler.io import save_onnx
+    from compiler.pipeline import _resolve_target, default_threads
+    from compiler.sources import resolve
+    from targets.latency import bench_runner
+
+    if batch < 1:
+        raise UsageError("--batch must be at least 1")
+    tgt = _resolve_target(target)
+    shape = parse_shape(input_shape) if input_shape else None
+    source = resolve(artifact_or_model, input_shape=shape)
+    feeds = random_feeds(graph_inputs(source.proto, shape), batch)
+    threads = threads or default_threads()
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(artifact_or_model)
+        if source.kind != "onnx":
+            path = Path(tmp) / "model.onnx"
+            save_onnx(source.proto, path)
+        with tgt.runner(path, threads=threads) as runner:
+            stats = bench_runner(runner, feeds, batch=batch, threads=threads)
+    d = stats.to_dict()
+    if as_json:
+        out.print_json(json.dumps({"model": source.name, "target": tgt.name, "latency_ms": d}))
+        return
+    table = Table(title=f"{source.name} on {tgt.name}", show_header=False)
+    for k, v in d.items():
+        table.add_row(k, str(v))
+    out.print(table)
+
+
+@main.command("gate")
+@click.argument("report", type=click.Path(path_type=Path))
+@_budget_options
+@click.option("--junit", type=click.Path(path_type=Path), default=None, help="Write gate results as JUnit XML.")
+@handle_errors
+def gate_cmd(
+    report: Path,
+    max_size_mb: float | None,
+    max_latency_ms: float | None,
+    min_accuracy: float | None,
+    junit: Path | None,
+) -> None:
+    """Re-judge an existing report.json against budgets (exit 3 when one fails)."""
+    from compiler.errors import InvalidInput
+    from compiler.gates import judge, junit_xml
+    from compiler.io import atomic_write_text
+
+    budgets = Budgets(max_size_mb=max_size_mb, max_latency_ms=max_latency_ms, min_accuracy=min_accuracy)
+    if all(v is None for v in (max_size_mb, max_latency_ms, min_accuracy)):
+        raise UsageError("give at least one budget: --max-size-mb, --max-latency-ms or --min-accuracy")
+    try:
+        data = json.loads(report.read_text())
+    except OSError as e:
+        raise InvalidInput(f"cannot read report {report}: {e.strerror}") from None
+    except ValueError:
+        raise InvalidInput(f"{report} is not a JSON report written by edgec") from None
+    if not isinstance(data, dict) or "edgec_version" not in data:
+        raise InvalidInput(f"{report} is not a JSON report written by edgec")
+    results = judge(data, budgets)
+    for r in results:
+        (out if r.passed else err).print(r.verdict(), markup=False, highlight=False)
+    if junit is not None:
+        atomic_write_text(junit, junit_xml(results, suite="edgec.gate"))
+    failed = [r for r in results if not r.passed]
+    if failed:
+        raise GateFailed(f"{len(failed)} of {len(results)} budgets failed")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

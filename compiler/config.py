@@ -1,0 +1,134 @@
+"""Compile configuration: frozen dataclasses, validated early.
+
+`None` means "the default for this model/target", so a user who types only
+`edgec compile mobilenet_v2` gets sensible behaviour, and a config file or
+flags override one field at a time.
+"""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from compiler.errors import UsageError
+
+PRECISIONS = ("fp32", "fp16", "int8", "auto")
+REPORT_FORMATS = ("json", "md", "html")
+ARTIFACT_FORMATS = ("onnx", "ort")
+
+
+@dataclass(frozen=True)
+class Budgets:
+    """CI budgets; a None field is not judged."""
+
+    max_size_mb: float | None = None
+    max_latency_ms: float | None = None
+    min_accuracy: float | None = None
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            v = getattr(self, f.name)
+            if v is not None and (not isinstance(v, int | float) or v < 0):
+                raise UsageError(f"--{f.name.replace('_', '-')} must be a non-negative number")
+        if self.min_accuracy is not None and self.min_accuracy > 1:
+            raise UsageError("--min-accuracy is a fraction between 0 and 1 (e.g. 0.95)")
+
+
+@dataclass(frozen=True)
+class CompileConfig:
+    """Everything `compile()` needs; the CLI only builds one of these."""
+
+    model: str
+    target: str = "cpu"
+    precision: str = "fp32"
+    input_shape: tuple[int, ...] | None = None
+    out_dir: Path | None = None
+    artifact_format: str = "onnx"
+    threads: int | None = None
+    batch: int = 1
+    eval_source: str | None = None
+    eval_samples: int | None = None
+    calib_source: str | None = None
+    calib_method: str | None = None
+    calib_samples: int | None = None
+    verify: bool = False
+    budgets: Budgets = field(default_factory=Budgets)
+    reports: tuple[str, ...] = REPORT_FORMATS
+    junit: Path | None = None
+    opset: int = 17
+    torch_baseline: bool = True
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise UsageError(f"--precision must be one of {', '.join(PRECISIONS)}")
+        if self.artifact_format not in ARTIFACT_FORMATS:
+            raise UsageError(f"--format must be one of {', '.join(ARTIFACT_FORMATS)}")
+        bad = [r for r in self.reports if r not in REPORT_FORMATS]
+        if bad:
+            raise UsageError(f"unknown report format {bad[0]!r}; use any of json,md,html")
+        if self.batch < 1:
+            raise UsageError("--batch must be at least 1")
+        if self.threads is not None and self.threads < 1:
+            raise UsageError("--threads must be at least 1")
+        if self.input_shape is not None and any(d < 1 for d in self.input_shape):
+            raise UsageError("--input-shape dimensions must be positive integers, e.g. 1,3,224,224")
+        for name in ("eval_samples", "calib_samples"):
+            v = getattr(self, name)
+            if v is not None and v < 1:
+                raise UsageError(f"--{name.replace('_', '-')} must be at least 1")
+        if not 13 <= self.opset <= 21:
+            raise UsageError("--opset must be between 13 and 21")
+
+
+def parse_shape(text: str) -> tuple[int, ...]:
+    """'1,3,224,224' or '1x3x224x224' → (1, 3, 224, 224)."""
+    parts = text.replace("x", ",").replace(" ", "").strip(",").split(",")
+    try:
+        shape = tuple(int(p) for p in parts if p)
+    except ValueError:
+        raise UsageError(f"--input-shape {text!r} is not a list of integers like 1,3,224,224") from None
+    if not shape or any(d < 1 for d in shape):
+        raise UsageError(f"--input-shape {text!r} must list positive integers like 1,3,224,224")
+    return shape
+
+
+def load_config_file(path: Path) -> dict[str, Any]:
+    """Read a TOML or JSON config whose keys are CompileConfig/Budgets field names."""
+    try:
+        text = Path(path).read_text()
+    except OSError as e:
+        raise UsageError(f"cannot read config file {path}: {e.strerror}") from None
+    try:
+        data = json.loads(text) if str(path).endswith(".json") else tomllib.loads(text)
+    except (ValueError, tomllib.TOMLDecodeError) as e:
+        raise UsageError(f"config file {path} is not valid TOML/JSON: {e}") from None
+    data = {k.replace("-", "_"): v for k, v in data.items()}
+    known = {f.name for f in fields(CompileConfig)} | {f.name for f in fields(Budgets)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise UsageError(f"config file {path} has unknown key {unknown[0]!r}")
+    return data
+
+
+def merge(base: dict[str, Any], overrides: dict[str, Any]) -> CompileConfig:
+    """Build a CompileConfig from config-file values overridden by explicit flags."""
+    values = {**base, **{k: v for k, v in overrides.items() if v is not None}}
+    budget_names = {f.name for f in fields(Budgets)}
+    budgets = Budgets(**{k: values.pop(k) for k in list(values) if k in budget_names})
+    if "out_dir" in values:
+        values["out_dir"] = Path(values["out_dir"])
+    if "junit" in values and values["junit"] is not None:
+        values["junit"] = Path(values["junit"])
+    if isinstance(values.get("input_shape"), str):
+        values["input_shape"] = parse_shape(values["input_shape"])
+    elif values.get("input_shape") is not None:
+        values["input_shape"] = tuple(values["input_shape"])
+    if isinstance(values.get("reports"), str):
+        values["reports"] = tuple(r.strip() for r in values["reports"].split(",") if r.strip())
+    if "model" not in values:
+        raise UsageError("no MODEL given")
+    return replace(CompileConfig(model=values.pop("model")), budgets=budgets, **values)

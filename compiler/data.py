@@ -1,0 +1,176 @@
+"""Evaluation data and example feeds for a run.
+
+Zoo models bring their own held-out set; `--eval PATH` takes `.npy`/`.npz`
+files; anything else is judged on seeded random inputs of the declared shape
+(agreement with the FP32 original still means something there; label accuracy
+does not exist).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+from compiler.errors import InvalidInput, UsageError
+
+_NP_DTYPES = {
+    onnx.TensorProto.FLOAT: np.float32,
+    onnx.TensorProto.FLOAT16: np.float16,
+    onnx.TensorProto.DOUBLE: np.float64,
+    onnx.TensorProto.INT64: np.int64,
+    onnx.TensorProto.INT32: np.int32,
+    onnx.TensorProto.INT8: np.int8,
+    onnx.TensorProto.UINT8: np.uint8,
+    onnx.TensorProto.BOOL: np.bool_,
+}
+# Refuse inputs whose declared shape would need absurd memory for one sample.
+_MAX_SAMPLE_BYTES = 1 << 30
+
+
+@dataclass(frozen=True)
+class InputInfo:
+    name: str
+    shape: tuple[int, ...]  # batch-1 concrete shape
+    dtype: np.dtype
+
+
+@dataclass(frozen=True)
+class EvalSet:
+    inputs: dict[str, np.ndarray]
+    labels: np.ndarray | None
+    source: str
+
+    @property
+    def samples(self) -> int:
+        return int(next(iter(self.inputs.values())).shape[0])
+
+
+def graph_inputs(proto: onnx.ModelProto, input_shape: tuple[int, ...] | None = None) -> list[InputInfo]:
+    """Concrete batch-1 shapes of the graph's real inputs (initializers excluded)."""
+    inits = {i.name for i in proto.graph.initializer}
+    infos = []
+    for vi in proto.graph.input:
+        if vi.name in inits:
+            continue
+        tt = vi.type.tensor_type
+        if tt.elem_type not in _NP_DTYPES:
+            raise InvalidInput(f"input {vi.name!r} has an unsupported element type {tt.elem_type}")
+        if input_shape is not None:
+            shape = (1, *input_shape[1:])
+        else:
+            shape_list = []
+            for axis, d in enumerate(tt.shape.dim):
+                if d.HasField("dim_value") and d.dim_value > 0:
+                    shape_list.append(1 if axis == 0 else d.dim_value)
+                elif axis == 0:
+                    shape_list.append(1)
+                else:
+                    raise UsageError(
+                        f"input {vi.name!r} has a dynamic dimension at axis {axis}: "
+                        "give --input-shape, e.g. 1,3,224,224"
+                    )
+            shape = tuple(shape_list)
+        dtype = np.dtype(_NP_DTYPES[tt.elem_type])
+        if int(np.prod(shape)) * dtype.itemsize > _MAX_SAMPLE_BYTES:
+            raise InvalidInput(
+                f"input {vi.name!r} declares shape {shape}, over 1 GiB per sample; refusing to allocate"
+            )
+        infos.append(InputInfo(vi.name, shape, dtype))
+    if not infos:
+        raise InvalidInput("the model has no inputs to feed")
+    return infos
+
+
+def random_feeds(infos: list[InputInfo], batch: int, seed: int = 0) -> dict[str, np.ndarray]:
+    """Seeded inputs: normal floats, small non-negative ints, random bools."""
+    rng = np.random.default_rng(seed)
+    feeds = {}
+    for info in infos:
+        shape = (batch, *info.shape[1:])
+        if np.issubdtype(info.dtype, np.floating):
+            feeds[info.name] = rng.standard_normal(shape).astype(info.dtype)
+        elif info.dtype == np.bool_:
+            feeds[info.name] = rng.integers(0, 2, shape).astype(np.bool_)
+        else:
+            feeds[info.name] = rng.integers(0, 4, shape).astype(info.dtype)
+    return feeds
+
+
+def evaluation_set(
+    infos: list[InputInfo],
+    *,
+    zoo_spec: object | None,
+    eval_arg: str | None,
+    samples: int | None,
+    seed: int = 0,
+) -> EvalSet:
+    """The held-out set a run measures accuracy on (see module docstring)."""
+    if eval_arg in (None, "zoo") and zoo_spec is not None:
+        n = samples or zoo_spec.default_eval_samples  # type: ignore[attr-defined]
+        x, labels = zoo_spec.evaluation_data(n)  # type: ignore[attr-defined]
+        data = {infos[0].name: x}
+        src = f"zoo:{zoo_spec.name} held-out set"  # type: ignore[attr-defined]
+    elif eval_arg == "zoo":
+        raise UsageError("--eval zoo needs a zoo model; give --eval PATH (.npy/.npz) instead")
+    elif eval_arg is None or eval_arg == "random":
+        n = samples or 16
+        return EvalSet(random_feeds(infos, n, seed), None, f"random normal inputs (seed {seed})")
+    else:
+        data, labels = load_arrays(Path(eval_arg), infos)
+        if samples is not None:
+            data = {k: v[:samples] for k, v in data.items()}
+            labels = labels[:samples] if labels is not None else None
+        src = str(eval_arg)
+    validate_arrays(data, infos, what="evaluation data")
+    return EvalSet(data, labels, src)
+
+
+def load_arrays(path: Path, infos: list[InputInfo]) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
+    """Read `.npy` (single-input models) or `.npz` (one array per input name, optional `labels`)."""
+    if not path.exists():
+        raise InvalidInput(f"data file {path} does not exist")
+    try:
+        loaded = np.load(path, allow_pickle=False)
+    except Exception as e:
+        raise InvalidInput(f"{path} is not a readable .npy/.npz file ({type(e).__name__})") from None
+    if isinstance(loaded, np.ndarray):
+        if len(infos) != 1:
+            raise InvalidInput(f"{path}: a .npy file feeds single-input models; use .npz keyed by input name")
+        return {infos[0].name: loaded}, None
+    with loaded:
+        keys = set(loaded.files)
+        labels = loaded["labels"] if "labels" in keys else None
+        data = {}
+        for info in infos:
+            key = info.name if info.name in keys else ("input" if len(infos) == 1 and "input" in keys else None)
+            if key is None:
+                raise InvalidInput(f"{path} has no array named {info.name!r} (has: {', '.join(sorted(keys))})")
+            data[info.name] = loaded[key]
+    return data, labels
+
+
+def validate_arrays(data: dict[str, np.ndarray], infos: list[InputInfo], *, what: str) -> None:
+    """Shape, dtype and finiteness checks with one-line messages."""
+    counts = set()
+    for info in infos:
+        arr = data[info.name]
+        if arr.ndim != len(info.shape) or tuple(arr.shape[1:]) != tuple(info.shape[1:]):
+            raise InvalidInput(
+                f"{what} for {info.name!r} has shape {tuple(arr.shape)}; the model expects "
+                f"(N, {', '.join(map(str, info.shape[1:]))})"
+            )
+        if arr.dtype != info.dtype:
+            if np.issubdtype(info.dtype, np.floating) and np.issubdtype(arr.dtype, np.floating):
+                data[info.name] = arr.astype(info.dtype)
+            else:
+                raise InvalidInput(f"{what} for {info.name!r} is {arr.dtype}; the model expects {info.dtype}")
+        if arr.shape[0] == 0:
+            raise InvalidInput(f"{what} for {info.name!r} has no samples")
+        if np.issubdtype(arr.dtype, np.floating) and not np.isfinite(arr).all():
+            raise InvalidInput(f"{what} for {info.name!r} contains NaN or Inf")
+        counts.add(arr.shape[0])
+    if len(counts) > 1:
+        raise InvalidInput(f"{what}: inputs have different sample counts {sorted(counts)}")

@@ -1,0 +1,67 @@
+"""torch.nn.Module → ONNX, with a dynamic batch axis.
+
+We use torch's TorchScript-based exporter (`dynamo=False`): the dynamo exporter
+needs onnxscript, which is not among our dependencies, and the TorchScript path
+exports every zoo model (including the GRU) at opset 17 deterministically.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import warnings
+from collections.abc import Sequence
+
+import numpy as np
+import onnx
+
+from compiler.errors import InvalidInput
+
+log = logging.getLogger(__name__)
+
+
+def export_torch(
+    module: object,
+    example_inputs: Sequence[np.ndarray],
+    *,
+    input_names: Sequence[str],
+    output_names: Sequence[str] | None = None,
+    opset: int = 17,
+) -> onnx.ModelProto:
+    """Export `module` in eval mode; axis 0 of every input and output is dynamic ("batch")."""
+    import torch
+
+    if not isinstance(module, torch.nn.Module):
+        raise InvalidInput(f"expected a torch.nn.Module, got {type(module).__name__}")
+    module = module.eval()
+    args = tuple(torch.from_numpy(np.ascontiguousarray(x)) for x in example_inputs)
+    with torch.inference_mode():
+        try:
+            out = module(*args)
+        except Exception as e:
+            shapes = ", ".join(str(tuple(a.shape)) for a in args)
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise InvalidInput(f"the model rejects inputs of shape {shapes}: {first}") from None
+    n_out = len(out) if isinstance(out, list | tuple) else 1
+    if output_names is None or len(output_names) != n_out:
+        output_names = ["output"] if n_out == 1 else [f"output_{i}" for i in range(n_out)]
+    dynamic_axes = {name: {0: "batch"} for name in [*input_names, *output_names]}
+    buf = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            torch.onnx.export(
+                module,
+                args,
+                buf,
+                dynamo=False,
+                opset_version=opset,
+                input_names=list(input_names),
+                output_names=list(output_names),
+                dynamic_axes=dynamic_axes,
+                do_constant_folding=True,
+            )
+        except Exception as e:
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise InvalidInput(f"torch could not export the model to ONNX: {first}") from None
+    return onnx.load_from_string(buf.getvalue())
