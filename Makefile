@@ -32,7 +32,7 @@ lint: install
 	$(BIN)/ruff format --check compiler passes targets models tests bench
 
 bench: install
-	$(BIN)/python -m bench.run
+	$(BIN)/python -m bench.run $(SUITES)
 
 clean:
 	rm -rf build .pytest_cache

@@ -1,0 +1,185 @@
+"""Accuracy of a candidate's outputs against the FP32 reference's, on the same inputs.
+
+Definitions (N samples; the first axis is the sample axis):
+
+- top1_agreement: fraction of samples where argmax(candidate) == argmax(reference).
+- top5_agreement: fraction of samples where the reference's top-1 class is among
+  the candidate's top-k classes, k = min(5, C).
+- Both are None unless the outputs are 2-D (N, C) with C >= 2 (classification-like).
+- cosine: mean over samples of the cosine similarity of the flattened outputs;
+  a pair of all-zero outputs counts as 1.0, one all-zero output against a
+  non-zero one as 0.0.
+- sqnr_db: 10·log10(Σ ref² / Σ (ref − cand)²) over every element, clamped to
+  [-200, 200] dB (identical outputs give 200.0, never inf).
+- max_abs_error: max |ref − cand| over every element.
+- top1_accuracy / baseline_top1_accuracy: argmax of the candidate / reference
+  equal to the labels; None without labels.
+
+Values that are not finite (the candidate produced NaN or inf) stay NaN/inf in
+the dataclass and become None in `to_dict`, which is JSON-safe.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from compiler.errors import InvalidInput
+
+if TYPE_CHECKING:
+    from targets.base import Runner
+
+SQNR_CAP_DB = 200.0
+_TOPK = 5
+
+
+@dataclass(frozen=True)
+class Accuracy:
+    """The report's `accuracy` object (see the module docstring for each metric)."""
+
+    samples: int
+    top1_agreement: float | None
+    top5_agreement: float | None
+    cosine: float
+    sqnr_db: float
+    max_abs_error: float
+    top1_accuracy: float | None
+    baseline_top1_accuracy: float | None
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for key, value in asdict(self).items():
+            if isinstance(value, float):
+                value = _round_sig(value, 6) if math.isfinite(value) else None
+            out[key] = value
+        return out
+
+
+def _round_sig(x: float, digits: int) -> float:
+    if x == 0:
+        return 0.0
+    return round(x, digits - 1 - math.floor(math.log10(abs(x))))
+
+
+def compare_outputs(
+    reference: np.ndarray, candidate: np.ndarray, labels: np.ndarray | None = None
+) -> Accuracy:
+    """Metrics of `candidate` against `reference` (same shape, first axis = samples)."""
+    ref = np.asarray(reference, dtype=np.float64)
+    cand = np.asarray(candidate, dtype=np.float64)
+    if ref.shape != cand.shape:
+        raise InvalidInput(
+            f"candidate output shape {cand.shape} differs from the reference's {ref.shape}"
+        )
+    if ref.ndim == 0:
+        ref, cand = ref.reshape(1), cand.reshape(1)
+    n = ref.shape[0]
+    if n == 0 or ref.size == 0:
+        raise InvalidInput("no outputs to compare: the evaluation data is empty")
+
+    with np.errstate(all="ignore"):
+        diff = ref - cand
+        max_abs = float(np.max(np.abs(diff)))  # NaN if any difference is NaN
+        signal = float(np.sum(ref * ref))
+        noise = float(np.sum(diff * diff))
+        cosine = _mean_cosine(ref.reshape(n, -1), cand.reshape(n, -1))
+    sqnr = _sqnr_db(signal, noise)
+
+    classification = ref.ndim == 2 and ref.shape[1] >= 2
+    top1 = top5 = acc = base_acc = None
+    if classification:
+        ref_top1 = np.argmax(ref, axis=1)
+        cand_top1 = np.argmax(cand, axis=1)
+        k = min(_TOPK, ref.shape[1])
+        cand_topk = np.argsort(-cand, axis=1, kind="stable")[:, :k]
+        top1 = float(np.mean(ref_top1 == cand_top1))
+        top5 = float(np.mean(np.any(cand_topk == ref_top1[:, None], axis=1)))
+    if labels is not None:
+        lab = np.asarray(labels)
+        if not classification:
+            raise InvalidInput(
+                f"labels were given but the output has shape {ref.shape}, not (samples, classes)"
+            )
+        if lab.shape != (n,) or not np.issubdtype(lab.dtype, np.integer):
+            raise InvalidInput(
+                f"labels must be {n} integer class indices, got shape {lab.shape} ({lab.dtype})"
+            )
+        acc = float(np.mean(cand_top1 == lab))
+        base_acc = float(np.mean(ref_top1 == lab))
+    return Accuracy(
+        samples=int(n),
+        top1_agreement=top1,
+        top5_agreement=top5,
+        cosine=cosine,
+        sqnr_db=sqnr,
+        max_abs_error=max_abs,
+        top1_accuracy=acc,
+        baseline_top1_accuracy=base_acc,
+    )
+
+
+def _sqnr_db(signal: float, noise: float) -> float:
+    if math.isnan(signal) or math.isnan(noise):
+        return math.nan
+    if noise == 0:
+        return SQNR_CAP_DB
+    if signal == 0 or math.isinf(noise):
+        return -SQNR_CAP_DB
+    return float(np.clip(10.0 * math.log10(signal / noise), -SQNR_CAP_DB, SQNR_CAP_DB))
+
+
+def _mean_cosine(a: np.ndarray, b: np.ndarray) -> float:
+    na = np.linalg.norm(a, axis=1)
+    nb = np.linalg.norm(b, axis=1)
+    dot = np.sum(a * b, axis=1)
+    both_zero = (na == 0) & (nb == 0)
+    one_zero = (na == 0) ^ (nb == 0)
+    denom = np.where((na == 0) | (nb == 0), 1.0, na * nb)
+    cos = np.where(both_zero, 1.0, np.where(one_zero, 0.0, dot / denom))
+    return float(np.mean(np.clip(cos, -1.0, 1.0)))
+
+
+def run_batched(
+    runner: Runner,
+    input_name: str,
+    data: np.ndarray,
+    batch_size: int = 32,
+    *,
+    progress: Callable[[int], None] | None = None,
+    pad_last: bool = True,
+) -> np.ndarray:
+    """Stream `data` through an active runner in batches; concatenate the first output.
+
+    With `pad_last`, a short last batch is padded to `batch_size` by repeating its
+    last sample and the padding's outputs are dropped, so models exported with a
+    fixed batch size of `batch_size` work too. `progress(n)` gets the number of
+    samples done after each batch.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1 (got {batch_size})")
+    data = np.asarray(data)
+    if data.ndim == 0 or len(data) == 0:
+        raise InvalidInput(
+            f"evaluation data must be a non-empty batch of samples, got {data.shape}"
+        )
+    outputs: list[np.ndarray] = []
+    total = len(data)
+    for start in range(0, total, batch_size):
+        batch = data[start : start + batch_size]
+        real = len(batch)
+        if pad_last and real < batch_size:
+            pad = np.repeat(batch[-1:], batch_size - real, axis=0)
+            batch = np.concatenate([batch, pad], axis=0)
+        out = np.asarray(runner.infer({input_name: np.ascontiguousarray(batch)})[0])
+        if out.ndim == 0 or out.shape[0] != len(batch):
+            raise InvalidInput(
+                f"model output shape {out.shape} does not have the batch of {len(batch)} first"
+            )
+        outputs.append(out[:real])
+        if progress is not None:
+            progress(start + real)
+    return np.concatenate(outputs, axis=0)

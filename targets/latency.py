@@ -1,0 +1,227 @@
+"""Latency measurement: warm-up, then rounds of timed calls until the median is stable.
+
+The stopping rule, exactly: after `warmup` untimed calls, calls are timed one
+by one with `perf_counter_ns` in rounds of `window = max(1, min_iterations // 2)`.
+After each round, once at least `min_iterations` samples and two rounds exist,
+the median of the latest round is compared with the median of the round before;
+measurement stops when they differ by less than `rel_tol` (relative to the
+earlier one). It also stops at `max_iterations` samples, or when `max_seconds`
+(counted from the start of warm-up) have passed — but never before
+`warmup + min_iterations` calls, so a slow model takes longer than `max_seconds`
+rather than being reported from a handful of samples.
+
+The statistics cover every timed sample, not only the last window. No timing
+is ever asserted in tests: only orderings and counts.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import statistics
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:
+    import torch
+
+    from targets.base import Runner
+
+logger = logging.getLogger(__name__)
+
+
+def _round_sig(x: float, digits: int = 4) -> float:
+    """`x` to `digits` significant figures: 12.3456 → 12.35, 0.0123456 → 0.01235."""
+    if x == 0 or not math.isfinite(x):
+        return x
+    return round(x, digits - 1 - math.floor(math.log10(abs(x))))
+
+
+@dataclass(frozen=True)
+class LatencyStats:
+    """Per-call latency in milliseconds over `iterations` timed calls of `batch` samples.
+
+    `threads` is what was asked for (None: the runtime's default). `samples_ms`
+    keeps every timed call for plots; `to_dict` leaves it out.
+    """
+
+    batch: int
+    threads: int | None
+    warmup: int
+    iterations: int
+    p50: float
+    p90: float
+    p99: float
+    mean: float
+    throughput_per_s: float
+    samples_ms: tuple[float, ...] = field(repr=False)
+
+    @classmethod
+    def from_samples(
+        cls, samples_ms: tuple[float, ...], *, batch: int, threads: int | None, warmup: int
+    ) -> LatencyStats:
+        if not samples_ms:
+            raise ValueError("no latency samples")
+        p50, p90, p99 = (float(v) for v in np.percentile(samples_ms, [50, 90, 99]))
+        mean = float(np.mean(samples_ms))
+        throughput = batch * 1000.0 / mean if mean > 0 else math.inf
+        return cls(
+            batch=batch,
+            threads=threads,
+            warmup=warmup,
+            iterations=len(samples_ms),
+            p50=p50,
+            p90=p90,
+            p99=p99,
+            mean=mean,
+            throughput_per_s=throughput,
+            samples_ms=tuple(samples_ms),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """The report's `latency_ms` object; times and throughput to 4 significant figures."""
+        return {
+            "batch": self.batch,
+            "threads": self.threads,
+            "warmup": self.warmup,
+            "iterations": self.iterations,
+            "p50": _round_sig(self.p50),
+            "p90": _round_sig(self.p90),
+            "p99": _round_sig(self.p99),
+            "mean": _round_sig(self.mean),
+            "throughput_per_s": _round_sig(self.throughput_per_s)
+            if math.isfinite(self.throughput_per_s)
+            else None,
+        }
+
+
+def measure_latency(
+    fn: Callable[[], object],
+    *,
+    batch: int = 1,
+    threads: int | None = None,
+    warmup: int = 10,
+    min_iterations: int = 30,
+    max_iterations: int = 2000,
+    max_seconds: float = 10.0,
+    rel_tol: float = 0.02,
+    progress: Callable[[int], None] | None = None,
+) -> LatencyStats:
+    """Time `fn()` until its median is stable (see the module docstring for the rule).
+
+    `batch` and `threads` only label the result (throughput = batch / mean).
+    `progress(n)` is called after each round with the number of timed calls so
+    far, outside the timed region.
+    """
+    if batch < 1:
+        raise ValueError(f"batch must be at least 1 (got {batch})")
+    if warmup < 0:
+        raise ValueError(f"warmup must be 0 or more (got {warmup})")
+    if not 1 <= min_iterations <= max_iterations:
+        raise ValueError(
+            f"need 1 <= min_iterations <= max_iterations (got {min_iterations}, {max_iterations})"
+        )
+    if not max_seconds > 0 or not rel_tol > 0:
+        raise ValueError(f"max_seconds and rel_tol must be positive ({max_seconds}, {rel_tol})")
+
+    clock = time.perf_counter_ns
+    deadline = clock() + int(max_seconds * 1e9)
+    for _ in range(warmup):
+        fn()
+
+    window = max(1, min_iterations // 2)
+    samples: list[int] = []
+    stop = "max_iterations"
+    while len(samples) < max_iterations:
+        for _ in range(min(window, max_iterations - len(samples))):
+            start = clock()
+            fn()
+            end = clock()
+            samples.append(end - start)
+            if end >= deadline and len(samples) >= min_iterations:
+                break
+        if progress is not None:
+            progress(len(samples))
+        n = len(samples)
+        if n < min_iterations:
+            continue
+        if clock() >= deadline:
+            stop = "max_seconds"
+            break
+        if n >= 2 * window:
+            last = statistics.median(samples[-window:])
+            before = statistics.median(samples[-2 * window : -window])
+            if abs(last - before) < rel_tol * before or last == before:
+                stop = "stable"
+                break
+    logger.debug("latency: %d iterations, stopped by %s", len(samples), stop)
+    return LatencyStats.from_samples(
+        tuple(s / 1e6 for s in samples), batch=batch, threads=threads, warmup=warmup
+    )
+
+
+def compare(baseline: LatencyStats, other: LatencyStats) -> float:
+    """Speedup of `other` over `baseline`: baseline p50 / other p50 (> 1 means faster)."""
+    if other.p50 <= 0:
+        raise ValueError("cannot compare against a zero median latency")
+    return baseline.p50 / other.p50
+
+
+def bench_runner(
+    runner: Runner,
+    feeds: Mapping[str, np.ndarray],
+    *,
+    batch: int | None = None,
+    threads: int | None = None,
+    **measure: Any,
+) -> LatencyStats:
+    """Latency of `runner.infer(feeds)`; the runner must be active (inside its `with`).
+
+    `batch` defaults to the leading dimension of the first feed, `threads` to the
+    runner's own `threads` attribute; other keywords go to `measure_latency`.
+    """
+    if batch is None:
+        first = next(iter(feeds.values()), None)
+        batch = int(first.shape[0]) if first is not None and first.ndim >= 1 else 1
+    if threads is None:
+        threads = getattr(runner, "threads", None)
+    feeds = dict(feeds)
+    return measure_latency(lambda: runner.infer(feeds), batch=batch, threads=threads, **measure)
+
+
+def bench_torch(
+    module: torch.nn.Module,
+    example: torch.Tensor,
+    threads: int | None,
+    *,
+    batch: int | None = None,
+    **measure: Any,
+) -> LatencyStats:
+    """Latency of torch eager `module(example)` in this process, for the report's comparison.
+
+    Runs under `torch.inference_mode()` with the module in eval mode and
+    `torch.set_num_threads(threads)`; the thread count and the module's
+    training flag are restored afterwards. Pass the same `threads` as the
+    onnxruntime runner: the two runtimes' defaults differ.
+    """
+    import torch
+
+    if threads is not None and threads < 1:
+        raise ValueError(f"threads must be at least 1 (got {threads})")
+    if batch is None:
+        batch = int(example.shape[0]) if example.dim() >= 1 else 1
+    previous_threads = torch.get_num_threads()
+    was_training = module.training
+    try:
+        if threads is not None:
+            torch.set_num_threads(threads)
+        module.eval()
+        with torch.inference_mode():
+            return measure_latency(lambda: module(example), batch=batch, threads=threads, **measure)
+    finally:
+        torch.set_num_threads(previous_threads)
+        module.train(was_training)

@@ -1,0 +1,185 @@
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+import onnx.parser
+import onnx_ir as ir
+import pytest
+
+from compiler.errors import InvalidInput
+from compiler.evaluate import SQNR_CAP_DB, Accuracy, compare_outputs, run_batched
+from targets.cpu import CpuTarget
+
+ACCURACY_KEYS = {
+    "samples", "top1_agreement", "top5_agreement", "cosine", "sqnr_db", "max_abs_error",
+    "top1_accuracy", "baseline_top1_accuracy",
+}  # fmt: skip
+
+
+def _logits(n: int = 8, c: int = 10, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).standard_normal((n, c)).astype(np.float32)
+
+
+def test_identical_outputs() -> None:
+    ref = _logits()
+    acc = compare_outputs(ref, ref.copy())
+    assert acc == Accuracy(
+        samples=8,
+        top1_agreement=1.0,
+        top5_agreement=1.0,
+        cosine=pytest.approx(1.0),  # type: ignore[arg-type]
+        sqnr_db=SQNR_CAP_DB,
+        max_abs_error=0.0,
+        top1_accuracy=None,
+        baseline_top1_accuracy=None,
+    )
+    d = acc.to_dict()
+    assert set(d) == ACCURACY_KEYS and d["sqnr_db"] == 200.0
+    json.dumps(d, allow_nan=False)
+
+
+def test_one_percent_scaling_is_40_db() -> None:
+    ref = _logits(16, 10, seed=1).astype(np.float64)
+    cand = ref * 1.01  # noise = 0.01² · signal → 10·log10(1e4) = 40 dB
+    acc = compare_outputs(ref, cand)
+    assert acc.sqnr_db == pytest.approx(40.0, abs=1e-9)
+    assert acc.cosine == pytest.approx(1.0, abs=1e-12)  # scaling keeps the direction
+    assert acc.max_abs_error == pytest.approx(0.01 * np.abs(ref).max(), rel=1e-12)
+    assert acc.top1_agreement == 1.0
+
+
+def test_additive_noise_sqnr() -> None:
+    ref = np.array([[3.0, 4.0], [0.0, 0.0]])  # Σ ref² = 25
+    cand = ref + np.array([[0.5, 0.0], [0.0, 0.0]])  # Σ noise² = 0.25
+    assert compare_outputs(ref, cand).sqnr_db == pytest.approx(20.0)
+
+
+def test_topk_agreement_hand_computed() -> None:
+    ref = np.tile(np.arange(7.0), (3, 1))  # every sample's top-1 class is 6
+    cand = np.array(
+        [
+            [0, 1, 2, 3, 4, 5, 6],  # rank 1: top-1 and top-5 agree
+            [0, 1, 2, 6, 4, 5, 3],  # class 6 scores 3, the 4th highest → top-5 only
+            [6, 1, 2, 3, 4, 5, 0],  # class 6 ranks last → neither
+        ],
+        dtype=np.float64,
+    )
+    acc = compare_outputs(ref, cand)
+    assert acc.top1_agreement == pytest.approx(1 / 3)
+    assert acc.top5_agreement == pytest.approx(2 / 3)
+
+
+def test_fewer_than_five_classes_uses_all_of_them() -> None:
+    ref = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
+    cand = np.array([[0.0, 0.0, 1.0], [0.0, 1.0, 0.0]])
+    acc = compare_outputs(ref, cand)
+    assert acc.top1_agreement == 0.5 and acc.top5_agreement == 1.0
+
+
+def test_label_accuracies() -> None:
+    ref = np.eye(4)[[0, 1, 2, 3]]  # reference predicts 0, 1, 2, 3
+    cand = np.eye(4)[[0, 1, 3, 3]]  # candidate predicts 0, 1, 3, 3
+    labels = np.array([0, 1, 2, 0])
+    acc = compare_outputs(ref, cand, labels)
+    assert acc.baseline_top1_accuracy == 0.75
+    assert acc.top1_accuracy == 0.5
+    assert acc.top1_agreement == 0.75
+
+
+def test_cosine_hand_computed() -> None:
+    ref = np.array([[1.0, 0.0], [1.0, 0.0], [0.0, 0.0], [0.0, 0.0]])
+    cand = np.array([[0.0, 1.0], [1.0, 1.0], [0.0, 0.0], [2.0, 0.0]])
+    # per sample: 0, 1/√2, both zero → 1, one zero → 0
+    assert compare_outputs(ref, cand).cosine == pytest.approx((0 + 1 / math.sqrt(2) + 1 + 0) / 4)
+
+
+def test_non_classification_outputs_have_no_topk() -> None:
+    rng = np.random.default_rng(2)
+    ref = rng.standard_normal((2, 3, 4, 4))
+    acc = compare_outputs(ref, -ref)
+    assert acc.top1_agreement is None and acc.top5_agreement is None
+    assert acc.cosine == pytest.approx(-1.0)
+    assert acc.sqnr_db == pytest.approx(10 * math.log10(1 / 4))  # noise = (2·ref)²
+    with pytest.raises(InvalidInput, match="labels"):
+        compare_outputs(ref, ref, labels=np.array([0, 1]))
+    one_logit = compare_outputs(ref[:, :1, 0, 0], ref[:, :1, 0, 0])
+    assert one_logit.top1_agreement is None
+
+
+def test_zero_reference_with_noise_is_capped_low() -> None:
+    acc = compare_outputs(np.zeros((2, 3)), np.ones((2, 3)))
+    assert acc.sqnr_db == -SQNR_CAP_DB and acc.max_abs_error == 1.0
+
+
+def test_nan_candidate_serializes_as_null() -> None:
+    ref = _logits(4, 5)
+    cand = ref.copy()
+    cand[1, 2] = np.nan
+    d = compare_outputs(ref, cand).to_dict()
+    assert d["sqnr_db"] is None and d["max_abs_error"] is None and d["cosine"] is None
+    json.dumps(d, allow_nan=False)
+
+
+def test_bad_shapes_and_labels() -> None:
+    with pytest.raises(InvalidInput, match="shape"):
+        compare_outputs(np.zeros((2, 3)), np.zeros((3, 3)))
+    with pytest.raises(InvalidInput, match="empty"):
+        compare_outputs(np.zeros((0, 3)), np.zeros((0, 3)))
+    with pytest.raises(InvalidInput, match="integer"):
+        compare_outputs(_logits(2, 3), _logits(2, 3), labels=np.array([0.0, 1.0]))
+    with pytest.raises(InvalidInput, match="2 integer"):
+        compare_outputs(_logits(2, 3), _logits(2, 3), labels=np.array([0, 1, 2]))
+
+
+class RecordingRunner:
+    """Doubles its input; records the batch sizes it saw."""
+
+    input_names = ["x"]
+
+    def __init__(self) -> None:
+        self.batches: list[int] = []
+
+    def __enter__(self) -> RecordingRunner:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
+    def infer(self, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+        self.batches.append(len(feeds["x"]))
+        return [feeds["x"] * 2, feeds["x"]]
+
+
+@pytest.mark.parametrize("pad_last, batches", [(True, [32, 32, 32]), (False, [32, 32, 6])])
+def test_run_batched_streams_and_trims(pad_last: bool, batches: list[int]) -> None:
+    data = np.arange(70 * 3, dtype=np.float32).reshape(70, 3)
+    runner = RecordingRunner()
+    seen: list[int] = []
+    out = run_batched(runner, "x", data, 32, progress=seen.append, pad_last=pad_last)
+    np.testing.assert_array_equal(out, data * 2)
+    assert runner.batches == batches and seen == [32, 64, 70]
+
+
+def test_run_batched_with_a_real_runner(tmp_path: Path) -> None:
+    proto = onnx.parser.parse_model(
+        '<ir_version: 8, opset_import: ["" : 17]> g (float[N, 5] x) => (float[N, 5] y) '
+        "{ y = Softmax <axis = 1> (x) }"
+    )
+    artifact = CpuTarget().lower(ir.from_proto(proto), tmp_path, stem="softmax")
+    data = np.random.default_rng(4).standard_normal((10, 5)).astype(np.float32)
+    with CpuTarget().runner(artifact.path, threads=1) as r:
+        out = run_batched(r, "x", data, batch_size=4)
+    e = np.exp(data - data.max(axis=1, keepdims=True))
+    np.testing.assert_allclose(out, e / e.sum(axis=1, keepdims=True), rtol=1e-6, atol=1e-7)
+    assert compare_outputs(out, out).top1_agreement == 1.0
+
+
+def test_run_batched_rejects_empty_data() -> None:
+    with pytest.raises(InvalidInput):
+        run_batched(RecordingRunner(), "x", np.zeros((0, 3), np.float32))
+    with pytest.raises(ValueError):
+        run_batched(RecordingRunner(), "x", np.zeros((2, 3), np.float32), batch_size=0)
