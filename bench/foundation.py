@@ -24,7 +24,9 @@ def run(out_path: Path, threads: int = 2) -> dict[str, Any]:
         for name in MODELS:
             t0 = time.perf_counter()
             res = compile_model(
-                CompileConfig(model=name, out_dir=Path(tmp) / name, threads=threads, reports=("json",))
+                CompileConfig(
+                    model=name, out_dir=Path(tmp) / name, threads=threads, reports=("json",)
+                )
             )
             r = res.report
             results["models"][name] = {

@@ -24,7 +24,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from compiler import __version__
-from compiler.config import Budgets, CompileConfig, load_config_file, merge, parse_shape
+from compiler.config import Budgets, load_config_file, merge, parse_shape
 from compiler.errors import EdgecError, GateFailed, UsageError
 
 out = Console()
@@ -54,7 +54,10 @@ def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
         except Exception as e:  # a bug: say so, keep it to one line unless asked
             if os.environ.get("EDGEC_DEBUG"):
                 traceback.print_exc()
-            _fail(1, f"internal error ({type(e).__name__}: {e}); rerun with EDGEC_DEBUG=1 and report it")
+            _fail(
+                1,
+                f"internal error ({type(e).__name__}: {e}); rerun with EDGEC_DEBUG=1 and report it",
+            )
 
     return wrapper
 
@@ -93,9 +96,15 @@ def main(verbose: int) -> None:
 
 
 def _budget_options(fn: Callable[..., Any]) -> Callable[..., Any]:
-    fn = click.option("--min-accuracy", type=float, help="Fail (exit 3) below this accuracy (0..1).")(fn)
-    fn = click.option("--max-latency-ms", type=float, help="Fail (exit 3) above this p50 latency.")(fn)
-    fn = click.option("--max-size-mb", type=float, help="Fail (exit 3) above this artifact size (10^6 B).")(fn)
+    fn = click.option(
+        "--min-accuracy", type=float, help="Fail (exit 3) below this accuracy (0..1)."
+    )(fn)
+    fn = click.option("--max-latency-ms", type=float, help="Fail (exit 3) above this p50 latency.")(
+        fn
+    )
+    fn = click.option(
+        "--max-size-mb", type=float, help="Fail (exit 3) above this artifact size (10^6 B)."
+    )(fn)
     return fn
 
 
@@ -103,25 +112,72 @@ def _budget_options(fn: Callable[..., Any]) -> Callable[..., Any]:
 @click.argument("model")
 @click.option("--target", "target", default=None, help="cpu (default), cuda or tensorrt.")
 @click.option("--precision", default=None, help="fp32 (default), fp16, int8 or auto.")
-@click.option("--input-shape", default=None, help="Input shape, e.g. 1,3,224,224 (module:factory needs it).")
-@click.option("--out", "out_dir", type=click.Path(path_type=Path), default=None, help="Output directory [build/MODEL].")
-@click.option("--format", "artifact_format", type=click.Choice(["onnx", "ort"]), default=None, help="Artifact format.")
-@click.option("--threads", type=int, default=None, help="Intra-op threads for measurement [all cores].")
+@click.option(
+    "--input-shape", default=None, help="Input shape, e.g. 1,3,224,224 (module:factory needs it)."
+)
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Output directory [build/MODEL].",
+)
+@click.option(
+    "--format",
+    "artifact_format",
+    type=click.Choice(["onnx", "ort"]),
+    default=None,
+    help="Artifact format.",
+)
+@click.option(
+    "--threads", type=int, default=None, help="Intra-op threads for measurement [all cores]."
+)
 @click.option("--batch", type=int, default=None, help="Batch size for latency [1].")
-@click.option("--eval", "eval_source", default=None, help="Evaluation data: zoo, random, or a .npy/.npz path.")
+@click.option(
+    "--eval", "eval_source", default=None, help="Evaluation data: zoo, random, or a .npy/.npz path."
+)
 @click.option("--eval-samples", type=int, default=None, help="How many evaluation samples.")
-@click.option("--calib", "calib_source", default=None, help="Calibration data (int8): zoo, folder, .npy/.npz.")
+@click.option(
+    "--calib", "calib_source", default=None, help="Calibration data (int8): zoo, folder, .npy/.npz."
+)
 @click.option("--calib-method", default=None, help="minmax, percentile, entropy or mse.")
 @click.option("--calib-samples", type=int, default=None, help="How many calibration samples.")
-@click.option("--verify/--no-verify", default=None, help="Check each pass numerically with onnxruntime.")
-@click.option("--report", "reports", default=None, help="Report formats: json,md,html (json is always written).")
-@click.option("--junit", type=click.Path(path_type=Path), default=None, help="Write gate results as JUnit XML.")
-@click.option("--config", "config_file", type=click.Path(path_type=Path), default=None, help="TOML/JSON config.")
-@click.option("--no-torch-baseline", is_flag=True, default=False, help="Skip the torch eager latency baseline.")
-@click.option("--json", "as_json", is_flag=True, help="Print report.json to stdout instead of a table.")
+@click.option(
+    "--verify/--no-verify", default=None, help="Check each pass numerically with onnxruntime."
+)
+@click.option(
+    "--report",
+    "reports",
+    default=None,
+    help="Report formats: json,md,html (json is always written).",
+)
+@click.option(
+    "--junit",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Write gate results as JUnit XML.",
+)
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="TOML/JSON config.",
+)
+@click.option(
+    "--no-torch-baseline",
+    is_flag=True,
+    default=False,
+    help="Skip the torch eager latency baseline.",
+)
+@click.option(
+    "--json", "as_json", is_flag=True, help="Print report.json to stdout instead of a table."
+)
 @_budget_options
 @handle_errors
-def compile_cmd(model: str, config_file: Path | None, as_json: bool, no_torch_baseline: bool, **flags: Any) -> None:
+def compile_cmd(
+    model: str, config_file: Path | None, as_json: bool, no_torch_baseline: bool, **flags: Any
+) -> None:
     """Compile MODEL (zoo name, .onnx path, or module:factory) and measure it."""
     from compiler.pipeline import compile_model
 
@@ -183,7 +239,9 @@ def models_cmd(as_json: bool) -> None:
     for col in ("name", "task", "params", "input", "weights"):
         table.add_column(col)
     for r in rows:
-        table.add_row(r["name"], r["task"], f"{r['params']:,}", ", ".join(r["inputs"]), r["weights"])
+        table.add_row(
+            r["name"], r["task"], f"{r['params']:,}", ", ".join(r["inputs"]), r["weights"]
+        )
     out.print(table)
 
 
@@ -197,7 +255,9 @@ def inspect_cmd(model: str, input_shape: str | None, as_json: bool) -> None:
     from compiler.inspect_model import inspect_source
     from compiler.sources import resolve
 
-    info = inspect_source(resolve(model, input_shape=parse_shape(input_shape) if input_shape else None))
+    info = inspect_source(
+        resolve(model, input_shape=parse_shape(input_shape) if input_shape else None)
+    )
     if as_json:
         out.print_json(json.dumps(info))
         return
@@ -209,7 +269,9 @@ def inspect_cmd(model: str, input_shape: str | None, as_json: bool) -> None:
     table.add_row("opset", ", ".join(f"{k} {v}" for k, v in info["opset"].items()))
     table.add_row("nodes", str(info["nodes"]))
     for io_kind in ("inputs", "outputs"):
-        table.add_row(io_kind, "\n".join(f"{i['name']}: {i['dtype']} {i['shape']}" for i in info[io_kind]))
+        table.add_row(
+            io_kind, "\n".join(f"{i['name']}: {i['dtype']} {i['shape']}" for i in info[io_kind])
+        )
     table.add_row("ops", "\n".join(f"{op} × {n}" for op, n in info["ops"].items()))
     table.add_row("targets", "\n".join(f"{t}: {s}" for t, s in info["targets"].items()))
     out.print(table)
@@ -224,7 +286,12 @@ def inspect_cmd(model: str, input_shape: str | None, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @handle_errors
 def bench_cmd(
-    artifact_or_model: str, target: str, threads: int | None, batch: int, input_shape: str | None, as_json: bool
+    artifact_or_model: str,
+    target: str,
+    threads: int | None,
+    batch: int,
+    input_shape: str | None,
+    as_json: bool,
 ) -> None:
     """Latency of an artifact (or a model, as exported, unoptimized) on a target, without compiling."""
     import tempfile
@@ -262,7 +329,12 @@ def bench_cmd(
 @main.command("gate")
 @click.argument("report", type=click.Path(path_type=Path))
 @_budget_options
-@click.option("--junit", type=click.Path(path_type=Path), default=None, help="Write gate results as JUnit XML.")
+@click.option(
+    "--junit",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Write gate results as JUnit XML.",
+)
 @handle_errors
 def gate_cmd(
     report: Path,
@@ -276,9 +348,13 @@ def gate_cmd(
     from compiler.gates import judge, junit_xml
     from compiler.io import atomic_write_text
 
-    budgets = Budgets(max_size_mb=max_size_mb, max_latency_ms=max_latency_ms, min_accuracy=min_accuracy)
+    budgets = Budgets(
+        max_size_mb=max_size_mb, max_latency_ms=max_latency_ms, min_accuracy=min_accuracy
+    )
     if all(v is None for v in (max_size_mb, max_latency_ms, min_accuracy)):
-        raise UsageError("give at least one budget: --max-size-mb, --max-latency-ms or --min-accuracy")
+        raise UsageError(
+            "give at least one budget: --max-size-mb, --max-latency-ms or --min-accuracy"
+        )
     try:
         data = json.loads(report.read_text())
     except OSError as e:

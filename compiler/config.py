@@ -90,7 +90,9 @@ def parse_shape(text: str) -> tuple[int, ...]:
     try:
         shape = tuple(int(p) for p in parts if p)
     except ValueError:
-        raise UsageError(f"--input-shape {text!r} is not a list of integers like 1,3,224,224") from None
+        raise UsageError(
+            f"--input-shape {text!r} is not a list of integers like 1,3,224,224"
+        ) from None
     if not shape or any(d < 1 for d in shape):
         raise UsageError(f"--input-shape {text!r} must list positive integers like 1,3,224,224")
     return shape

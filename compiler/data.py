@@ -48,7 +48,9 @@ class EvalSet:
         return int(next(iter(self.inputs.values())).shape[0])
 
 
-def graph_inputs(proto: onnx.ModelProto, input_shape: tuple[int, ...] | None = None) -> list[InputInfo]:
+def graph_inputs(
+    proto: onnx.ModelProto, input_shape: tuple[int, ...] | None = None
+) -> list[InputInfo]:
     """Concrete batch-1 shapes of the graph's real inputs (initializers excluded)."""
     inits = {i.name for i in proto.graph.initializer}
     infos = []
@@ -128,26 +130,38 @@ def evaluation_set(
     return EvalSet(data, labels, src)
 
 
-def load_arrays(path: Path, infos: list[InputInfo]) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
+def load_arrays(
+    path: Path, infos: list[InputInfo]
+) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
     """Read `.npy` (single-input models) or `.npz` (one array per input name, optional `labels`)."""
     if not path.exists():
         raise InvalidInput(f"data file {path} does not exist")
     try:
         loaded = np.load(path, allow_pickle=False)
     except Exception as e:
-        raise InvalidInput(f"{path} is not a readable .npy/.npz file ({type(e).__name__})") from None
+        raise InvalidInput(
+            f"{path} is not a readable .npy/.npz file ({type(e).__name__})"
+        ) from None
     if isinstance(loaded, np.ndarray):
         if len(infos) != 1:
-            raise InvalidInput(f"{path}: a .npy file feeds single-input models; use .npz keyed by input name")
+            raise InvalidInput(
+                f"{path}: a .npy file feeds single-input models; use .npz keyed by input name"
+            )
         return {infos[0].name: loaded}, None
     with loaded:
         keys = set(loaded.files)
         labels = loaded["labels"] if "labels" in keys else None
         data = {}
         for info in infos:
-            key = info.name if info.name in keys else ("input" if len(infos) == 1 and "input" in keys else None)
+            key = (
+                info.name
+                if info.name in keys
+                else ("input" if len(infos) == 1 and "input" in keys else None)
+            )
             if key is None:
-                raise InvalidInput(f"{path} has no array named {info.name!r} (has: {', '.join(sorted(keys))})")
+                raise InvalidInput(
+                    f"{path} has no array named {info.name!r} (has: {', '.join(sorted(keys))})"
+                )
             data[info.name] = loaded[key]
     return data, labels
 
@@ -166,7 +180,9 @@ def validate_arrays(data: dict[str, np.ndarray], infos: list[InputInfo], *, what
             if np.issubdtype(info.dtype, np.floating) and np.issubdtype(arr.dtype, np.floating):
                 data[info.name] = arr.astype(info.dtype)
             else:
-                raise InvalidInput(f"{what} for {info.name!r} is {arr.dtype}; the model expects {info.dtype}")
+                raise InvalidInput(
+                    f"{what} for {info.name!r} is {arr.dtype}; the model expects {info.dtype}"
+                )
         if arr.shape[0] == 0:
             raise InvalidInput(f"{what} for {info.name!r} has no samples")
         if np.issubdtype(arr.dtype, np.floating) and not np.isfinite(arr).all():

@@ -94,7 +94,9 @@ def junit_xml(results: list[GateResult], *, suite: str) -> str:
     for r in results:
         lines.append(f"  <testcase classname={quoteattr(suite)} name={quoteattr(r.name)}>")
         if not r.passed:
-            lines.append(f"    <failure message={quoteattr(r.verdict())}>{escape(r.verdict())}</failure>")
+            lines.append(
+                f"    <failure message={quoteattr(r.verdict())}>{escape(r.verdict())}</failure>"
+            )
         lines.append("  </testcase>")
     lines.append("</testsuite>")
     return "\n".join(lines) + "\n"

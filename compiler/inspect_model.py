@@ -22,7 +22,8 @@ def inspect_source(source: ModelSource) -> dict[str, Any]:
     """Op histogram, parameter count, size, opset, inputs/outputs, target compatibility."""
     g = source.proto.graph
     ops = Counter(
-        (f"{n.domain}::{n.op_type}" if n.domain not in ("", "ai.onnx") else n.op_type) for n in g.node
+        (f"{n.domain}::{n.op_type}" if n.domain not in ("", "ai.onnx") else n.op_type)
+        for n in g.node
     )
     inits = {i.name for i in g.initializer}
     return {
@@ -35,12 +36,20 @@ def inspect_source(source: ModelSource) -> dict[str, Any]:
         "nodes": len(g.node),
         "ops": dict(sorted(ops.items(), key=lambda kv: (-kv[1], kv[0]))),
         "inputs": [
-            {"name": i.name, "dtype": onnx.TensorProto.DataType.Name(i.type.tensor_type.elem_type), "shape": _shape(i)}
+            {
+                "name": i.name,
+                "dtype": onnx.TensorProto.DataType.Name(i.type.tensor_type.elem_type),
+                "shape": _shape(i),
+            }
             for i in g.input
             if i.name not in inits
         ],
         "outputs": [
-            {"name": o.name, "dtype": onnx.TensorProto.DataType.Name(o.type.tensor_type.elem_type), "shape": _shape(o)}
+            {
+                "name": o.name,
+                "dtype": onnx.TensorProto.DataType.Name(o.type.tensor_type.elem_type),
+                "shape": _shape(o),
+            }
             for o in g.output
         ],
         "targets": target_compatibility(source.proto),

@@ -68,7 +68,9 @@ def save_onnx(model: ir.Model | onnx.ModelProto, final: Path) -> None:
     proto = ir.to_proto(model) if isinstance(model, ir.Model) else model
     data = proto.SerializeToString(deterministic=True)
     if len(data) > _MAX_PROTO_BYTES:
-        raise InvalidInput("model exceeds protobuf's 2 GiB limit; external data output is not supported yet")
+        raise InvalidInput(
+            "model exceeds protobuf's 2 GiB limit; external data output is not supported yet"
+        )
     atomic_write_bytes(final, data)
 
 

@@ -61,7 +61,9 @@ def _no_progress(stage: str, done: int, total: int) -> None:
 
 
 def default_threads() -> int:
-    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+    return max(
+        1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    )
 
 
 def build_passes() -> list[irp.PassBase]:
@@ -72,7 +74,9 @@ def build_passes() -> list[irp.PassBase]:
     return [*cleanup_passes(), *fusion_passes(), *cleanup_passes()]
 
 
-def optimize(model: ir.Model, *, verify: bool = False, seed: int = 0) -> tuple[ir.Model, list[PassRecord]]:
+def optimize(
+    model: ir.Model, *, verify: bool = False, seed: int = 0
+) -> tuple[ir.Model, list[PassRecord]]:
     """Run cleanup and fusion under onnx-ir's PassManager, recording each pass."""
     records: list[PassRecord] = []
     verifier = _verifier(seed) if verify else None
@@ -116,7 +120,11 @@ def compile_model(config: CompileConfig, progress: Progress | None = None) -> Co
     progress("load", 1, 1)
     infos = graph_inputs(source.proto, config.input_shape)
     evalset = evaluation_set(
-        infos, zoo_spec=source.zoo_spec, eval_arg=config.eval_source, samples=config.eval_samples, seed=config.seed
+        infos,
+        zoo_spec=source.zoo_spec,
+        eval_arg=config.eval_source,
+        samples=config.eval_samples,
+        seed=config.seed,
     )
     out_dir = config.out_dir or Path("build") / source.name
     staging = _make_staging(out_dir)
@@ -128,7 +136,9 @@ def compile_model(config: CompileConfig, progress: Progress | None = None) -> Co
         report["precision"] = config.precision
 
         progress("passes", 0, 1)
-        model, records = optimize(ir.from_proto(source.proto), verify=config.verify, seed=config.seed)
+        model, records = optimize(
+            ir.from_proto(source.proto), verify=config.verify, seed=config.seed
+        )
         report["passes"] = [r.to_dict() for r in records]
         progress("passes", 1, 1)
 
@@ -208,7 +218,9 @@ def _publish(staging: Path, out_dir: Path) -> None:
 def _model_info(source: ModelSource) -> dict[str, Any]:
     g = source.proto.graph
     params = int(sum(int(np.prod(t.dims)) for t in g.initializer))
-    opset = next((o.version for o in source.proto.opset_import if o.domain in ("", "ai.onnx")), None)
+    opset = next(
+        (o.version for o in source.proto.opset_import if o.domain in ("", "ai.onnx")), None
+    )
     return {
         "name": source.name,
         "source": source.kind,
@@ -220,7 +232,12 @@ def _model_info(source: ModelSource) -> dict[str, Any]:
 
 
 def run_in_batches(
-    runner: Any, inputs: dict[str, np.ndarray], progress: Progress, *, stage: str, batch: int = EVAL_BATCH
+    runner: Any,
+    inputs: dict[str, np.ndarray],
+    progress: Progress,
+    *,
+    stage: str,
+    batch: int = EVAL_BATCH,
 ) -> list[np.ndarray]:
     """Stream a data set through a runner; concatenate each output over batches."""
     n = int(next(iter(inputs.values())).shape[0])
@@ -267,7 +284,9 @@ class _TorchReference:
         return [o.numpy() for o in outs]
 
 
-def reference_outputs(source: ModelSource, evalset: EvalSet, progress: Progress) -> list[np.ndarray]:
+def reference_outputs(
+    source: ModelSource, evalset: EvalSet, progress: Progress
+) -> list[np.ndarray]:
     """FP32 original outputs: the torch module when there is one, else the ONNX file via ORT."""
     if source.torch_module is not None:
         ref: Any = _TorchReference(source.torch_module, source.input_names)
@@ -276,14 +295,18 @@ def reference_outputs(source: ModelSource, evalset: EvalSet, progress: Progress)
     return run_in_batches(ref, evalset.inputs, progress, stage="reference")
 
 
-def _latency_feeds(evalset: EvalSet, infos: list[InputInfo], config: CompileConfig) -> dict[str, np.ndarray]:
+def _latency_feeds(
+    evalset: EvalSet, infos: list[InputInfo], config: CompileConfig
+) -> dict[str, np.ndarray]:
     """Real samples for latency when there are enough, else seeded random ones."""
     if evalset.samples >= config.batch:
         return {k: np.ascontiguousarray(v[: config.batch]) for k, v in evalset.inputs.items()}
     return random_feeds(infos, config.batch, config.seed)
 
 
-def _torch_latency(source: ModelSource, feeds: dict[str, np.ndarray], threads: int, batch: int) -> LatencyStats | None:
+def _torch_latency(
+    source: ModelSource, feeds: dict[str, np.ndarray], threads: int, batch: int
+) -> LatencyStats | None:
     if len(feeds) != 1:
         return None
     import torch

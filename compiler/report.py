@@ -71,7 +71,10 @@ def summary_rows(report: dict[str, Any]) -> list[tuple[str, str]]:
     lat = report.get("latency_ms") or {}
     acc = report.get("accuracy") or {}
     rows = [
-        ("model", f"{m.get('name')} ({m.get('source')}, {_fmt(m.get('params'))} params, opset {m.get('opset')})"),
+        (
+            "model",
+            f"{m.get('name')} ({m.get('source')}, {_fmt(m.get('params'))} params, opset {m.get('opset')})",
+        ),
         ("target / precision", f"{report.get('target')} / {report.get('precision')}"),
         ("artifact", f"{a.get('path')} ({_fmt((a.get('size_bytes') or 0) / 1e6)} MB)"),
     ]
@@ -84,7 +87,9 @@ def summary_rows(report: dict[str, Any]) -> list[tuple[str, str]]:
             )
         )
     if b:
-        parts = [f"fp32 {_fmt((b.get('size_bytes') or 0) / 1e6)} MB, p50 {_fmt(b.get('latency_ms'))} ms"]
+        parts = [
+            f"fp32 {_fmt((b.get('size_bytes') or 0) / 1e6)} MB, p50 {_fmt(b.get('latency_ms'))} ms"
+        ]
         if b.get("speedup") is not None:
             parts.append(f"speedup ×{_fmt(b.get('speedup'), 3)}")
         if b.get("torch_latency_ms") is not None:
@@ -107,7 +112,12 @@ def summary_rows(report: dict[str, Any]) -> list[tuple[str, str]]:
                 )
             )
     for g in report.get("gates") or []:
-        rows.append((f"gate {g['name']}", f"{'passed' if g['passed'] else 'FAILED'}: {_fmt(g['value'])} vs {g['limit']}"))
+        rows.append(
+            (
+                f"gate {g['name']}",
+                f"{'passed' if g['passed'] else 'FAILED'}: {_fmt(g['value'])} vs {g['limit']}",
+            )
+        )
     rows.append(("passed", _fmt(report.get("passed"))))
     return rows
 
@@ -117,7 +127,13 @@ def to_markdown(report: dict[str, Any]) -> str:
     lines += [f"| {k} | {v} |" for k, v in summary_rows(report)]
     passes = report.get("passes") or []
     if passes:
-        lines += ["", "## Passes", "", "| pass | changed | nodes before | nodes after | seconds |", "|---|---|---|---|---|"]
+        lines += [
+            "",
+            "## Passes",
+            "",
+            "| pass | changed | nodes before | nodes after | seconds |",
+            "|---|---|---|---|---|",
+        ]
         lines += [
             f"| {p['name']} | {_fmt(p['changed'])} | {p['nodes_before']} | {p['nodes_after']} | {p['seconds']:.3f} |"
             for p in passes
@@ -126,7 +142,9 @@ def to_markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def latency_svg(samples_ms: Sequence[float], *, width: int = 560, height: int = 200, bins: int = 40) -> str:
+def latency_svg(
+    samples_ms: Sequence[float], *, width: int = 560, height: int = 200, bins: int = 40
+) -> str:
     """A histogram of per-iteration latency, with p50/p99 markers."""
     if not samples_ms:
         return "<p>no latency samples</p>"
@@ -190,7 +208,10 @@ table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:4px 8px;te
 
 
 def write_reports(
-    report: dict[str, Any], out_dir: Path, formats: Sequence[str], latency_samples_ms: Sequence[float] = ()
+    report: dict[str, Any],
+    out_dir: Path,
+    formats: Sequence[str],
+    latency_samples_ms: Sequence[float] = (),
 ) -> list[Path]:
     """Write report.json always, plus md/html when asked; each atomically."""
     written = [out_dir / "report.json"]

@@ -50,7 +50,9 @@ def _proto_sha256(proto: onnx.ModelProto) -> str:
     return hashlib.sha256(proto.SerializeToString(deterministic=True)).hexdigest()
 
 
-def resolve(model: str, *, input_shape: tuple[int, ...] | None = None, opset: int = 17) -> ModelSource:
+def resolve(
+    model: str, *, input_shape: tuple[int, ...] | None = None, opset: int = 17
+) -> ModelSource:
     """Turn the MODEL argument into a ModelSource; bad input raises InvalidInput/UsageError."""
     path = Path(model)
     if model.endswith(".onnx") or path.is_file():

@@ -45,7 +45,9 @@ class Target(Protocol):
         """None when the target can run here, else a one-line reason with what to do."""
         ...
 
-    def lower(self, model: ir.Model, out_dir: Path, *, stem: str, fmt: str | None = None) -> Artifact:
+    def lower(
+        self, model: ir.Model, out_dir: Path, *, stem: str, fmt: str | None = None
+    ) -> Artifact:
         """Write the deployable artifact atomically into `out_dir`."""
         ...
 

@@ -26,7 +26,16 @@ def _digest(path: Path) -> str:
 def test_compile_onnx_file_writes_artifact_and_report(small_cnn_onnx: Path, tmp_path: Path) -> None:
     before = _digest(small_cnn_onnx)
     out = tmp_path / "out"
-    code, text = _run("compile", str(small_cnn_onnx), "--out", str(out), "--threads", "1", "--report", "json,md,html")
+    code, text = _run(
+        "compile",
+        str(small_cnn_onnx),
+        "--out",
+        str(out),
+        "--threads",
+        "1",
+        "--report",
+        "json,md,html",
+    )
     assert code == 0, text
     assert _digest(small_cnn_onnx) == before  # the input is never modified
     report = json.loads((out / "report.json").read_text())
@@ -39,7 +48,10 @@ def test_compile_onnx_file_writes_artifact_and_report(small_cnn_onnx: Path, tmp_
     # compiled graph computes what the original computes (random inputs, fp32)
     assert report["accuracy"]["max_abs_error"] < 1e-4
     assert report["accuracy"]["top1_agreement"] == 1.0
-    assert report["passes"] and all({"name", "changed", "nodes_before", "nodes_after", "seconds"} <= set(p) for p in report["passes"])
+    assert report["passes"] and all(
+        {"name", "changed", "nodes_before", "nodes_after", "seconds"} <= set(p)
+        for p in report["passes"]
+    )
     assert report["latency_ms"]["p50"] > 0 and report["latency_ms"]["iterations"] >= 10
     assert (out / "report.md").exists() and "<svg" in (out / "report.html").read_text()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no staging left
@@ -75,20 +87,38 @@ def test_missing_file_exit_4(tmp_path: Path) -> None:
 
 
 def test_wrong_input_shape_exit_4(small_cnn_onnx: Path, tmp_path: Path) -> None:
-    code, text = _run("compile", str(small_cnn_onnx), "--input-shape", "1,3,16", "--out", str(tmp_path / "o"))
+    code, text = _run(
+        "compile", str(small_cnn_onnx), "--input-shape", "1,3,16", "--out", str(tmp_path / "o")
+    )
     assert code == 4, text
     assert "rank" in text and not (tmp_path / "o").exists()
 
 
 def test_factory_with_wrong_input_shape_exit_4(tmp_path: Path) -> None:
-    code, text = _run("compile", "tests.compiler.factories:tiny_mlp", "--input-shape", "1,7", "--out", str(tmp_path / "o"))
+    code, text = _run(
+        "compile",
+        "tests.compiler.factories:tiny_mlp",
+        "--input-shape",
+        "1,7",
+        "--out",
+        str(tmp_path / "o"),
+    )
     assert code == 4, text
     assert "rejects inputs of shape (1, 7)" in text
 
 
 def test_factory_compiles(tmp_path: Path) -> None:
     out = tmp_path / "o"
-    code, text = _run("compile", "tests.compiler.factories:tiny_mlp", "--input-shape", "2,12", "--out", str(out), "--threads", "1")
+    code, text = _run(
+        "compile",
+        "tests.compiler.factories:tiny_mlp",
+        "--input-shape",
+        "2,12",
+        "--out",
+        str(out),
+        "--threads",
+        "1",
+    )
     assert code == 0, text
     report = json.loads((out / "report.json").read_text())
     assert report["model"]["source"] == "torch"
@@ -107,8 +137,18 @@ def test_gate_failure_exit_3_with_verdicts(small_cnn_onnx: Path, tmp_path: Path)
     out = tmp_path / "o"
     junit = tmp_path / "gates.xml"
     code, text = _run(
-        "compile", str(small_cnn_onnx), "--out", str(out), "--threads", "1",
-        "--max-size-mb", "0.000001", "--min-accuracy", "0.5", "--junit", str(junit),
+        "compile",
+        str(small_cnn_onnx),
+        "--out",
+        str(out),
+        "--threads",
+        "1",
+        "--max-size-mb",
+        "0.000001",
+        "--min-accuracy",
+        "0.5",
+        "--junit",
+        str(junit),
     )
     assert code == 3, text
     assert "gate max_size_mb FAILED" in text
@@ -137,7 +177,9 @@ def test_cuda_target_unavailable_exit_5(small_cnn_onnx: Path, tmp_path: Path) ->
 
     if get_target("cuda").unavailable_reason() is None:
         pytest.skip("a CUDA GPU is present here")
-    code, text = _run("compile", str(small_cnn_onnx), "--target", "cuda", "--out", str(tmp_path / "o"))
+    code, text = _run(
+        "compile", str(small_cnn_onnx), "--target", "cuda", "--out", str(tmp_path / "o")
+    )
     assert code == 5, text
     assert not (tmp_path / "o").exists()
 
@@ -146,7 +188,10 @@ def test_console_script_prints_no_traceback(tmp_path: Path) -> None:
     bad = tmp_path / "bad.onnx"
     bad.write_bytes(b"garbage")
     proc = subprocess.run(
-        [sys.executable, "-m", "compiler.cli", "compile", str(bad)], capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", "compiler.cli", "compile", str(bad)],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert proc.returncode == 4
     assert proc.stderr.strip().startswith("edgec: error:") and "Traceback" not in proc.stderr

@@ -67,7 +67,11 @@ def test_external_data_inside_folder_loads(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     "content,match",
-    [(b"", "empty"), (b"not a model at all \x00\xff" * 10, "not a valid ONNX"), (None, "does not exist")],
+    [
+        (b"", "empty"),
+        (b"not a model at all \x00\xff" * 10, "not a valid ONNX"),
+        (None, "does not exist"),
+    ],
 )
 def test_bad_files_raise_invalid_input(tmp_path: Path, content: bytes | None, match: str) -> None:
     path = tmp_path / "bad.onnx"
