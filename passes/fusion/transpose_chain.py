@@ -1,0 +1,106 @@
+"""Compose consecutive Transposes into one, or remove them when they cancel.
+
+Rewrite::
+
+    y = Transpose<perm=p2>(Transpose<perm=p1>(x))  ->  y = Transpose<perm=p>(x)
+                                                  ->  y = x          when p is the identity
+    y = Transpose<perm=identity>(x)               ->  y = x
+
+Math: ``Transpose(z, q)`` has output axis j = input axis q[j], so output axis j of
+the chain is axis p1[p2[j]] of x: ``p[j] = p1[p2[j]]``. A missing perm means
+"reverse the axes" (its rank is the other perm's length); two missing perms cancel
+whatever the rank. The second
+Transpose is rewritten in place, so its output (and its name) is kept; a longer
+chain collapses in one run because each node looks back at its rewritten producer.
+
+Refuses (graph unchanged, logged at debug level):
+
+- the intermediate value has other users or is a graph output (the first
+  Transpose must stay; composing would then add work, not remove it);
+- perms that are not permutations of one rank (an invalid model);
+- removing an identity would turn a graph output into a graph input, an
+  initializer or a duplicate graph output (the node is kept).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+import onnx_ir as ir
+
+from passes.fusion import _common
+
+logger = logging.getLogger(__name__)
+
+
+def _perm(perm: Sequence[int] | None, rank: int) -> list[int]:
+    return list(perm) if perm is not None else list(range(rank - 1, -1, -1))
+
+
+class FoldTransposeChainPass(ir.passes.InPlacePass):
+    """Transpose → Transpose becomes one Transpose, or nothing when they cancel."""
+
+    def call(self, model: ir.Model) -> ir.passes.PassResult:
+        count = 0
+        for node in _common.graph_nodes(model):
+            if not _common.is_op(node, "Transpose") or node.inputs[0] is None:
+                continue
+            reason = self._fold(node)
+            if reason:
+                logger.debug("not folding %s: %s", node.name, reason)
+            elif reason is None:
+                count += 1
+        if count:
+            logger.info("folded %d Transposes", count)
+        return ir.passes.PassResult(model, modified=bool(count))
+
+    def _fold(self, second: ir.Node) -> str | None:
+        """Rewrite around `second`; return None when done, a reason (or "") when not."""
+        mid = second.inputs[0]
+        assert mid is not None
+        first = mid.producer()
+        if not _common.is_op(first, "Transpose") or first is None or first.inputs[0] is None:
+            return self._drop_identity(second)
+        if not _common.single_use(mid):
+            return "the intermediate value has other users or is a graph output"
+        x = first.inputs[0]
+        p1_attr = first.attributes.get_ints("perm", None)
+        p2_attr = second.attributes.get_ints("perm", None)
+        if p1_attr is None and p2_attr is None:
+            perm = None  # reverse twice: identity whatever the rank
+        else:
+            rank = len(p1_attr if p1_attr is not None else p2_attr)  # type: ignore[arg-type]
+            p1, p2 = _perm(p1_attr, rank), _perm(p2_attr, rank)
+            if sorted(p1) != list(range(rank)) or sorted(p2) != list(range(rank)):
+                return "perms are not permutations of one rank"
+            perm = [p1[j] for j in p2]
+        if perm is None or perm == list(range(len(perm))):
+            out = second.outputs[0]
+            if not _common.can_bypass(out, x):
+                return "the identity's output is a graph output that its input cannot take over"
+            graph = second.graph
+            assert graph is not None
+            _common.bypass(out, x)
+            graph.remove([second, first], safe=True)
+            return None
+        second.replace_input_with(0, x)
+        second.attributes["perm"] = ir.AttrInt64s("perm", perm)
+        graph = first.graph
+        assert graph is not None
+        graph.remove(first, safe=True)
+        return None
+
+    def _drop_identity(self, node: ir.Node) -> str | None:
+        perm = node.attributes.get_ints("perm", None)
+        if perm is None or list(perm) != list(range(len(perm))):
+            return ""
+        x, out = node.inputs[0], node.outputs[0]
+        assert x is not None
+        if not _common.can_bypass(out, x):
+            return "the identity's output is a graph output that its input cannot take over"
+        graph = node.graph
+        assert graph is not None
+        _common.bypass(out, x)
+        graph.remove(node, safe=True)
+        return None
