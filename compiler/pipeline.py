@@ -34,7 +34,7 @@ from compiler.recording import PassRecord, RecordingPass
 from compiler.report import empty_report, write_reports
 from compiler.sources import ModelSource, resolve
 from targets.base import Target, get_target
-from targets.latency import LatencyStats, bench_runner, bench_torch
+from targets.latency import LatencyStats, measure_interleaved
 
 log = logging.getLogger(__name__)
 
@@ -139,20 +139,46 @@ def compile_model(config: CompileConfig, progress: Progress | None = None) -> Co
         model, records = optimize(
             ir.from_proto(source.proto), verify=config.verify, seed=config.seed
         )
+        fp32_model = model
         report["passes"] = [r.to_dict() for r in records]
         progress("passes", 1, 1)
 
         stem = f"{source.name}.{config.precision}"
         artifact = target.lower(model, staging, stem=stem, fmt=config.artifact_format)
+        baseline_artifact = artifact
+        if config.precision != "fp32":
+            # The FP32 baseline is measured on the same target in the same run.
+            base_dir = Path(tempfile.mkdtemp(prefix=".baseline-", dir=staging))
+            baseline_artifact = target.lower(
+                fp32_model, base_dir, stem=f"{source.name}.fp32", fmt=config.artifact_format
+            )
         compile_s = time.perf_counter() - t0
 
         t_measure = time.perf_counter()
         threads = config.threads or default_threads()
         reference = reference_outputs(source, evalset, progress)
-        with target.runner(artifact.path, threads=threads) as runner:
+        feeds = _latency_feeds(evalset, infos, config)
+        with contextlib.ExitStack() as stack:
+            runner = stack.enter_context(target.runner(artifact.path, threads=threads))
             candidate = run_in_batches(runner, evalset.inputs, progress, stage="evaluate")
-            feeds = _latency_feeds(evalset, infos, config)
-            latency = bench_runner(runner, feeds, batch=config.batch, threads=threads)
+            contenders: dict[str, Callable[[], object]] = {"artifact": lambda: runner.infer(feeds)}
+            if baseline_artifact is not artifact:
+                base_runner = stack.enter_context(
+                    target.runner(baseline_artifact.path, threads=threads)
+                )
+                contenders["fp32"] = lambda: base_runner.infer(feeds)
+            torch_module = source.torch_module if config.torch_baseline else None
+            latencies = measure_contenders(
+                contenders,
+                torch_module,
+                feeds,
+                threads=threads,
+                batch=config.batch,
+                progress=progress,
+            )
+        latency = latencies["artifact"]
+        base_latency = latencies.get("fp32", latency)
+        torch_latency = latencies.get("torch")
         accuracy = compare_outputs(reference[0], candidate[0], evalset.labels)
         size = artifact.path.stat().st_size
         report["artifact"] = {
@@ -163,16 +189,15 @@ def compile_model(config: CompileConfig, progress: Progress | None = None) -> Co
         }
         report["latency_ms"] = latency.to_dict()
         report["accuracy"] = {**accuracy.to_dict(), "source": evalset.source}
-        torch_latency = None
-        if config.torch_baseline and source.torch_module is not None:
-            torch_latency = _torch_latency(source, feeds, threads, config.batch)
         report["baseline"] = {
             "precision": "fp32",
-            "size_bytes": size,
-            "latency_ms": latency.p50,
-            "speedup": 1.0,
-            "torch_latency_ms": torch_latency.p50 if torch_latency else None,
-            "speedup_vs_torch": (torch_latency.p50 / latency.p50) if torch_latency else None,
+            "size_bytes": baseline_artifact.path.stat().st_size,
+            "latency_ms": base_latency.to_dict()["p50"],
+            "speedup": round(base_latency.p50 / latency.p50, 4),
+            "torch_latency_ms": torch_latency.to_dict()["p50"] if torch_latency else None,
+            "speedup_vs_torch": round(torch_latency.p50 / latency.p50, 4)
+            if torch_latency
+            else None,
         }
         report["seconds"] = {
             "compile": round(compile_s, 3),
@@ -210,7 +235,8 @@ def _publish(staging: Path, out_dir: Path) -> None:
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
         for f in sorted(staging.iterdir()):
-            os.replace(f, out_dir / f.name)
+            if f.is_file():  # private working folders (e.g. the fp32 baseline) stay behind
+                os.replace(f, out_dir / f.name)
     except OSError as e:
         raise UsageError(f"cannot write to {out_dir}: {e.strerror}; choose another --out") from None
 
@@ -304,18 +330,36 @@ def _latency_feeds(
     return random_feeds(infos, config.batch, config.seed)
 
 
-def _torch_latency(
-    source: ModelSource, feeds: dict[str, np.ndarray], threads: int, batch: int
-) -> LatencyStats | None:
-    if len(feeds) != 1:
-        return None
-    import torch
+def measure_contenders(
+    contenders: dict[str, Callable[[], object]],
+    torch_module: Any,
+    feeds: dict[str, np.ndarray],
+    *,
+    threads: int,
+    batch: int,
+    progress: Progress,
+) -> dict[str, LatencyStats]:
+    """Latency of the artifact, its FP32 baseline and torch eager, in alternating rounds."""
+    fns = dict(contenders)
+    torch_ctx: contextlib.AbstractContextManager[Any] = contextlib.nullcontext()
+    if torch_module is not None and len(feeds) == 1:
+        import torch
 
-    example = torch.from_numpy(next(iter(feeds.values())))
-    with contextlib.suppress(Exception):
-        return bench_torch(source.torch_module, example, threads=threads, batch=batch)
-    log.warning("torch eager baseline could not be measured")
-    return None
+        example = torch.from_numpy(next(iter(feeds.values())))
+        previous = torch.get_num_threads()
+        torch.set_num_threads(threads)
+        torch_ctx = contextlib.ExitStack()
+        torch_ctx.callback(torch.set_num_threads, previous)  # type: ignore[attr-defined]
+        torch_ctx.enter_context(torch.inference_mode())  # type: ignore[attr-defined]
+        torch_module.eval()
+        fns["torch"] = lambda: torch_module(example)
+    with torch_ctx:
+        return measure_interleaved(
+            fns,
+            batch=batch,
+            threads=threads,
+            progress=lambda done, total: progress("latency", done, total),
+        )
 
 
 __all__ = ["CompileResult", "compile_model", "optimize", "build_passes", "replace"]

@@ -225,3 +225,55 @@ def bench_torch(
     finally:
         torch.set_num_threads(previous_threads)
         module.train(was_training)
+
+
+def measure_interleaved(
+    fns: Mapping[str, Callable[[], object]],
+    *,
+    batch: int = 1,
+    threads: int | None = None,
+    warmup: int = 10,
+    round_size: int = 10,
+    min_rounds: int = 3,
+    max_rounds: int = 40,
+    max_seconds: float = 30.0,
+    rel_tol: float = 0.02,
+    progress: Callable[[int, int], None] | None = None,
+) -> dict[str, LatencyStats]:
+    """Time several candidates in alternating rounds, so machine noise hits them alike.
+
+    A speedup is only meaningful as a ratio measured under the same conditions:
+    each round times `round_size` calls of every candidate in turn. Stops when
+    every candidate's median changed less than `rel_tol` over the last round
+    (after `min_rounds`), or at `max_rounds` / `max_seconds`.
+    """
+    if not fns:
+        return {}
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    clock = time.perf_counter_ns
+    deadline = clock() + int(max_seconds * 1e9)
+    samples: dict[str, list[int]] = {name: [] for name in fns}
+    medians: dict[str, float] = {}
+    for rnd in range(1, max_rounds + 1):
+        stable = True
+        for name, fn in fns.items():
+            for _ in range(round_size):
+                start = clock()
+                fn()
+                samples[name].append(clock() - start)
+            m = statistics.median(samples[name])
+            if name not in medians or abs(m - medians[name]) >= rel_tol * medians[name]:
+                stable = False
+            medians[name] = m
+        if progress is not None:
+            progress(rnd, max_rounds)
+        if rnd >= min_rounds and (stable or clock() >= deadline):
+            break
+    return {
+        name: LatencyStats.from_samples(
+            tuple(s / 1e6 for s in ss), batch=batch, threads=threads, warmup=warmup
+        )
+        for name, ss in samples.items()
+    }
