@@ -143,6 +143,18 @@ def _budget_options(fn: Callable[..., Any]) -> Callable[..., Any]:
 @click.option("--calib-method", default=None, help="minmax, percentile, entropy or mse.")
 @click.option("--calib-samples", type=int, default=None, help="How many calibration samples.")
 @click.option(
+    "--prune", "prune_ratio", type=float, default=None, help="Prune this fraction (0..1)."
+)
+@click.option(
+    "--prune-mode",
+    type=click.Choice(["unstructured", "channel", "2:4"]),
+    default=None,
+    help="unstructured (default), channel, or 2:4 (TensorRT sparse tensor cores).",
+)
+@click.option(
+    "--finetune-epochs", type=int, default=None, help="Recovery fine-tuning after channel pruning."
+)
+@click.option(
     "--verify/--no-verify", default=None, help="Check each pass numerically with onnxruntime."
 )
 @click.option(

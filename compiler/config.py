@@ -54,6 +54,9 @@ class CompileConfig:
     calib_source: str | None = None
     calib_method: str | None = None
     calib_samples: int | None = None
+    prune_ratio: float | None = None
+    prune_mode: str | None = None
+    finetune_epochs: int | None = None
     verify: bool = False
     budgets: Budgets = field(default_factory=Budgets)
     reports: tuple[str, ...] = REPORT_FORMATS
@@ -80,6 +83,11 @@ class CompileConfig:
             v = getattr(self, name)
             if v is not None and v < 1:
                 raise UsageError(f"--{name.replace('_', '-')} must be at least 1")
+        from compiler.prune_stage import validate as validate_prune
+
+        validate_prune(self.prune_mode, self.prune_ratio, self.finetune_epochs)
+        if self.finetune_epochs is not None and self.finetune_epochs < 1:
+            raise UsageError("--finetune-epochs must be at least 1")
         if not 13 <= self.opset <= 21:
             raise UsageError("--opset must be between 13 and 21")
 

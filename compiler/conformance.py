@@ -60,7 +60,14 @@ ORT_MAX_OPSET = 26
 
 #: Operators whose outputs are random: no reference to compare with.
 RANDOM_OPS = frozenset(
-    {"RandomNormal", "RandomNormalLike", "RandomUniform", "RandomUniformLike", "Bernoulli", "Multinomial"}
+    {
+        "RandomNormal",
+        "RandomNormalLike",
+        "RandomUniform",
+        "RandomUniformLike",
+        "Bernoulli",
+        "Multinomial",
+    }
 )
 
 # Skip reasons (the keys of ConformanceResult.skipped).
@@ -166,7 +173,9 @@ def _stamp_down(model: onnx.ModelProto) -> onnx.ModelProto:
             newest = onnx.defs.get_schema(node.op_type, version, "").since_version
             lowered = onnx.defs.get_schema(node.op_type, ORT_MAX_OPSET, "").since_version
         except onnx.defs.SchemaError:
-            raise _Skip(SKIP_OPSET, f"{node.op_type} has no schema at opset {ORT_MAX_OPSET}") from None
+            raise _Skip(
+                SKIP_OPSET, f"{node.op_type} has no schema at opset {ORT_MAX_OPSET}"
+            ) from None
         if newest != lowered:
             raise _Skip(SKIP_OPSET, f"{node.op_type}-{newest}")
     for o in model.opset_import:
@@ -229,8 +238,9 @@ def compare(want: Any, got: Any, *, rtol: float, atol: float, path: str = "outpu
     if w.size == 0:
         return None
     if _is_float(w):
-        w64, g64 = w.astype(np.complex128 if w.dtype.kind == "c" else np.float64), g.astype(
-            np.complex128 if g.dtype.kind == "c" else np.float64
+        w64, g64 = (
+            w.astype(np.complex128 if w.dtype.kind == "c" else np.float64),
+            g.astype(np.complex128 if g.dtype.kind == "c" else np.float64),
         )
         if not np.array_equal(np.isnan(w64), np.isnan(g64)):
             return f"{path}: NaN positions differ"
@@ -295,9 +305,7 @@ def _run_case(case: Any) -> tuple[str, str]:
             baseline = original.run(None, feeds)
     except Exception:
         raise _Skip(SKIP_ORT_RUN) from None
-    if _compare_all(
-        expected, baseline, output_names, rtol=float(case.rtol), atol=float(case.atol)
-    ):
+    if _compare_all(expected, baseline, output_names, rtol=float(case.rtol), atol=float(case.atol)):
         raise _Skip(SKIP_ORT_DISAGREES)
 
     try:

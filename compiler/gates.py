@@ -48,7 +48,10 @@ def judge(report: dict[str, Any], budgets: Budgets) -> list[GateResult]:
     """Evaluate every budget that is set; a missing measurement fails its gate."""
     results = []
     if budgets.max_size_mb is not None:
-        size = (report.get("artifact") or {}).get("size_bytes")
+        artifact = report.get("artifact") or {}
+        # Unstructured sparsity only pays off compressed: judge what a download sees.
+        compressed = (report.get("pruning") or {}).get("mode") == "unstructured"
+        size = artifact.get("compressed_size_bytes" if compressed else "size_bytes")
         value = None if size is None else size / 1e6
         results.append(
             GateResult(
@@ -56,7 +59,7 @@ def judge(report: dict[str, Any], budgets: Budgets) -> list[GateResult]:
                 budgets.max_size_mb,
                 value,
                 value is not None and value <= budgets.max_size_mb,
-                "artifact size (MB)",
+                "compressed artifact size (MB)" if compressed else "artifact size (MB)",
             )
         )
     if budgets.max_latency_ms is not None:

@@ -33,6 +33,7 @@ from compiler.io import sha256_file
 from compiler.recording import PassRecord, RecordingPass
 from compiler.report import empty_report, write_reports
 from compiler.sources import ModelSource, resolve
+from passes.prune.unstructured import compressed_size
 from targets.base import Target, get_target
 from targets.latency import LatencyStats, measure_interleaved
 
@@ -140,13 +141,19 @@ def compile_model(config: CompileConfig, progress: Progress | None = None) -> Co
             ir.from_proto(source.proto), verify=config.verify, seed=config.seed
         )
         fp32_model = model
-        report["passes"] = [r.to_dict() for r in records]
         progress("passes", 1, 1)
+        pruning = None
+        if config.prune_mode is not None or config.prune_ratio is not None:
+            model, pruning = _prune(
+                config, source, evalset, target.name, records, progress, fp32_model
+            )
+        report["passes"] = [r.to_dict() for r in records]
+        report["pruning"] = pruning.to_dict() if pruning else None
 
         stem = f"{source.name}.{config.precision}"
         artifact = target.lower(model, staging, stem=stem, fmt=config.artifact_format)
         baseline_artifact = artifact
-        if config.precision != "fp32":
+        if config.precision != "fp32" or pruning is not None:
             # The FP32 baseline is measured on the same target in the same run.
             base_dir = Path(tempfile.mkdtemp(prefix=".baseline-", dir=staging))
             baseline_artifact = target.lower(
@@ -185,6 +192,7 @@ def compile_model(config: CompileConfig, progress: Progress | None = None) -> Co
             "path": str(out_dir / artifact.path.name),
             "format": artifact.format,
             "size_bytes": size,
+            "compressed_size_bytes": compressed_size(artifact.path),
             "sha256": sha256_file(artifact.path),
         }
         report["latency_ms"] = latency.to_dict()
@@ -217,6 +225,73 @@ def compile_model(config: CompileConfig, progress: Progress | None = None) -> Co
         return CompileResult(report, out_dir, out_dir / artifact.path.name, gates)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def _prune(
+    config: CompileConfig,
+    source: ModelSource,
+    evalset: EvalSet,
+    target_name: str,
+    records: list[PassRecord],
+    progress: Progress,
+    fp32_model: ir.Model,
+) -> tuple[ir.Model, Any]:
+    """Prune the optimized graph (after torch fine-tuning when asked)."""
+    from compiler import prune_stage
+
+    mode = config.prune_mode or "unstructured"
+    round_to = prune_stage.CHANNEL_MULTIPLE.get(target_name, 8)
+    finetune = None
+    if config.finetune_epochs:
+        if source.torch_module is None or len(evalset.inputs) != 1:
+            raise UsageError(
+                "--finetune-epochs needs a single-input torch source (zoo name or module:factory)"
+            )
+        train = _training_inputs(config, source)
+        module, finetune = prune_stage.finetune_torch(
+            source.torch_module,
+            float(config.prune_ratio or 0.0),
+            epochs=config.finetune_epochs,
+            train_inputs=train,
+            eval_inputs=next(iter(evalset.inputs.values())),
+            eval_labels=evalset.labels,
+            round_to=round_to,
+            progress=progress,
+        )
+        from compiler.export import export_torch
+
+        proto = export_torch(
+            module,
+            [next(iter(evalset.inputs.values()))[:1]],
+            input_names=source.input_names,
+            output_names=[o.name for o in source.proto.graph.output],
+            opset=config.opset,
+        )
+        model, _ = optimize(ir.from_proto(proto), verify=config.verify, seed=config.seed)
+    else:
+        model = ir.from_proto(ir.to_proto(fp32_model))  # keep the unpruned baseline intact
+    model, outcome = prune_stage.prune_graph(
+        model, mode, config.prune_ratio, round_to=round_to, records=records
+    )
+    outcome.finetune = finetune
+    return model, outcome
+
+
+def _training_inputs(config: CompileConfig, source: ModelSource) -> np.ndarray:
+    """Unlabeled training data for fine-tuning: the calibration side of the zoo, or --calib."""
+    spec = source.zoo_spec
+    if config.calib_source not in (None, "zoo"):
+        from compiler.data import graph_inputs, load_arrays, validate_arrays
+
+        infos = graph_inputs(source.proto, config.input_shape)
+        data, _ = load_arrays(Path(config.calib_source), infos)
+        validate_arrays(data, infos, what="training data")
+        return next(iter(data.values()))
+    if spec is None:
+        raise UsageError(
+            "--finetune-epochs on a module:factory source needs --calib PATH (.npy/.npz)"
+        )
+    return spec.calibration_data(config.calib_samples or spec.default_calib_samples)  # type: ignore[attr-defined]
 
 
 def _make_staging(out_dir: Path) -> Path:

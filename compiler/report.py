@@ -33,9 +33,13 @@ REPORT_KEYS = (
 )
 
 
+# Sections beyond the contract's keys, also always present (null when the stage did not run).
+EXTRA_KEYS = ("pruning", "quantization")
+
+
 def empty_report() -> dict[str, Any]:
     """Every contract key present, null until a stage fills it."""
-    return {k: None for k in REPORT_KEYS}
+    return {k: None for k in (*REPORT_KEYS, *EXTRA_KEYS)}
 
 
 def to_json(report: dict[str, Any]) -> str:
@@ -111,6 +115,26 @@ def summary_rows(report: dict[str, Any]) -> list[tuple[str, str]]:
                     f"{_fmt(acc.get('top1_accuracy'))} (fp32 original {_fmt(acc.get('baseline_top1_accuracy'))})",
                 )
             )
+    pruning = report.get("pruning")
+    if pruning:
+        text = f"{pruning.get('mode')} {pruning.get('ratio')}"
+        if pruning.get("sparsity") is not None:
+            text += f" · sparsity {_fmt(pruning.get('sparsity'))}"
+        if pruning.get("channels_before") is not None:
+            text += (
+                f" · channels {pruning.get('channels_before')} → {pruning.get('channels_after')}"
+            )
+        if a.get("compressed_size_bytes") is not None:
+            text += f" · compressed {_fmt(a['compressed_size_bytes'] / 1e6)} MB"
+        ft = pruning.get("finetune")
+        if ft:
+            text += (
+                f" · {ft['metric']} {ft['accuracy_unpruned']} → {ft['accuracy_pruned']} (pruned)"
+                f" → {ft['accuracy_finetuned']} after {ft['epochs']} epochs"
+            )
+        if pruning.get("note"):
+            text += f" · note: {pruning['note']}"
+        rows.append(("pruning", text))
     for g in report.get("gates") or []:
         rows.append(
             (

@@ -1,0 +1,57 @@
+"""Pruning through the CLI: the report carries what was pruned and what it cost."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from compiler.cli import main
+
+
+def _compile(*args: str) -> tuple[int, str, dict | None]:
+    res = CliRunner().invoke(main, ["compile", *args, "--threads", "1", "--report", "json"])
+    out = Path(args[args.index("--out") + 1]) / "report.json"
+    return res.exit_code, res.output, json.loads(out.read_text()) if out.exists() else None
+
+
+def test_digits_cnn_channel_pruning_with_finetune_keeps_accuracy(tmp_path: Path) -> None:
+    code, text, report = _compile(
+        "digits_cnn", "--prune", "0.5", "--prune-mode", "channel", "--finetune-epochs", "15",
+        "--out", str(tmp_path / "o"),
+    )  # fmt: skip
+    assert code == 0, text
+    p = report["pruning"]
+    assert p["mode"] == "channel" and p["channels_after"] < p["channels_before"]
+    ft = p["finetune"]
+    assert ft["accuracy_pruned"] < ft["accuracy_unpruned"]  # pruning really cut something
+    acc = report["accuracy"]
+    # issue 5: within 1 point of the unpruned model's label accuracy on the held-out split
+    assert acc["top1_accuracy"] >= acc["baseline_top1_accuracy"] - 0.01
+    assert report["artifact"]["size_bytes"] < report["baseline"]["size_bytes"]
+
+
+def test_unstructured_pruning_reports_sparsity_and_gates_compressed_size(
+    small_cnn_onnx: Path, tmp_path: Path
+) -> None:
+    code, text, report = _compile(
+        str(small_cnn_onnx), "--prune", "0.8", "--out", str(tmp_path / "o"), "--max-size-mb", "100"
+    )
+    assert code == 0, text
+    p = report["pruning"]
+    assert p["mode"] == "unstructured" and p["note"]
+    assert report["gates"][0]["metric"] == "compressed artifact size (MB)"
+    assert report["artifact"]["compressed_size_bytes"] < report["artifact"]["size_bytes"]
+
+
+def test_prune_flag_errors_are_usage_errors(small_cnn_onnx: Path, tmp_path: Path) -> None:
+    for args in (
+        ["--prune", "1.5"],
+        ["--prune-mode", "channel"],
+        ["--prune", "0.3", "--finetune-epochs", "2"],
+    ):
+        res = CliRunner().invoke(
+            main, ["compile", str(small_cnn_onnx), *args, "--out", str(tmp_path)]
+        )
+        assert res.exit_code == 2, (args, res.output)
