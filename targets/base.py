@@ -84,4 +84,4 @@ def target_names() -> list[str]:
 
 def _load_builtin_targets() -> None:
     # Imported for their @register side effect; each imports its runtime lazily.
-    from targets import cpu, cuda  # noqa: F401
+    from targets import cpu, cuda, tensorrt  # noqa: F401

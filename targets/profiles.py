@@ -1,0 +1,226 @@
+"""Device profiles: what an embedded board can run, for `--device` and `edgec package`.
+
+A profile says which targets run on the board (and which is the best default),
+its CPU architecture and memory, how many onnxruntime threads to use, which
+precisions its runtime accelerates, whether it has 2:4 sparse tensor cores,
+how many DLA cores it has, and how much scratch memory a TensorRT build may
+take there.
+
+Figures are the boards' published specifications (NVIDIA's Jetson module data
+sheets, Raspberry Pi's product brief) for the named configuration; a board
+sold with more or less memory needs its own profile. Rules the fields keep:
+
+- `supports_sparsity` only with compute capability 8.0 or newer: sparse tensor
+  cores arrived with Ampere (Jetson Orin is sm_87; Xavier's Volta, sm_72, has none).
+- `supports_fp16` / `supports_int8` mean "the board's runtime runs this faster
+  than fp32": true for every Jetson GPU; on Arm/x86 CPUs with onnxruntime only
+  int8 (U8S8 kernels; fp16 runs no faster on onnxruntime's CPU provider).
+- `max_workspace_bytes` caps TensorRT's builder workspace at 1/8 of the
+  board's memory, at most 4 GiB: Jetson memory is shared by CPU and GPU, and the
+  application needs the rest. None where TensorRT does not run.
+
+Engines are specific to the GPU and TensorRT version that built them: an
+engine for a board is built on the board (or an identical one); the profile
+describes the board, it does not make the compiling machine into one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from types import MappingProxyType
+
+__all__ = ["PROFILES", "DeviceProfile", "get_profile", "profile_names"]
+
+GiB = 1 << 30
+_TARGETS = ("cpu", "cuda", "tensorrt")
+_ARCHES = ("aarch64", "x86_64")
+
+
+@dataclass(frozen=True)
+class DeviceProfile:
+    """One board. Immutable; derive a variant with `dataclasses.replace`.
+
+    Attributes:
+        name: the `--device` name.
+        description: one line for `edgec package` and reports.
+        target: the default target on this board.
+        targets: every target that runs there (includes `target`).
+        arch: CPU architecture, ``aarch64`` or ``x86_64``.
+        memory_bytes: system memory (shared with the GPU on Jetson).
+        threads: default onnxruntime intra-op threads (None: onnxruntime's default).
+        supports_fp16, supports_int8: the runtime runs these precisions natively.
+        supports_sparsity: 2:4 sparse tensor cores (Ampere or newer).
+        gpu: GPU architecture and SM, e.g. ``Ampere sm_87``; None without a CUDA GPU.
+        compute_capability: (major, minor) of that GPU.
+        dla_cores: NVDLA engines TensorRT can build for.
+        max_workspace_bytes: bound on TensorRT's builder workspace on this board.
+    """
+
+    name: str
+    description: str
+    target: str
+    targets: tuple[str, ...]
+    arch: str
+    memory_bytes: int
+    threads: int | None
+    supports_fp16: bool
+    supports_int8: bool
+    supports_sparsity: bool = False
+    gpu: str | None = None
+    compute_capability: tuple[int, int] | None = None
+    dla_cores: int = 0
+    max_workspace_bytes: int | None = None
+
+    def __post_init__(self) -> None:
+        unknown = [t for t in self.targets if t not in _TARGETS]
+        if unknown:
+            raise ValueError(f"profile {self.name}: unknown targets {unknown}; known: {_TARGETS}")
+        if self.target not in self.targets:
+            raise ValueError(
+                f"profile {self.name}: default target {self.target!r} not in {self.targets}"
+            )
+        if self.arch not in _ARCHES:
+            raise ValueError(
+                f"profile {self.name}: arch must be one of {_ARCHES}, got {self.arch!r}"
+            )
+        if self.memory_bytes <= 0:
+            raise ValueError(f"profile {self.name}: memory_bytes must be positive")
+        if self.threads is not None and self.threads < 1:
+            raise ValueError(f"profile {self.name}: threads must be at least 1 or None")
+        gpu_targets = {"cuda", "tensorrt"} & set(self.targets)
+        if gpu_targets and self.compute_capability is None:
+            raise ValueError(
+                f"profile {self.name}: {sorted(gpu_targets)} need a compute_capability"
+            )
+        if self.supports_sparsity and (self.compute_capability or (0, 0)) < (8, 0):
+            raise ValueError(
+                f"profile {self.name}: 2:4 sparse tensor cores need compute capability 8.0 "
+                f"(Ampere) or newer, got {self.compute_capability}"
+            )
+        if self.dla_cores < 0:
+            raise ValueError(f"profile {self.name}: dla_cores must be >= 0")
+        if self.dla_cores and "tensorrt" not in self.targets:
+            raise ValueError(f"profile {self.name}: DLA cores are only reachable through tensorrt")
+        ws = self.max_workspace_bytes
+        if ws is not None and not 0 < ws <= self.memory_bytes:
+            raise ValueError(
+                f"profile {self.name}: max_workspace_bytes must be in (0, memory_bytes]"
+            )
+
+    def to_dict(self) -> dict[str, object]:
+        d = dataclasses.asdict(self)
+        d["targets"] = list(self.targets)
+        if self.compute_capability is not None:
+            d["compute_capability"] = list(self.compute_capability)
+        return d
+
+
+def _workspace(memory_bytes: int) -> int:
+    return min(memory_bytes // 8, 4 * GiB)
+
+
+_JETSON = ("tensorrt", "cuda", "cpu")
+
+_ALL = (
+    DeviceProfile(
+        name="jetson-orin-nano",
+        description="Jetson Orin Nano 8GB: 6-core Cortex-A78AE, 1024-core Ampere GPU, no DLA",
+        target="tensorrt",
+        targets=_JETSON,
+        arch="aarch64",
+        memory_bytes=8 * GiB,
+        threads=6,
+        supports_fp16=True,
+        supports_int8=True,
+        supports_sparsity=True,
+        gpu="Ampere sm_87",
+        compute_capability=(8, 7),
+        dla_cores=0,
+        max_workspace_bytes=_workspace(8 * GiB),
+    ),
+    DeviceProfile(
+        name="jetson-orin-nx",
+        description="Jetson Orin NX 16GB: 8-core Cortex-A78AE, 1024-core Ampere GPU, 2 NVDLA v2",
+        target="tensorrt",
+        targets=_JETSON,
+        arch="aarch64",
+        memory_bytes=16 * GiB,
+        threads=8,
+        supports_fp16=True,
+        supports_int8=True,
+        supports_sparsity=True,
+        gpu="Ampere sm_87",
+        compute_capability=(8, 7),
+        dla_cores=2,
+        max_workspace_bytes=_workspace(16 * GiB),
+    ),
+    DeviceProfile(
+        name="jetson-orin-agx",
+        description="Jetson AGX Orin 64GB: 12-core Cortex-A78AE, 2048-core Ampere GPU, 2 NVDLA v2",
+        target="tensorrt",
+        targets=_JETSON,
+        arch="aarch64",
+        memory_bytes=64 * GiB,
+        threads=12,
+        supports_fp16=True,
+        supports_int8=True,
+        supports_sparsity=True,
+        gpu="Ampere sm_87",
+        compute_capability=(8, 7),
+        dla_cores=2,
+        max_workspace_bytes=_workspace(64 * GiB),
+    ),
+    DeviceProfile(
+        name="jetson-xavier-nx",
+        description="Jetson Xavier NX 8GB: 6-core Carmel, 384-core Volta GPU, 2 NVDLA",
+        target="tensorrt",
+        targets=_JETSON,
+        arch="aarch64",
+        memory_bytes=8 * GiB,
+        threads=6,
+        supports_fp16=True,
+        supports_int8=True,
+        supports_sparsity=False,
+        gpu="Volta sm_72",
+        compute_capability=(7, 2),
+        dla_cores=2,
+        max_workspace_bytes=_workspace(8 * GiB),
+    ),
+    DeviceProfile(
+        name="raspberry-pi-5",
+        description="Raspberry Pi 5 8GB: 4-core Cortex-A76 (BCM2712), no CUDA GPU",
+        target="cpu",
+        targets=("cpu",),
+        arch="aarch64",
+        memory_bytes=8 * GiB,
+        threads=4,
+        supports_fp16=False,
+        supports_int8=True,
+    ),
+    DeviceProfile(
+        name="x86-avx2",
+        description="a generic x86-64 CPU with AVX2, onnxruntime on the CPU",
+        target="cpu",
+        targets=("cpu",),
+        arch="x86_64",
+        memory_bytes=16 * GiB,
+        threads=None,
+        supports_fp16=False,
+        supports_int8=True,
+    ),
+)
+
+PROFILES: MappingProxyType[str, DeviceProfile] = MappingProxyType({p.name: p for p in _ALL})
+
+
+def profile_names() -> list[str]:
+    return sorted(PROFILES)
+
+
+def get_profile(name: str) -> DeviceProfile:
+    """The profile called `name`; raises KeyError listing the known ones (as `get_target` does)."""
+    try:
+        return PROFILES[name]
+    except KeyError:
+        raise KeyError(f"unknown device {name!r}; known: {', '.join(profile_names())}") from None

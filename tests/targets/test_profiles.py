@@ -1,0 +1,81 @@
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from targets.base import target_names
+from targets.profiles import PROFILES, DeviceProfile, get_profile, profile_names
+
+BOARDS = [
+    "jetson-orin-nano",
+    "jetson-orin-nx",
+    "jetson-orin-agx",
+    "jetson-xavier-nx",
+    "raspberry-pi-5",
+    "x86-avx2",
+]
+
+
+def test_known_boards() -> None:
+    assert profile_names() == sorted(BOARDS)
+    for name in BOARDS:
+        assert get_profile(name).name == name
+
+
+def test_unknown_board_lists_the_names() -> None:
+    with pytest.raises(KeyError) as err:
+        get_profile("jetson-tx2")
+    message = err.value.args[0]
+    assert "unknown device 'jetson-tx2'" in message
+    assert all(name in message for name in BOARDS)
+
+
+@pytest.mark.parametrize("profile", list(PROFILES.values()), ids=list(PROFILES))
+def test_profiles_keep_their_rules(profile: DeviceProfile) -> None:
+    assert profile.target in profile.targets
+    assert set(profile.targets) <= set(target_names())
+    if profile.supports_sparsity:
+        assert profile.compute_capability is not None and profile.compute_capability >= (8, 0)
+    if "tensorrt" in profile.targets:
+        assert profile.max_workspace_bytes is not None
+        assert profile.max_workspace_bytes == min(profile.memory_bytes // 8, 4 << 30)
+    else:
+        assert profile.dla_cores == 0 and profile.gpu is None
+    d = profile.to_dict()
+    assert d["name"] == profile.name and isinstance(d["targets"], list)
+
+
+def test_board_facts() -> None:
+    nano, agx, xavier = (
+        get_profile(n) for n in ("jetson-orin-nano", "jetson-orin-agx", "jetson-xavier-nx")
+    )
+    assert (nano.compute_capability, nano.dla_cores, nano.supports_sparsity) == ((8, 7), 0, True)
+    assert (agx.dla_cores, agx.threads, agx.memory_bytes) == (2, 12, 64 << 30)
+    assert (xavier.compute_capability, xavier.supports_sparsity, xavier.dla_cores) == (
+        (7, 2),
+        False,
+        2,
+    )
+    pi = get_profile("raspberry-pi-5")
+    assert (pi.target, pi.targets, pi.arch, pi.threads) == ("cpu", ("cpu",), "aarch64", 4)
+    assert (pi.supports_int8, pi.supports_fp16) == (True, False)
+    assert get_profile("x86-avx2").arch == "x86_64"
+
+
+def test_profiles_are_frozen_and_validated() -> None:
+    nano = get_profile("jetson-orin-nano")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        nano.threads = 2  # type: ignore[misc]
+    with pytest.raises(ValueError, match="compute capability 8.0"):
+        dataclasses.replace(nano, compute_capability=(7, 2))  # sparsity on Volta
+    with pytest.raises(ValueError, match="default target"):
+        dataclasses.replace(nano, target="cpu", targets=("tensorrt",))
+    with pytest.raises(ValueError, match="unknown targets"):
+        dataclasses.replace(nano, targets=("tensorrt", "openvino"))
+    with pytest.raises(ValueError, match="compute_capability"):
+        dataclasses.replace(nano, supports_sparsity=False, compute_capability=None)
+    with pytest.raises(ValueError, match="max_workspace_bytes"):
+        dataclasses.replace(nano, max_workspace_bytes=nano.memory_bytes + 1)
+    with pytest.raises(ValueError, match="DLA"):
+        dataclasses.replace(get_profile("raspberry-pi-5"), dla_cores=1)
