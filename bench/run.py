@@ -15,6 +15,7 @@ SUITES = {
     "foundation": ("bench.foundation", "foundation.json"),
     "quantize": ("bench.quantize_compare", "quantize_compare.json"),
     "prune": ("bench.prune_compare", "prune_compare.json"),
+    "reliability": ("bench.reliability", "reliability.json"),
 }
 
 

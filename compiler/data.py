@@ -86,6 +86,51 @@ def graph_inputs(
     return infos
 
 
+def fixed_batch(proto: onnx.ModelProto, batch: int) -> int | None:
+    """The batch size the model fixes on axis 0 of its inputs, or None when it is dynamic.
+
+    A model exported with a static batch (often 1) can only be fed batches of exactly
+    that size: evaluation then streams in batches of it, and `batch` (--batch, the
+    latency batch) must match it (UsageError otherwise).
+    """
+    inits = {i.name for i in proto.graph.initializer}
+    sizes = {
+        vi.type.tensor_type.shape.dim[0].dim_value
+        for vi in proto.graph.input
+        if vi.name not in inits
+        and vi.type.tensor_type.shape.dim
+        and vi.type.tensor_type.shape.dim[0].HasField("dim_value")
+        and vi.type.tensor_type.shape.dim[0].dim_value > 0
+    }
+    if not sizes:
+        return None
+    if len(sizes) > 1:
+        raise InvalidInput(
+            f"the model's inputs fix different batch sizes {sorted(sizes)} on axis 0"
+        )
+    size = sizes.pop()
+    if batch != size:
+        raise UsageError(
+            f"the model fixes its batch dimension at {size}; run with --batch {size} "
+            "(or re-export it with a dynamic batch axis)"
+        )
+    return size
+
+
+def whole_batches(evalset: EvalSet, batch: int) -> EvalSet:
+    """The evaluation set cut to a multiple of a fixed `batch` (InvalidInput if shorter)."""
+    n = evalset.samples
+    keep = n - n % batch
+    if keep == n:
+        return evalset
+    if keep == 0:
+        raise InvalidInput(
+            f"evaluation data has {n} samples; the model's fixed batch of {batch} needs at least {batch}"
+        )
+    labels = evalset.labels[:keep] if evalset.labels is not None else None
+    return EvalSet({k: v[:keep] for k, v in evalset.inputs.items()}, labels, evalset.source)
+
+
 def random_feeds(infos: list[InputInfo], batch: int, seed: int = 0) -> dict[str, np.ndarray]:
     """Seeded inputs: normal floats, small non-negative ints, random bools."""
     rng = np.random.default_rng(seed)
@@ -139,9 +184,12 @@ def load_arrays(
     try:
         loaded = np.load(path, allow_pickle=False)
     except Exception as e:
-        raise InvalidInput(
-            f"{path} is not a readable .npy/.npz file ({type(e).__name__})"
-        ) from None
+        why = (
+            "it holds pickled Python objects, which edgec does not load"
+            if "allow_pickle" in str(e)
+            else type(e).__name__
+        )
+        raise InvalidInput(f"{path} is not a readable .npy/.npz file ({why})") from None
     if isinstance(loaded, np.ndarray):
         if len(infos) != 1:
             raise InvalidInput(
@@ -150,7 +198,7 @@ def load_arrays(
         return {infos[0].name: loaded}, None
     with loaded:
         keys = set(loaded.files)
-        labels = loaded["labels"] if "labels" in keys else None
+        labels = _npz_member(loaded, "labels", path) if "labels" in keys else None
         data = {}
         for info in infos:
             key = (
@@ -162,8 +210,21 @@ def load_arrays(
                 raise InvalidInput(
                     f"{path} has no array named {info.name!r} (has: {', '.join(sorted(keys))})"
                 )
-            data[info.name] = loaded[key]
+            data[info.name] = _npz_member(loaded, key, path)
     return data, labels
+
+
+def _npz_member(loaded: np.lib.npyio.NpzFile, key: str, path: Path) -> np.ndarray:
+    """One array of a .npz (members are read lazily, so errors surface here)."""
+    try:
+        return loaded[key]
+    except Exception as e:
+        why = (
+            "it holds pickled Python objects, which edgec does not load"
+            if "allow_pickle" in str(e)
+            else type(e).__name__
+        )
+        raise InvalidInput(f"{path}: array {key!r} is not readable ({why})") from None
 
 
 def validate_arrays(data: dict[str, np.ndarray], infos: list[InputInfo], *, what: str) -> None:

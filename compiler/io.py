@@ -98,6 +98,106 @@ def _check_external_data_paths(proto: onnx.ModelProto, base_dir: Path) -> None:
             raise InvalidInput(f"external data file {location!r} for tensor {t.name!r} is missing")
 
 
+def _check_opsets(proto: onnx.ModelProto, path: Path) -> None:
+    """Refuse opsets newer than the installed onnx defines: their operators mean nothing yet."""
+    newest = {
+        "": onnx.defs.onnx_opset_version(),
+        "ai.onnx": onnx.defs.onnx_opset_version(),
+        "ai.onnx.ml": onnx.defs.onnx_ml_opset_version(),
+    }
+    for entry in proto.opset_import:
+        limit = newest.get(entry.domain)
+        if limit is not None and entry.version > limit:
+            domain = entry.domain or "ai.onnx"
+            raise InvalidInput(
+                f"{path} uses {domain} opset {entry.version}; edgec supports {domain} opsets up to "
+                f"{limit} (onnx {onnx.__version__}): re-export the model with opset {limit} or lower"
+            )
+
+
+# Packed element types (several elements per byte): their raw size is not count * itemsize.
+_PACKED_TYPES = frozenset({"INT4", "UINT4", "INT2", "UINT2", "FLOAT4E2M1"})
+
+
+def _check_initializer(t: onnx.TensorProto, path: Path) -> None:
+    """Refuse an initializer whose data does not hold the elements its dims declare."""
+    if t.data_location == onnx.TensorProto.EXTERNAL:
+        return
+    if t.HasField("raw_data"):
+        type_name = onnx.TensorProto.DataType.Name(t.data_type)
+        if type_name in _PACKED_TYPES or t.data_type == onnx.TensorProto.STRING:
+            return
+        try:
+            itemsize = onnx.helper.tensor_dtype_to_np_dtype(t.data_type).itemsize
+        except (KeyError, TypeError, ValueError):
+            return
+        count = 1
+        for d in t.dims:
+            count *= d
+        if len(t.raw_data) == count * itemsize:
+            return
+        detail = f"{len(t.raw_data)} bytes instead of {count * itemsize}"
+    else:
+        try:
+            onnx.numpy_helper.to_array(t)  # typed fields: small tensors; a mismatch fails fast
+            return
+        except Exception as e:  # noqa: BLE001 - any decoding error means the data is bad
+            detail = " ".join(str(e).split())[:200]
+    raise InvalidInput(
+        f"{path}: initializer {t.name!r} of shape {list(t.dims)} has data of the wrong size ({detail})"
+    )
+
+
+def _check_graph(
+    graph: onnx.GraphProto,
+    path: Path,
+    opsets: dict[str, int],
+    functions: set[tuple[str, str]],
+    outer: frozenset[str] = frozenset(),
+) -> None:
+    """Every ONNX-domain operator exists at the model's opset; every node input comes from
+    somewhere (graph input, initializer, a node's output, or an enclosing graph); the
+    initializers hold what their dims declare. Node order is not checked (onnxruntime
+    accepts unsorted graphs; the passes sort them)."""
+    known = set(outer) | {v.name for v in graph.input} | {t.name for t in graph.initializer}
+    known |= {t.values.name for t in graph.sparse_initializer}
+    known |= {name for node in graph.node for name in node.output if name}
+    for t in graph.initializer:
+        _check_initializer(t, path)
+    for node in graph.node:
+        domain = "" if node.domain == "ai.onnx" else node.domain
+        label = f"{node.op_type} node {node.name!r}" if node.name else f"{node.op_type} node"
+        if domain in ("", "ai.onnx.ml") and (node.domain, node.op_type) not in functions:
+            version = opsets.get(domain)
+            if version is None:
+                raise InvalidInput(
+                    f"{path}: {label} is in domain {domain!r}, which the model does not import"
+                )
+            try:
+                onnx.defs.get_schema(node.op_type, version, domain)
+            except onnx.defs.SchemaError:
+                raise InvalidInput(
+                    f"{path} uses operator {node.op_type!r}, which {domain or 'ai.onnx'} opset "
+                    f"{version} does not define (a custom operator needs its own domain)"
+                ) from None
+        for name in node.input:
+            if name and name not in known:
+                raise InvalidInput(
+                    f"{path}: input {name!r} of {label} is not a graph input, an initializer "
+                    "or any node's output"
+                )
+        for attr in node.attribute:
+            for sub in [attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs):
+                _check_graph(sub, path, opsets, functions, frozenset(known))
+
+
+def _check_structure(proto: onnx.ModelProto, path: Path) -> None:
+    """The checks of `_check_graph`, on the main graph and its subgraphs."""
+    opsets = {("" if o.domain == "ai.onnx" else o.domain): o.version for o in proto.opset_import}
+    functions = {(f.domain, f.name) for f in proto.functions}
+    _check_graph(proto.graph, path, opsets, functions)
+
+
 def load_onnx_proto(path: Path) -> onnx.ModelProto:
     """Load an ONNX file as untrusted input; raise InvalidInput with a one-line reason."""
     path = Path(path)
@@ -113,9 +213,18 @@ def load_onnx_proto(path: Path) -> onnx.ModelProto:
         raise InvalidInput(f"{path} is not a valid ONNX model ({type(e).__name__})") from e
     if not proto.HasField("graph") or not proto.opset_import:
         raise InvalidInput(f"{path} is not a valid ONNX model (no graph or opset)")
+    _check_opsets(proto, path)
     _check_external_data_paths(proto, path.parent)
+    _check_structure(proto, path)
+    external = [
+        t
+        for t in onnx.external_data_helper._get_all_tensors(proto)
+        if t.data_location == onnx.TensorProto.EXTERNAL
+    ]
     try:
         onnx.external_data_helper.load_external_data_for_model(proto, str(path.parent))
     except Exception as e:
         raise InvalidInput(f"cannot read external data of {path}: {e}") from e
+    for t in external:
+        _check_initializer(t, path)
     return proto

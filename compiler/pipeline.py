@@ -25,7 +25,15 @@ import onnx_ir.passes as irp
 
 from compiler import __version__
 from compiler.config import CompileConfig
-from compiler.data import EvalSet, InputInfo, evaluation_set, graph_inputs, random_feeds
+from compiler.data import (
+    EvalSet,
+    InputInfo,
+    evaluation_set,
+    fixed_batch,
+    graph_inputs,
+    random_feeds,
+    whole_batches,
+)
 from compiler.errors import InvalidInput, TargetUnavailable, UsageError
 from compiler.evaluate import compare_outputs
 from compiler.gates import GateResult, judge
@@ -120,6 +128,9 @@ def compile_model(config: CompileConfig, progress: Progress | None = None) -> Co
     source = resolve(config.model, input_shape=config.input_shape, opset=config.opset)
     progress("load", 1, 1)
     infos = graph_inputs(source.proto, config.input_shape)
+    # a model exported with a static batch takes exactly that many samples per run
+    static_batch = fixed_batch(source.proto, config.batch)
+    eval_batch = static_batch or EVAL_BATCH
     evalset = evaluation_set(
         infos,
         zoo_spec=source.zoo_spec,
@@ -127,6 +138,7 @@ def compile_model(config: CompileConfig, progress: Progress | None = None) -> Co
         samples=config.eval_samples,
         seed=config.seed,
     )
+    evalset = whole_batches(evalset, eval_batch) if static_batch else evalset
     out_dir = config.out_dir or Path("build") / source.name
     staging = _make_staging(out_dir)
     try:
@@ -163,11 +175,13 @@ def compile_model(config: CompileConfig, progress: Progress | None = None) -> Co
 
         t_measure = time.perf_counter()
         threads = config.threads or default_threads()
-        reference = reference_outputs(source, evalset, progress)
+        reference = reference_outputs(source, evalset, progress, batch=eval_batch)
         feeds = _latency_feeds(evalset, infos, config)
         with contextlib.ExitStack() as stack:
             runner = stack.enter_context(target.runner(artifact.path, threads=threads))
-            candidate = run_in_batches(runner, evalset.inputs, progress, stage="evaluate")
+            candidate = run_in_batches(
+                runner, evalset.inputs, progress, stage="evaluate", batch=eval_batch
+            )
             contenders: dict[str, Callable[[], object]] = {"artifact": lambda: runner.infer(feeds)}
             if baseline_artifact is not artifact:
                 base_runner = stack.enter_context(
@@ -386,14 +400,14 @@ class _TorchReference:
 
 
 def reference_outputs(
-    source: ModelSource, evalset: EvalSet, progress: Progress
+    source: ModelSource, evalset: EvalSet, progress: Progress, *, batch: int = EVAL_BATCH
 ) -> list[np.ndarray]:
     """FP32 original outputs: the torch module when there is one, else the ONNX file via ORT."""
     if source.torch_module is not None:
         ref: Any = _TorchReference(source.torch_module, source.input_names)
     else:
         ref = _OrtReference(source.proto)
-    return run_in_batches(ref, evalset.inputs, progress, stage="reference")
+    return run_in_batches(ref, evalset.inputs, progress, stage="reference", batch=batch)
 
 
 def _latency_feeds(

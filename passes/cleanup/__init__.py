@@ -5,7 +5,10 @@ common passes, reused as they are; edgec adds `SimplifyWithOnnxsimPass` and
 `RemoveDropoutPass`, and wraps two onnx-ir passes whose ``modified`` is not exact in
 onnx-ir 1.1: `RemoveUnusedNodesExactPass` (dead-code elimination that also reports
 the attributes and optional outputs it trims) and `InferShapesPass` (shape
-inference that no longer reorders initializers behind ``modified=False``).
+inference that no longer reorders initializers behind ``modified=False``, nor turns
+sequence/optional values into tensors). `RemoveIdentityPass` replaces onnx-ir's
+``IdentityEliminationPass``, which breaks subgraph outputs (found by the ONNX
+conformance run, `compiler.conformance`).
 
 Each was checked on torch-exported and hand-written models: no crash, the function
 is preserved, and a second run reports ``modified=False``. Left out on purpose:
@@ -23,12 +26,14 @@ from onnx_ir.passes import common
 
 from passes.cleanup.onnxsim import SimplifyWithOnnxsimPass
 from passes.cleanup.remove_dropout import RemoveDropoutPass
+from passes.cleanup.remove_identity import RemoveIdentityPass
 from passes.cleanup.shape_inference import InferShapesPass
 from passes.cleanup.unused_nodes import RemoveUnusedNodesExactPass
 
 __all__ = [
     "InferShapesPass",
     "RemoveDropoutPass",
+    "RemoveIdentityPass",
     "RemoveUnusedNodesExactPass",
     "SimplifyWithOnnxsimPass",
     "cleanup_passes",
@@ -45,7 +50,7 @@ def cleanup_passes(*, onnxsim: bool = True) -> list[ir.passes.PassBase]:
     passes: list[ir.passes.PassBase] = [SimplifyWithOnnxsimPass()] if onnxsim else []
     passes += [
         common.LiftConstantsToInitializersPass(),
-        common.IdentityEliminationPass(),
+        RemoveIdentityPass(),
         RemoveDropoutPass(),
         common.CommonSubexpressionEliminationPass(),
         common.DeduplicateInitializersPass(),

@@ -177,7 +177,10 @@ class SimplifyWithOnnxsimPass(ir.passes.FunctionalPass):
                 break
             proto, previous = simplified, current
         if previous == original:
-            return ir.passes.PassResult(model.clone(), modified=False)
+            # a copy through the proto, not model.clone(): onnx-ir's cloner refuses a graph
+            # whose nodes are not topologically sorted (a forward reference looks like an
+            # outer-scope value), which onnxruntime accepts and the sort pass fixes later
+            return ir.passes.PassResult(ir.from_proto(proto), modified=False)
         result = ir.from_proto(proto)
         result.metadata_props.clear()
         result.metadata_props.update(model.metadata_props)

@@ -90,8 +90,13 @@ def can_bypass(old: ir.Value, new: ir.Value) -> bool:
     if not old.is_graph_output():
         return True
     # `new` must take over the graph output's name: refuse when it already has a name that
-    # the graph's signature depends on, or when the output would appear twice.
-    return not (new.is_graph_input() or new.is_initializer() or new.is_graph_output())
+    # the graph's signature depends on, or when the output would appear twice. It must also
+    # be defined in the same graph: a subgraph (If/Loop/Scan body) may not return a value of
+    # an enclosing graph directly (onnxruntime refuses the model), and renaming that outer
+    # value would rename it for the outer graph too.
+    if new.is_graph_input() or new.is_initializer() or new.is_graph_output():
+        return False
+    return new.graph is not None and new.graph is old.graph
 
 
 def bypass(old: ir.Value, new: ir.Value) -> None:

@@ -39,7 +39,7 @@ def test_order():
     assert names == [
         "SimplifyWithOnnxsimPass",
         "LiftConstantsToInitializersPass",
-        "IdentityEliminationPass",
+        "RemoveIdentityPass",
         "RemoveDropoutPass",
         "CommonSubexpressionEliminationPass",
         "DeduplicateInitializersPass",
@@ -102,3 +102,26 @@ def test_shape_inference_keeps_the_initializer_order(kit, rng):
     assert list(base.graph.initializers) == ["b", "W"]  # the upstream quirk
     out = kit.apply(InferShapesPass(), proto)
     assert [i.name for i in out.after.graph.initializer] == ["W", "b"]
+
+
+def test_shape_inference_keeps_sequence_types_in_subgraphs(kit):
+    """onnx-ir 1.1's ShapeInferencePass copies only the element type, so an untyped
+    sequence value becomes a tensor and the model no longer loads (ONNX's test_if_opt)."""
+    text = """<ir_version: 8, opset_import: ["" : 17]>
+    g (bool c, float[4] x) => (float[8] y) {
+      y = If (c) <then_branch = t () => (float[8] t_out) {
+          s = SequenceConstruct (x, x)
+          t_out = ConcatFromSequence <axis = 0> (s)
+      }, else_branch = e () => (float[8] e_out) {
+          e_out = Concat <axis = 0> (x, x)
+      }>
+    }"""
+    proto = kit.build(text)
+    feeds = {"c": np.array(True), "x": np.arange(4, dtype=np.float32)}
+    base = ShapeInferencePass()(ir.from_proto(proto)).model
+    then = base.graph.node(0).attributes["then_branch"].as_graph()
+    assert isinstance(then.node(0).outputs[0].type, ir.TensorType)  # the upstream quirk
+    out = kit.apply(InferShapesPass(), proto, feeds=feeds)
+    assert out.modified
+    then = out.model.graph.node(0).attributes["then_branch"].as_graph()
+    assert isinstance(then.node(0).outputs[0].type, ir.SequenceType)

@@ -97,3 +97,25 @@ def test_falls_back_to_the_input_when_onnxsim_fails(kit, foldable, monkeypatch, 
     assert result.model is not model
     assert kit.serialized(result.model) == before
     assert "as it was before" in caplog.text
+
+
+def test_unsorted_graph_falls_back_without_raising(kit):
+    """onnxsim refuses a graph whose nodes are out of order, and onnx-ir's cloner cannot
+    copy one (a forward reference looks like an outer-scope value); onnxruntime runs it,
+    so the pass must hand it on unchanged for TopologicalSortPass, not crash the run."""
+    proto = onnx.helper.make_model(
+        onnx.helper.make_graph(
+            [
+                onnx.helper.make_node("Relu", ["a"], ["y"]),
+                onnx.helper.make_node("Neg", ["x"], ["a"]),
+            ],
+            "unsorted",
+            [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["N", 4])],
+            [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, ["N", 4])],
+        ),
+        opset_imports=[onnx.helper.make_opsetid("", 17)],
+        ir_version=8,
+    )
+    result = SimplifyWithOnnxsimPass()(ir.from_proto(proto))
+    assert result.modified is False
+    assert [n.op_type for n in ir.to_proto(result.model).graph.node] == ["Relu", "Neg"]
