@@ -1,0 +1,148 @@
+"""What a target quantizes: a frozen `QuantSpec` per backend (torchao's idea).
+
+A spec says *what* to quantize (data types, symmetry, which op inputs and outputs
+get a QuantizeLinear → DequantizeLinear pair, the weight's per-channel axis); the
+generic machinery in this package (plan → calibrate → insert Q/DQ) does the *how*.
+Targets reference the module constants:
+
+`CPU_SPEC` — onnxruntime's CPU execution provider. Activations uint8 asymmetric,
+weights int8 symmetric per output channel, biases int32: the "U8S8" form whose
+DQ → op → Q groups onnxruntime fuses into QLinearConv, QGemm, QLinearMatMul,
+QLinearAdd, QLinearGlobalAveragePool, QLinearAveragePool and QLinearConcat.
+A Relu or Clip right after a quantized op is absorbed into that op's output
+quantization (the Q follows the activation, onnxruntime then drops the
+activation because the Q's range lies inside it). Graph outputs stay float
+(QGemm and friends can write float). `reduce_range` is off: the 7-bit trick only
+matters on x86 CPUs without VNNI (AVX2's vpmaddubsw saturates int16 pairs);
+the CPUs we measured on have avx512_vnni, where full 8-bit weights are exact.
+
+`TENSORRT_SPEC` — TensorRT explicit quantization. Symmetric int8 activations
+(zero point 0) and weights, per output channel (Conv axis 0, ConvTranspose 1,
+Gemm 0 with transB=1 else 1, MatMul the last axis); Q/DQ only at the inputs of
+Conv/ConvTranspose/Gemm/MatMul and at the residual input of Add, following
+TensorRT's "Q/DQ layer-placement recommendations" (quantize the inputs of
+weighted ops, not their outputs; quantize the residual branch of a skip
+connection so the Add fuses into the Conv epilogue). Biases stay float: TensorRT
+quantizes them itself.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+__all__ = ["CPU_SPEC", "TENSORRT_SPEC", "QuantSpec", "spec_by_name"]
+
+_INT_TYPES = ("uint8", "int8")
+
+
+@dataclass(frozen=True)
+class QuantSpec:
+    """A backend's validated quantization recipe. Immutable; derive with `replace`.
+
+    Attributes:
+        name: short identifier recorded in the summary (``cpu``, ``tensorrt``).
+        activation_dtype: ``uint8`` or ``int8`` for activation tensors.
+        activation_symmetric: zero point fixed at 0 (range ±max|x|) when True.
+        weight_dtype: ``int8`` (the only one the runtimes accelerate).
+        weight_per_channel: one scale per output channel, else one per tensor.
+        reduce_range: 7-bit weights (±63), for x86 CPUs without VNNI.
+        weighted_ops: op types whose constant weight is quantized and whose
+            activation inputs get Q/DQ.
+        input_ops: further op types whose (non-constant) inputs get Q/DQ.
+        output_ops: op types whose output gets Q/DQ (the op runs in int8 end to end).
+        fused_activations: op types absorbed into the producer's output Q/DQ
+            (the Q is placed after them).
+        residual_add: quantize Add inputs (``"all"`` inputs, only the ``"residual"``
+            one that a weighted op does not produce, or ``"none"``).
+        quantize_graph_outputs: whether a graph output may be quantized.
+        bias_int32: store Conv/Gemm biases as int32 with scale x_scale * w_scale.
+    """
+
+    name: str
+    activation_dtype: str = "uint8"
+    activation_symmetric: bool = False
+    weight_dtype: str = "int8"
+    weight_per_channel: bool = True
+    reduce_range: bool = False
+    weighted_ops: frozenset[str] = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul"})
+    input_ops: frozenset[str] = frozenset()
+    output_ops: frozenset[str] = frozenset()
+    fused_activations: frozenset[str] = frozenset()
+    residual_add: str = "none"
+    quantize_graph_outputs: bool = False
+    bias_int32: bool = True
+
+    def __post_init__(self) -> None:
+        if self.activation_dtype not in _INT_TYPES:
+            raise ValueError(f"activation_dtype must be one of {_INT_TYPES}, got {self.activation_dtype!r}")
+        if self.weight_dtype != "int8":
+            raise ValueError(f"weight_dtype must be 'int8', got {self.weight_dtype!r}")
+        if self.residual_add not in ("all", "residual", "none"):
+            raise ValueError(f"residual_add must be 'all', 'residual' or 'none', got {self.residual_add!r}")
+
+    @property
+    def activation_qrange(self) -> tuple[int, int]:
+        """Integer range of activations (symmetric int8 uses -127..127, as TensorRT does)."""
+        if self.activation_dtype == "uint8":
+            return (0, 255)
+        return (-127, 127) if self.activation_symmetric else (-128, 127)
+
+    @property
+    def weight_qmax(self) -> int:
+        return 63 if self.reduce_range else 127
+
+    def weight_axis(self, op_type: str, *, trans_b: bool = False, rank: int = 2) -> int:
+        """The output-channel axis of a weighted op's weight tensor."""
+        if op_type == "Conv":
+            return 0
+        if op_type == "ConvTranspose":
+            return 1
+        if op_type == "Gemm":
+            return 0 if trans_b else 1
+        if op_type == "MatMul":
+            return rank - 1
+        raise ValueError(f"{op_type} has no weight axis rule")
+
+    def replace(self, **changes: object) -> QuantSpec:
+        return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
+
+    def to_dict(self) -> dict[str, object]:
+        d = dataclasses.asdict(self)
+        return {k: sorted(v) if isinstance(v, frozenset) else v for k, v in d.items()}
+
+
+CPU_SPEC = QuantSpec(
+    name="cpu",
+    activation_dtype="uint8",
+    activation_symmetric=False,
+    input_ops=frozenset({"Add", "GlobalAveragePool", "AveragePool", "Concat"}),
+    output_ops=frozenset(
+        {"Conv", "ConvTranspose", "Gemm", "MatMul", "Add", "GlobalAveragePool", "AveragePool", "Concat"}
+    ),
+    fused_activations=frozenset({"Relu", "Clip"}),
+    residual_add="all",
+    quantize_graph_outputs=False,
+    bias_int32=True,
+)
+
+TENSORRT_SPEC = QuantSpec(
+    name="tensorrt",
+    activation_dtype="int8",
+    activation_symmetric=True,
+    input_ops=frozenset(),
+    output_ops=frozenset(),
+    fused_activations=frozenset(),
+    residual_add="residual",
+    quantize_graph_outputs=False,
+    bias_int32=False,
+)
+
+_BY_NAME = {s.name: s for s in (CPU_SPEC, TENSORRT_SPEC)}
+
+
+def spec_by_name(name: str) -> QuantSpec:
+    """The spec called `name` (``cpu`` or ``tensorrt``); KeyError lists the known ones."""
+    if name not in _BY_NAME:
+        raise KeyError(f"no quantization spec for {name!r}; known: {', '.join(sorted(_BY_NAME))}")
+    return _BY_NAME[name]
