@@ -18,6 +18,7 @@ from compiler.errors import UsageError
 PRECISIONS = ("fp32", "fp16", "int8", "auto")
 REPORT_FORMATS = ("json", "md", "html")
 ARTIFACT_FORMATS = ("onnx", "ort")
+CALIB_METHODS = ("minmax", "percentile", "entropy", "mse")
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,8 @@ class CompileConfig:
     prune_ratio: float | None = None
     prune_mode: str | None = None
     finetune_epochs: int | None = None
+    auto_fallback: bool = False
+    sensitivity: bool = False
     verify: bool = False
     budgets: Budgets = field(default_factory=Budgets)
     reports: tuple[str, ...] = REPORT_FORMATS
@@ -88,6 +91,10 @@ class CompileConfig:
         validate_prune(self.prune_mode, self.prune_ratio, self.finetune_epochs)
         if self.finetune_epochs is not None and self.finetune_epochs < 1:
             raise UsageError("--finetune-epochs must be at least 1")
+        if self.calib_method is not None and self.calib_method not in CALIB_METHODS:
+            raise UsageError(f"--calib-method must be one of {', '.join(CALIB_METHODS)}")
+        if (self.auto_fallback or self.sensitivity) and self.precision not in ("int8", "auto"):
+            raise UsageError("--auto-fallback and --sensitivity apply to --precision int8 or auto")
         if not 13 <= self.opset <= 21:
             raise UsageError("--opset must be between 13 and 21")
 

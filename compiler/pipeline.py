@@ -8,6 +8,7 @@ partial artifact behind (the input model is only ever read).
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import shutil
@@ -42,8 +43,8 @@ from compiler.recording import PassRecord, RecordingPass
 from compiler.report import empty_report, write_reports
 from compiler.sources import ModelSource, resolve
 from passes.prune.unstructured import compressed_size
-from targets.base import Target, get_target
-from targets.latency import LatencyStats, measure_interleaved
+from targets.base import Artifact, Target, get_target
+from targets.latency import LatencyStats, bench_torch, measure_interleaved
 
 log = logging.getLogger(__name__)
 
@@ -122,8 +123,8 @@ def compile_model(config: CompileConfig, progress: Progress | None = None) -> Co
     progress = progress or _no_progress
     t0 = time.perf_counter()
     target = _resolve_target(config.target)
-    if config.precision in ("fp16", "int8", "auto"):
-        raise UsageError(f"--precision {config.precision} is not available yet; use fp32")
+    if config.precision == "fp16":
+        raise UsageError("--precision fp16 is not available yet; use fp32, int8 or auto")
     progress("load", 0, 1)
     source = resolve(config.model, input_shape=config.input_shape, opset=config.opset)
     progress("load", 1, 1)
@@ -140,13 +141,13 @@ def compile_model(config: CompileConfig, progress: Progress | None = None) -> Co
     )
     evalset = whole_batches(evalset, eval_batch) if static_batch else evalset
     out_dir = config.out_dir or Path("build") / source.name
+    threads = config.threads or default_threads()
     staging = _make_staging(out_dir)
     try:
         report = empty_report()
         report["edgec_version"] = __version__
         report["model"] = _model_info(source)
         report["target"] = target.name
-        report["precision"] = config.precision
 
         progress("passes", 0, 1)
         model, records = optimize(
@@ -162,50 +163,71 @@ def compile_model(config: CompileConfig, progress: Progress | None = None) -> Co
         report["passes"] = [r.to_dict() for r in records]
         report["pruning"] = pruning.to_dict() if pruning else None
 
-        stem = f"{source.name}.{config.precision}"
-        artifact = target.lower(model, staging, stem=stem, fmt=config.artifact_format)
-        baseline_artifact = artifact
-        if config.precision != "fp32" or pruning is not None:
-            # The FP32 baseline is measured on the same target in the same run.
+        # Candidates: the transformed model per precision, plus the FP32 baseline.
+        calibrate_s = None
+        candidates: dict[str, ir.Model] = {}
+        if config.precision in ("fp32", "auto"):
+            candidates["fp32"] = model
+        if config.precision in ("int8", "auto"):
+            from compiler import quantize_stage
+
+            t_cal = time.perf_counter()
+            candidates["int8"], report["quantization"] = quantize_stage.run(
+                model, config, source, target, threads=threads, progress=progress
+            )
+            calibrate_s = time.perf_counter() - t_cal
+        artifacts: dict[str, Artifact] = {
+            p: target.lower(m, staging, stem=f"{source.name}.{p}", fmt=config.artifact_format)
+            for p, m in candidates.items()
+        }
+        if "fp32" not in artifacts or pruning is not None:
+            # The unpruned FP32 baseline is measured on the same target in the same run.
             base_dir = Path(tempfile.mkdtemp(prefix=".baseline-", dir=staging))
-            baseline_artifact = target.lower(
+            baseline = target.lower(
                 fp32_model, base_dir, stem=f"{source.name}.fp32", fmt=config.artifact_format
             )
+        else:
+            baseline = artifacts["fp32"]
         compile_s = time.perf_counter() - t0
 
         t_measure = time.perf_counter()
-        threads = config.threads or default_threads()
         reference = reference_outputs(source, evalset, progress, batch=eval_batch)
         feeds = _latency_feeds(evalset, infos, config)
-        with contextlib.ExitStack() as stack:
-            runner = stack.enter_context(target.runner(artifact.path, threads=threads))
-            candidate = run_in_batches(
-                runner, evalset.inputs, progress, stage="evaluate", batch=eval_batch
+        to_measure = {**artifacts, "baseline": baseline}
+        outputs, latencies = _measure(
+            target,
+            to_measure,
+            evalset,
+            feeds,
+            threads=threads,
+            eval_batch=eval_batch,
+            torch_module=source.torch_module if config.torch_baseline else None,
+            batch=config.batch,
+            progress=progress,
+        )
+        accuracies = {
+            name: compare_outputs(reference[0], outputs[name][0], evalset.labels)
+            for name in to_measure
+        }
+        precision = config.precision
+        if precision == "auto":
+            precision, report["auto"] = choose_precision(
+                {p: (latencies[p], accuracies[p]) for p in artifacts}, config.budgets.min_accuracy
             )
-            contenders: dict[str, Callable[[], object]] = {"artifact": lambda: runner.infer(feeds)}
-            if baseline_artifact is not artifact:
-                base_runner = stack.enter_context(
-                    target.runner(baseline_artifact.path, threads=threads)
-                )
-                contenders["fp32"] = lambda: base_runner.infer(feeds)
-            torch_module = source.torch_module if config.torch_baseline else None
-            latencies = measure_contenders(
-                contenders,
-                torch_module,
-                feeds,
-                threads=threads,
-                batch=config.batch,
-                progress=progress,
-            )
-        latency = latencies["artifact"]
-        base_latency = latencies.get("fp32", latency)
-        torch_latency = latencies.get("torch")
-        accuracy = compare_outputs(reference[0], candidate[0], evalset.labels)
-        size = artifact.path.stat().st_size
+            for p, art in artifacts.items():
+                if p != precision:
+                    art.path.unlink()
+        report["precision"] = precision
+        artifact, latency, accuracy = (
+            artifacts[precision],
+            latencies[precision],
+            accuracies[precision],
+        )
+        base_latency, torch_latency = latencies["baseline"], latencies.get("torch")
         report["artifact"] = {
             "path": str(out_dir / artifact.path.name),
             "format": artifact.format,
-            "size_bytes": size,
+            "size_bytes": artifact.path.stat().st_size,
             "compressed_size_bytes": compressed_size(artifact.path),
             "sha256": sha256_file(artifact.path),
         }
@@ -213,9 +235,11 @@ def compile_model(config: CompileConfig, progress: Progress | None = None) -> Co
         report["accuracy"] = {**accuracy.to_dict(), "source": evalset.source}
         report["baseline"] = {
             "precision": "fp32",
-            "size_bytes": baseline_artifact.path.stat().st_size,
+            "size_bytes": baseline.path.stat().st_size,
             "latency_ms": base_latency.to_dict()["p50"],
             "speedup": round(base_latency.p50 / latency.p50, 4),
+            "latency_ratio": round(latency.p50 / base_latency.p50, 4),
+            "size_ratio": round(artifact.path.stat().st_size / baseline.path.stat().st_size, 4),
             "torch_latency_ms": torch_latency.to_dict()["p50"] if torch_latency else None,
             "speedup_vs_torch": round(torch_latency.p50 / latency.p50, 4)
             if torch_latency
@@ -223,7 +247,7 @@ def compile_model(config: CompileConfig, progress: Progress | None = None) -> Co
         }
         report["seconds"] = {
             "compile": round(compile_s, 3),
-            "calibrate": None,
+            "calibrate": round(calibrate_s, 3) if calibrate_s is not None else None,
             "measure": round(time.perf_counter() - t_measure, 3),
         }
         gates = judge(report, config.budgets)
@@ -239,6 +263,79 @@ def compile_model(config: CompileConfig, progress: Progress | None = None) -> Co
         return CompileResult(report, out_dir, out_dir / artifact.path.name, gates)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def _measure(
+    target: Target,
+    artifacts: dict[str, Artifact],
+    evalset: EvalSet,
+    feeds: dict[str, np.ndarray],
+    *,
+    threads: int,
+    eval_batch: int,
+    torch_module: Any,
+    batch: int,
+    progress: Progress,
+) -> tuple[dict[str, list[np.ndarray]], dict[str, LatencyStats]]:
+    """Evaluate every artifact on the held-out set, then time them (and torch) interleaved."""
+    outputs: dict[str, list[np.ndarray]] = {}
+    contenders: dict[str, Callable[[], object]] = {}
+    with contextlib.ExitStack() as stack:
+        runners: dict[Path, Any] = {}
+        for name, art in artifacts.items():
+            if art.path not in runners:
+                runners[art.path] = stack.enter_context(target.runner(art.path, threads=threads))
+                runner = runners[art.path]
+                outputs[name] = run_in_batches(
+                    runner, evalset.inputs, progress, stage=f"eval {name}", batch=eval_batch
+                )
+                contenders[name] = functools.partial(runner.infer, feeds)
+        # the same file twice (fp32 run: artifact is the baseline) is measured once
+        for name, art in artifacts.items():
+            if name not in outputs:
+                twin = next(n for n, a in artifacts.items() if a.path == art.path and n in outputs)
+                outputs[name] = outputs[twin]
+        latencies = measure_contenders(
+            contenders, torch_module, feeds, threads=threads, batch=batch, progress=progress
+        )
+    for name, art in artifacts.items():
+        if name not in latencies:
+            twin = next(n for n, a in artifacts.items() if a.path == art.path and n in latencies)
+            latencies[name] = latencies[twin]
+    return outputs, latencies
+
+
+def choose_precision(
+    candidates: dict[str, tuple[LatencyStats, Any]], min_accuracy: float | None
+) -> tuple[str, dict[str, Any]]:
+    """`--precision auto`: the fastest candidate whose accuracy meets the budget.
+
+    Without `--min-accuracy` the budget is top-1 agreement ≥ 0.99 with the FP32
+    original (or cosine ≥ 0.999 for non-classification outputs). FP32 always
+    qualifies as the fallback.
+    """
+    from compiler.gates import accuracy_metric
+
+    rows = []
+    for p, (lat, acc) in candidates.items():
+        metric, value = accuracy_metric(acc.to_dict())
+        limit = (
+            min_accuracy if min_accuracy is not None else (0.999 if metric == "cosine" else 0.99)
+        )
+        meets = p == "fp32" or (value is not None and value >= limit)
+        rows.append(
+            {
+                "precision": p,
+                "p50_ms": lat.to_dict()["p50"],
+                "metric": metric,
+                "value": value,
+                "limit": limit,
+                "meets_budget": meets,
+            }
+        )
+    eligible = [r for r in rows if r["meets_budget"]]
+    best = min(eligible, key=lambda r: r["p50_ms"])
+    return best["precision"], {"chosen": best["precision"], "candidates": rows}
 
 
 def _prune(
@@ -428,27 +525,26 @@ def measure_contenders(
     batch: int,
     progress: Progress,
 ) -> dict[str, LatencyStats]:
-    """Latency of the artifact, its FP32 baseline and torch eager, in alternating rounds."""
-    fns = dict(contenders)
-    torch_ctx: contextlib.AbstractContextManager[Any] = contextlib.nullcontext()
+    """Latency of the onnxruntime contenders in alternating rounds, then torch eager.
+
+    Torch is timed in its own block, not interleaved: its OpenMP workers keep
+    spinning for a while after each call (and onnxruntime's do too), so
+    alternating the two runtimes call by call measures their contention, not
+    their speed.
+    """
+    latencies = measure_interleaved(
+        contenders,
+        batch=batch,
+        threads=threads,
+        progress=lambda done, total: progress("latency", done, total),
+    )
     if torch_module is not None and len(feeds) == 1:
         import torch
 
         example = torch.from_numpy(next(iter(feeds.values())))
-        previous = torch.get_num_threads()
-        torch.set_num_threads(threads)
-        torch_ctx = contextlib.ExitStack()
-        torch_ctx.callback(torch.set_num_threads, previous)  # type: ignore[attr-defined]
-        torch_ctx.enter_context(torch.inference_mode())  # type: ignore[attr-defined]
-        torch_module.eval()
-        fns["torch"] = lambda: torch_module(example)
-    with torch_ctx:
-        return measure_interleaved(
-            fns,
-            batch=batch,
-            threads=threads,
-            progress=lambda done, total: progress("latency", done, total),
-        )
+        with contextlib.suppress(Exception):
+            latencies["torch"] = bench_torch(torch_module, example, threads, batch=batch)
+    return latencies
 
 
 __all__ = ["CompileResult", "compile_model", "optimize", "build_passes", "replace"]

@@ -432,6 +432,7 @@ def mobilenet_v2() -> ModelSpec:
         default_calib_samples=256,
         default_eval_samples=64,
         tags=("imagenet", "cnn", "depthwise", "pretrained"),
+        preprocess=preprocess_image,
     )
 
 
@@ -450,4 +451,5 @@ def resnet18() -> ModelSpec:
         default_calib_samples=256,
         default_eval_samples=64,
         tags=("imagenet", "cnn", "residual", "random-weights"),
+        preprocess=preprocess_image,
     )

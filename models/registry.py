@@ -43,6 +43,8 @@ class ModelSpec:
     default_calib_samples: int = 256
     default_eval_samples: int = 64
     tags: tuple[str, ...] = field(default_factory=tuple)
+    #: RGB uint8 (H, W, 3) image → one preprocessed sample; lets `--calib FOLDER` read photos.
+    preprocess: Callable[[np.ndarray], np.ndarray] | None = None
 
 
 _ZOO: dict[str, Callable[[], ModelSpec]] = {}

@@ -192,6 +192,14 @@ class CpuTarget:
     """onnxruntime on the CPU; artifacts: `.onnx`, or `.ort` with `fmt="ort"`."""
 
     name = "cpu"
+
+    @property
+    def quant_spec(self) -> QuantSpec:
+        """The quantization this target runs fastest (U8S8 Q/DQ that onnxruntime fuses into QLinear* kernels)."""
+        from passes.quantize.spec import CPU_SPEC
+
+        return CPU_SPEC
+
     providers: tuple[str, ...] = ("CPUExecutionProvider",)
     formats: tuple[str, ...] = ("onnx", "ort")
 
@@ -232,3 +240,7 @@ def _convert_to_ort_format(onnx_path: Path, final: Path) -> Artifact:
         if not tmp.is_file() or tmp.stat().st_size == 0:
             raise InvalidInput(f"onnxruntime wrote no ORT-format file for {onnx_path.name}")
     return Artifact(path=final, format="ort")
+
+
+if TYPE_CHECKING:  # pragma: no cover
+    from passes.quantize.spec import QuantSpec

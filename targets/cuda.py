@@ -26,7 +26,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import onnx_ir as ir
 
@@ -45,6 +45,14 @@ class CudaTarget:
     """onnxruntime on an NVIDIA GPU; artifact: `.onnx`."""
 
     name = "cuda"
+
+    @property
+    def quant_spec(self) -> QuantSpec:
+        """The quantization this target runs fastest (symmetric int8, zero point 0: what NVIDIA GPU int8 kernels expect)."""
+        from passes.quantize.spec import TENSORRT_SPEC
+
+        return TENSORRT_SPEC
+
     providers: tuple[str, ...] = (_PROVIDER,)
     formats: tuple[str, ...] = ("onnx",)
 
@@ -176,3 +184,7 @@ def _captured_stderr() -> Iterator[list[str]]:
             os.close(saved)
             tmp.seek(0)
             out.append(tmp.read().decode("utf-8", errors="replace"))
+
+
+if TYPE_CHECKING:  # pragma: no cover
+    from passes.quantize.spec import QuantSpec

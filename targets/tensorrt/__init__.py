@@ -20,6 +20,7 @@ import functools
 import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import onnx
 import onnx_ir as ir
@@ -99,6 +100,14 @@ class TensorRTTarget:
     """TensorRT on an NVIDIA GPU; artifact: `.engine` (for this GPU and TensorRT version)."""
 
     name = "tensorrt"
+
+    @property
+    def quant_spec(self) -> QuantSpec:
+        """The quantization this target runs fastest (TensorRT explicit quantization: symmetric int8, per-channel weights)."""
+        from passes.quantize.spec import TENSORRT_SPEC
+
+        return TENSORRT_SPEC
+
     formats: tuple[str, ...] = ("engine",)
 
     def __init__(
@@ -171,3 +180,7 @@ class TensorRTTarget:
             loader = EngineFromOnnx(proto, self.settings_for(proto), name=artifact.name)
             return TrtRunner(loader, name=artifact.name)
         return TrtRunner(artifact)
+
+
+if TYPE_CHECKING:  # pragma: no cover
+    from passes.quantize.spec import QuantSpec

@@ -1,0 +1,87 @@
+"""The INT8 stage: where calibration data comes from and how `quantize` is called.
+
+The target owns *what* to quantize (`target.quant_spec`); passes/quantize does
+*how*. Calibration data: the zoo's calibration set (disjoint from its evaluation
+set), a folder of images read with the zoo model's own preprocessing, or
+`.npy`/`.npz` files, streamed in batches.
+
+`--auto-fallback` with `--min-accuracy Z` keeps the most sensitive layers in
+floating point until top-1 agreement with the FP32 model on a calibration subset
+reaches Z: the evaluation set is never used to make decisions, so the reported
+accuracy stays an honest held-out number.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx_ir as ir
+
+from compiler.config import CompileConfig
+from compiler.errors import UsageError
+from compiler.sources import ModelSource
+
+log = logging.getLogger(__name__)
+
+
+def calibration_source(
+    config: CompileConfig, source: ModelSource
+) -> tuple[Any, Callable[[np.ndarray], np.ndarray] | None, int, str]:
+    """(source for CalibrationStream, preprocess, sample count, description)."""
+    spec = source.zoo_spec
+    arg = config.calib_source
+    default_n = getattr(spec, "default_calib_samples", 256)
+    n = config.calib_samples or default_n
+    if arg in (None, "zoo"):
+        if spec is None:
+            raise UsageError(
+                f"{source.name} is not a zoo model: give calibration data with --calib "
+                "(a .npy/.npz file, or a folder of images for zoo image models)"
+            )
+        return spec.calibration_data(n), None, n, f"zoo:{spec.name} calibration set"  # type: ignore[attr-defined]
+    path = Path(arg)
+    preprocess = None
+    if path.is_dir():
+        preprocess = getattr(spec, "preprocess", None)
+        if preprocess is None:
+            raise UsageError(
+                f"--calib {path} is a folder of images, but {source.name} has no image "
+                "preprocessing; give a .npy/.npz of preprocessed inputs instead"
+            )
+    return str(path), preprocess, n, str(path)
+
+
+def run(
+    model: ir.Model,
+    config: CompileConfig,
+    source: ModelSource,
+    target: Any,
+    *,
+    threads: int,
+    progress: Callable[[str, int, int], None],
+) -> tuple[ir.Model, dict[str, Any]]:
+    """Quantize the optimized FP32 model for `target`; returns (model, report section)."""
+    from passes.quantize import DEFAULT_METHOD, quantize
+
+    data, preprocess, n, description = calibration_source(config, source)
+    fallback = config.auto_fallback
+    if fallback and config.budgets.min_accuracy is None:
+        raise UsageError("--auto-fallback needs --min-accuracy (the budget to keep)")
+    quantized, summary = quantize(
+        model,
+        data,
+        spec=target.quant_spec,
+        method=config.calib_method or DEFAULT_METHOD,
+        samples=n,
+        preprocess=preprocess,
+        min_agreement=config.budgets.min_accuracy if fallback else None,
+        sensitivity=config.sensitivity or fallback,
+        threads=threads,
+        progress=lambda stage, done, total: progress(stage, done, total or done),
+    )
+    section = {"calibration_data": description, **summary.to_dict()}
+    return quantized, section
