@@ -144,6 +144,15 @@ def _budget_options(fn: Callable[..., Any]) -> Callable[..., Any]:
 @click.option("--calib-method", default=None, help="minmax, percentile, entropy or mse.")
 @click.option("--calib-samples", type=int, default=None, help="How many calibration samples.")
 @click.option(
+    "--auto-fallback",
+    is_flag=True,
+    default=None,
+    help="int8: keep the most sensitive layers in float until --min-accuracy holds.",
+)
+@click.option(
+    "--sensitivity", is_flag=True, default=None, help="int8: per-layer sensitivity in the report."
+)
+@click.option(
     "--prune", "prune_ratio", type=float, default=None, help="Prune this fraction (0..1)."
 )
 @click.option(

@@ -310,18 +310,25 @@ def choose_precision(
 ) -> tuple[str, dict[str, Any]]:
     """`--precision auto`: the fastest candidate whose accuracy meets the budget.
 
-    Without `--min-accuracy` the budget is top-1 agreement ≥ 0.99 with the FP32
-    original (or cosine ≥ 0.999 for non-classification outputs). FP32 always
-    qualifies as the fallback.
+    The budget is `--min-accuracy` when given. Without it: label accuracy within
+    one point of the FP32 artifact's, top-1 agreement with the FP32 original
+    ≥ 0.99, or cosine ≥ 0.999 for outputs that are not class scores. FP32 always
+    qualifies, so there is always an answer.
     """
     from compiler.gates import accuracy_metric
 
+    fp32_value = (
+        accuracy_metric(candidates["fp32"][1].to_dict())[1] if "fp32" in candidates else None
+    )
     rows = []
     for p, (lat, acc) in candidates.items():
         metric, value = accuracy_metric(acc.to_dict())
-        limit = (
-            min_accuracy if min_accuracy is not None else (0.999 if metric == "cosine" else 0.99)
-        )
+        if min_accuracy is not None:
+            limit = min_accuracy
+        elif metric == "top1_accuracy" and fp32_value is not None:
+            limit = round(fp32_value - 0.01, 4)
+        else:
+            limit = 0.999 if metric == "cosine" else 0.99
         meets = p == "fp32" or (value is not None and value >= limit)
         rows.append(
             {

@@ -34,7 +34,7 @@ REPORT_KEYS = (
 
 
 # Sections beyond the contract's keys, also always present (null when the stage did not run).
-EXTRA_KEYS = ("pruning", "quantization")
+EXTRA_KEYS = ("pruning", "quantization", "auto")
 
 
 def empty_report() -> dict[str, Any]:
@@ -135,6 +135,29 @@ def summary_rows(report: dict[str, Any]) -> list[tuple[str, str]]:
         if pruning.get("note"):
             text += f" · note: {pruning['note']}"
         rows.append(("pruning", text))
+    q = report.get("quantization")
+    if q:
+        kept = q.get("kept_float") or []
+        rows.append(
+            (
+                "quantization",
+                f"{q.get('spec')} spec · {q.get('method')} on {q.get('samples')} samples · "
+                f"{len(kept)} layers kept float{(': ' + ', '.join(kept[:6])) if kept else ''}",
+            )
+        )
+    auto = report.get("auto")
+    if auto:
+        rows.append(
+            (
+                "auto precision",
+                f"chose {auto['chosen']} · "
+                + " · ".join(
+                    f"{c['precision']} p50 {_fmt(c['p50_ms'])} ms {c['metric']} {_fmt(c['value'])}"
+                    f"{'' if c['meets_budget'] else ' (below budget)'}"
+                    for c in auto["candidates"]
+                ),
+            )
+        )
     for g in report.get("gates") or []:
         rows.append(
             (
@@ -205,6 +228,34 @@ def latency_svg(
     )
 
 
+def sensitivity_svg(
+    sensitivity: dict[str, dict[str, float]], kept_float: Sequence[str] = (), *, width: int = 640
+) -> str:
+    """Per-layer output SQNR when only that layer is INT8: the shortest bars hurt most."""
+    rows = sorted(sensitivity.items(), key=lambda kv: kv[1].get("sqnr_db") or 0.0)
+    if not rows:
+        return "<p>no sensitivity data</p>"
+    top = max((v.get("sqnr_db") or 0.0) for _, v in rows) or 1.0
+    bar_h, label_w = 14, 230
+    height = bar_h * len(rows) + 20
+    parts = []
+    for i, (name, v) in enumerate(rows):
+        db = v.get("sqnr_db") or 0.0
+        w = max(1.0, (width - label_w - 60) * max(db, 0.0) / top)
+        y = 10 + i * bar_h
+        color = "#e45756" if name in kept_float else "#4c78a8"
+        parts.append(
+            f'<text x="{label_w - 4}" y="{y + 11}" font-size="10" text-anchor="end">'
+            f"{html.escape(name[-40:])}</text>"
+            f'<rect x="{label_w}" y="{y + 2}" width="{w:.1f}" height="{bar_h - 3}" fill="{color}"/>'
+            f'<text x="{label_w + w + 3:.1f}" y="{y + 11}" font-size="10">{db:.1f} dB</text>'
+        )
+    return (
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img" '
+        f'aria-label="per-layer sensitivity">{"".join(parts)}</svg>'
+    )
+
+
 def to_html(report: dict[str, Any], latency_samples_ms: Sequence[float] = ()) -> str:
     esc = html.escape
     rows = "".join(f"<tr><th>{esc(k)}</th><td>{esc(v)}</td></tr>" for k, v in summary_rows(report))
@@ -224,11 +275,38 @@ table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:4px 8px;te
 <table>{rows}</table>
 <h2>Latency distribution</h2>
 {latency_svg(latency_samples_ms)}
+{_quantization_html(report)}
 <h2>Passes</h2>
 <table><tr><th>pass</th><th>changed</th><th>nodes before</th><th>nodes after</th><th>seconds</th></tr>{pass_rows}</table>
 <p>edgec {esc(str(report.get("edgec_version")))}</p>
 </body></html>
 """
+
+
+def _quantization_html(report: dict[str, Any]) -> str:
+    q = report.get("quantization")
+    if not q:
+        return ""
+    esc = html.escape
+    counts = q.get("qdq_counts") or {}
+    rows = "".join(
+        f"<tr><td>{esc(op)}</td><td>{esc(', '.join(f'{k} {v}' for k, v in c.items()))}</td></tr>"
+        for op, c in counts.items()
+    )
+    kept = q.get("kept_float") or []
+    out = [
+        "<h2>Quantization</h2>",
+        f"<p>spec {esc(str(q.get('spec')))}, calibration {esc(str(q.get('method')))} on "
+        f"{q.get('samples')} samples ({esc(str(q.get('calibration_data')))}); "
+        f"layers kept in float: {esc(', '.join(kept) or 'none')}</p>",
+        f"<table><tr><th>op</th><th>Q/DQ</th></tr>{rows}</table>",
+    ]
+    if q.get("sensitivity"):
+        out += [
+            "<h3>Per-layer sensitivity (output SQNR with only that layer in INT8; red: kept in float)</h3>",
+            sensitivity_svg(q["sensitivity"], kept),
+        ]
+    return "\n".join(out)
 
 
 def write_reports(
