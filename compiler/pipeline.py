@@ -209,6 +209,7 @@ def compile_model(config: CompileConfig, progress: Progress | None = None) -> Co
             name: compare_outputs(reference[0], outputs[name][0], evalset.labels)
             for name in to_measure
         }
+        baseline_size = baseline.path.stat().st_size
         precision = config.precision
         if precision == "auto":
             precision, report["auto"] = choose_precision(
@@ -235,11 +236,11 @@ def compile_model(config: CompileConfig, progress: Progress | None = None) -> Co
         report["accuracy"] = {**accuracy.to_dict(), "source": evalset.source}
         report["baseline"] = {
             "precision": "fp32",
-            "size_bytes": baseline.path.stat().st_size,
+            "size_bytes": baseline_size,
             "latency_ms": base_latency.to_dict()["p50"],
             "speedup": round(base_latency.p50 / latency.p50, 4),
             "latency_ratio": round(latency.p50 / base_latency.p50, 4),
-            "size_ratio": round(artifact.path.stat().st_size / baseline.path.stat().st_size, 4),
+            "size_ratio": round(artifact.path.stat().st_size / baseline_size, 4),
             "torch_latency_ms": torch_latency.to_dict()["p50"] if torch_latency else None,
             "speedup_vs_torch": round(torch_latency.p50 / latency.p50, 4)
             if torch_latency
