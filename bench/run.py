@@ -16,6 +16,8 @@ SUITES = {
     "quantize": ("bench.quantize_compare", "quantize_compare.json"),
     "prune": ("bench.prune_compare", "prune_compare.json"),
     "reliability": ("bench.reliability", "reliability.json"),
+    "calibration_memory": ("bench.calibration_memory", "calibration_memory.json"),
+    "qat": ("bench.qat_compare", "qat_compare.json"),
 }
 
 
