@@ -75,11 +75,15 @@ class QuantSpec:
 
     def __post_init__(self) -> None:
         if self.activation_dtype not in _INT_TYPES:
-            raise ValueError(f"activation_dtype must be one of {_INT_TYPES}, got {self.activation_dtype!r}")
+            raise ValueError(
+                f"activation_dtype must be one of {_INT_TYPES}, got {self.activation_dtype!r}"
+            )
         if self.weight_dtype != "int8":
             raise ValueError(f"weight_dtype must be 'int8', got {self.weight_dtype!r}")
         if self.residual_add not in ("all", "residual", "none"):
-            raise ValueError(f"residual_add must be 'all', 'residual' or 'none', got {self.residual_add!r}")
+            raise ValueError(
+                f"residual_add must be 'all', 'residual' or 'none', got {self.residual_add!r}"
+            )
 
     @property
     def activation_qrange(self) -> tuple[int, int]:
@@ -118,7 +122,16 @@ CPU_SPEC = QuantSpec(
     activation_symmetric=False,
     input_ops=frozenset({"Add", "GlobalAveragePool", "AveragePool", "Concat"}),
     output_ops=frozenset(
-        {"Conv", "ConvTranspose", "Gemm", "MatMul", "Add", "GlobalAveragePool", "AveragePool", "Concat"}
+        {
+            "Conv",
+            "ConvTranspose",
+            "Gemm",
+            "MatMul",
+            "Add",
+            "GlobalAveragePool",
+            "AveragePool",
+            "Concat",
+        }
     ),
     fused_activations=frozenset({"Relu", "Clip"}),
     residual_add="all",

@@ -1,0 +1,290 @@
+"""INT8 post-training quantization: calibration, Q/DQ insertion, equalization,
+data-aware rounding, bias correction and sensitivity-driven float fallback.
+
+One entry point, `quantize(model, calibration, spec=...)`, runs the steps in this
+order on a copy of the float model (the input model is not modified):
+
+1. `equalize` — cross-layer equalization of Conv → Relu/Clip → Conv chains
+   (statistics from `equalize_samples` calibration samples);
+2. `calibrate` — one pass over the calibration data: a histogram per tensor
+   that needs a range, and the input second moments H of each weighted layer
+   (over the first `rounding_samples` samples) for data-aware rounding;
+3. `rounding` — GPTQ rounding of the int8 weights (``"gptq"``) or round to
+   nearest (``"nearest"``);
+4. `bias_correction` — per output channel, the mean shift quantization adds
+   is measured on `bias_correction_samples` samples and removed;
+5. `min_sqnr_db` — when given, per-layer sensitivity analysis and automatic
+   float fallback until the output SQNR on a calibration subset holds;
+6. Q/DQ insertion as the target's `QuantSpec` says.
+
+Each module's docstring states its rewrite and math. `QuantizationSummary`
+records what was done (for the report).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import onnx_ir as ir
+
+from compiler.errors import InvalidInput, UsageError
+from passes.quantize import _graph
+from passes.quantize.bias_correction import correct_bias
+from passes.quantize.calibrate import METHODS, Histogram, run_with_outputs
+from passes.quantize.data import CalibrationSource, CalibrationStream, model_inputs
+from passes.quantize.equalize import equalize as equalize_model
+from passes.quantize.plan import plan_quantization
+from passes.quantize.qdq import InsertQdqPass, count_qdq, is_quantized
+from passes.quantize.rounding import HessianCollector, round_weights
+from passes.quantize.sensitivity import Evaluator, auto_fallback, layer_sensitivity
+from passes.quantize.spec import CPU_SPEC, TENSORRT_SPEC, QuantSpec, spec_by_name
+
+__all__ = [
+    "CPU_SPEC",
+    "DEFAULT_METHOD",
+    "METHODS",
+    "TENSORRT_SPEC",
+    "InsertQdqPass",
+    "QuantSpec",
+    "QuantizationSummary",
+    "count_qdq",
+    "quantize",
+    "spec_by_name",
+]
+
+logger = logging.getLogger(__name__)
+
+# Chosen by measurement on the zoo's MobileNetV2 (bench/quantize_compare.py).
+DEFAULT_METHOD = "percentile"
+DEFAULT_PERCENTILE = 99.99
+
+Progress = Callable[[str, int, int | None], None]
+
+
+@dataclass
+class QuantizationSummary:
+    """What `quantize` did, for the report (`to_dict` is JSON-ready)."""
+
+    spec: str
+    method: str
+    samples: int
+    options: dict[str, object]
+    qdq_counts: dict[str, dict[str, int]]
+    kept_float: list[str]
+    seconds: dict[str, float]
+    equalized_pairs: int = 0
+    equalized_streams: int = 0
+    bias_corrected: int = 0
+    rounded_layers: int = 0
+    calibration_sqnr_db: float | None = None
+    sensitivity: dict[str, dict[str, float]] | None = None
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+def quantize(
+    model: ir.Model,
+    calibration: CalibrationSource,
+    *,
+    spec: QuantSpec = CPU_SPEC,
+    method: str = DEFAULT_METHOD,
+    percentile: float = DEFAULT_PERCENTILE,
+    samples: int | None = 256,
+    equalize: bool = True,
+    equalize_pairs: bool = True,
+    equalize_headroom: float = 2.0,
+    equalize_alpha_dense: float = 0.0,
+    stream_alpha: float = 0.5,
+    rounding: str = "gptq",
+    bias_correction: bool = True,
+    exclude: Sequence[str] = (),
+    min_sqnr_db: float | None = None,
+    min_agreement: float | None = None,
+    max_float_layers: int | None = None,
+    sensitivity: bool = False,
+    preprocess: Callable[[np.ndarray], np.ndarray] | None = None,
+    batch_size: int = 8,
+    equalize_samples: int = 64,
+    rounding_samples: int = 32,
+    bias_correction_samples: int = 64,
+    sensitivity_samples: int = 32,
+    threads: int = 0,
+    progress: Progress | None = None,
+) -> tuple[ir.Model, QuantizationSummary]:
+    """Quantize a float model to INT8 Q/DQ form (see module docstring); returns (model, summary).
+
+    Raises InvalidInput for bad calibration data (exit code 4), UsageError for bad options.
+    """
+    t_start = time.perf_counter()
+    if method not in METHODS:
+        raise UsageError(
+            f"unknown calibration method {method!r}; choose one of {', '.join(METHODS)}"
+        )
+    if rounding not in ("gptq", "nearest"):
+        raise UsageError(f"unknown weight rounding {rounding!r}; choose gptq or nearest")
+    if is_quantized(model):
+        raise InvalidInput(
+            "the model is already quantized (it holds QuantizeLinear/DequantizeLinear nodes)"
+        )
+    seconds: dict[str, float] = {}
+    work = _graph.clone(model)
+    _graph.ensure_types(work)
+    ir.passes.common.NameFixPass()(work)
+    excluded = frozenset(exclude)
+    unknown = excluded - {n.name for n in work.graph}
+    if unknown:
+        raise UsageError(f"cannot keep unknown nodes in float: {', '.join(sorted(unknown))}")
+    stream = CalibrationStream(
+        calibration,
+        model_inputs(work),
+        samples=samples,
+        batch_size=batch_size,
+        preprocess=preprocess,
+    )
+
+    def report(stage: str) -> Callable[[int, int | None], None] | None:
+        if progress is None:
+            return None
+        return lambda done, total: progress(stage, done, total)
+
+    # 1. equalization
+    pairs_done = streams_done = 0
+    if equalize:
+        t = time.perf_counter()
+        pairs_done, streams_done = equalize_model(
+            work,
+            stream.take(equalize_samples),
+            headroom=equalize_headroom,
+            stream_alpha=stream_alpha,
+            pairs=equalize_pairs,
+            alpha_dense=equalize_alpha_dense,
+            exclude=excluded,
+            threads=threads,
+        )
+        seconds["equalize"] = time.perf_counter() - t
+
+    # 2. calibration (+ Hessians for rounding), one pass
+    t = time.perf_counter()
+    plan = plan_quantization(work.graph, spec, excluded)
+    hessians = HessianCollector(plan) if rounding == "gptq" else None
+    stats = {n: Histogram() for n in plan.calibrated}
+    names = list(dict.fromkeys([*plan.calibrated, *(hessians.names if hessians else [])]))
+    seen = {"samples": 0}
+
+    def visit(name: str, array: np.ndarray) -> None:
+        if name in stats:
+            stats[name].update(array)
+        if hessians is not None and seen["samples"] < rounding_samples:
+            hessians.visit(name, array)
+
+    def batches() -> Iterable[dict[str, np.ndarray]]:
+        for feeds in stream:
+            yield feeds
+            seen["samples"] += next(iter(feeds.values())).shape[0]
+
+    n_samples = run_with_outputs(
+        work,
+        names,
+        batches(),
+        visit,
+        progress=report("calibrate"),
+        total=stream.total,
+        threads=threads,
+    )
+    if n_samples == 0:
+        raise InvalidInput("calibration data is empty")
+    seconds["calibrate"] = time.perf_counter() - t
+    levels = spec.activation_qrange[1] - spec.activation_qrange[0]
+    options = {"levels": levels, "symmetric": spec.activation_symmetric}
+    if method == "percentile":
+        options["percentile"] = percentile
+    ranges = {n: h.range(method, **options) for n, h in stats.items()}  # type: ignore[arg-type]
+
+    # 3. weight rounding
+    weights: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    if hessians is not None:
+        t = time.perf_counter()
+        weights = round_weights(hessians, spec)
+        seconds["rounding"] = time.perf_counter() - t
+
+    def build(float_model: ir.Model, keep_float: frozenset[str] = excluded) -> ir.Model:
+        q = _graph.clone(float_model)
+        InsertQdqPass(spec, ranges, exclude=keep_float, weights=weights)(q)
+        return q
+
+    # 4. bias correction
+    corrected = 0
+    if bias_correction:
+        t = time.perf_counter()
+        removed = correct_bias(
+            work, build, plan.nodes, lambda: stream.take(bias_correction_samples), threads=threads
+        )
+        corrected = len(removed)
+        seconds["bias_correction"] = time.perf_counter() - t
+
+    # 5. sensitivity and fallback
+    kept: list[str] = []
+    sens_dict = None
+    final_score = None
+    if sensitivity or min_sqnr_db is not None or min_agreement is not None:
+        t = time.perf_counter()
+        evaluator = Evaluator(work, stream.take(sensitivity_samples), threads=threads)
+        layers = [n for n in plan.nodes if n not in excluded]
+        sens = layer_sensitivity(
+            work,
+            lambda m, ex: build(m, ex | excluded),
+            layers,
+            evaluator,
+            progress=report("sensitivity"),
+        )
+        sens_dict = {k: {"sqnr_db": v.sqnr_db, "agreement": v.agreement} for k, v in sens.items()}
+        if min_sqnr_db is not None or min_agreement is not None:
+            kept, final_score = auto_fallback(
+                work,
+                lambda m, ex: build(m, ex),
+                sens,
+                evaluator,
+                min_sqnr_db=min_sqnr_db if min_sqnr_db is not None else -float("inf"),
+                min_agreement=min_agreement,
+                max_layers=max_float_layers,
+                exclude=excluded,
+            )
+        seconds["sensitivity"] = time.perf_counter() - t
+
+    # 6. final Q/DQ model
+    t = time.perf_counter()
+    quantized = build(work, excluded | frozenset(kept))
+    seconds["insert_qdq"] = time.perf_counter() - t
+    seconds["total"] = time.perf_counter() - t_start
+    summary = QuantizationSummary(
+        spec=spec.name,
+        method=method,
+        samples=n_samples,
+        options={
+            "percentile": percentile if method == "percentile" else None,
+            "equalize": equalize,
+            "equalize_headroom": equalize_headroom if equalize else None,
+            "stream_alpha": stream_alpha if equalize else None,
+            "rounding": rounding,
+            "bias_correction": bias_correction,
+            "min_sqnr_db": min_sqnr_db,
+            "min_agreement": min_agreement,
+        },
+        qdq_counts=count_qdq(quantized),
+        kept_float=sorted(excluded) + kept,
+        seconds={k: round(v, 3) for k, v in seconds.items()},
+        equalized_pairs=pairs_done,
+        equalized_streams=streams_done,
+        bias_corrected=corrected,
+        rounded_layers=len(weights),
+        calibration_sqnr_db=None if final_score is None else round(final_score.sqnr_db, 3),
+        sensitivity=sens_dict,
+    )
+    logger.info("quantized %s: %s", spec.name, summary.qdq_counts)
+    return quantized, summary

@@ -1,0 +1,294 @@
+"""Where Q/DQ goes: a `QuantSpec` applied to one graph, before any data is seen.
+
+`plan_quantization(graph, spec, exclude)` decides, from the spec's op lists alone,
+
+- which activation tensors get one QuantizeLinear → DequantizeLinear pair and which
+  consumer inputs read its DequantizeLinear (the calibrator needs ranges for exactly
+  these tensors);
+- which constant weights become int8 initializers (with their per-channel axis) and
+  which biases become int32;
+- which tensors share their range with another (`share`): the output of a layout
+  op (MaxPool, Flatten, Reshape, Transpose, Squeeze, Unsqueeze) whose input is
+  quantized takes the input's scale and zero point, so the DQ → op → Q around it
+  cancels (onnxruntime then runs the op on uint8).
+
+Rules, for nodes not in `exclude`:
+
+1. A weighted op (spec.weighted_ops) with a constant float weight quantizes the
+   weight (Conv/ConvTranspose input 1, Gemm input B, MatMul the constant side),
+   and its float activation inputs.
+2. An op in spec.input_ops has all its non-constant float inputs quantized; Add
+   follows spec.residual_add ("all" inputs, or only the "residual" one: the input
+   that no weighted op produces, else the older one in graph order).
+3. An op in spec.output_ops has its output quantized — after the Relu/Clip chain
+   that follows it when those are in spec.fused_activations and the op's output
+   has no other use. The activation's interval bounds the range (a Clip(0, 6)
+   range never exceeds [0, 6], so onnxruntime can drop the Clip).
+4. Graph outputs are never quantized (their consumers inside the graph may still
+   read a DQ of them); nor are tensors that are not float.
+
+Excluded nodes ("kept in float") compute in float; their weights are still
+stored as int8 behind a DequantizeLinear unless `excluded_weights=False` (an
+FP32 copy of a layer would break the size budget; int8 weights cost little
+accuracy, the activations are what hurt). They always read the float tensor, even where a
+neighbour quantizes it: a float Conv fed by a DequantizeLinear would otherwise be
+re-quantized by onnxruntime itself (its weight/bias quantization transformer
+turns "DQ → Conv with float weight" into a per-tensor int8 Conv), which is
+exactly what a fallback must avoid. Tensors that only excluded nodes read
+are not quantized.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import onnx_ir as ir
+
+from passes.quantize import _graph
+from passes.quantize.spec import QuantSpec
+
+logger = logging.getLogger(__name__)
+
+PASSTHROUGH_OPS = frozenset({"MaxPool", "Flatten", "Reshape", "Transpose", "Squeeze", "Unsqueeze"})
+
+
+@dataclass
+class ActivationSite:
+    """One activation tensor to quantize and the (node, input index) edges that read its DQ."""
+
+    value: ir.Value
+    edges: list[tuple[ir.Node, int]] = field(default_factory=list)
+    bounds: tuple[float, float] = (-float("inf"), float("inf"))
+    from_producer: bool = False  # the producer runs in int8: every non-excluded reader takes the DQ
+
+
+@dataclass(frozen=True)
+class WeightSite:
+    node: ir.Node
+    index: int
+    axis: int | None  # None: per tensor
+
+
+@dataclass(frozen=True)
+class BiasSite:
+    node: ir.Node
+    index: int
+    activation: ir.Value  # the input whose scale multiplies the weight's
+    weight_index: int
+
+
+@dataclass
+class QuantPlan:
+    activations: dict[str, ActivationSite]
+    weights: list[WeightSite]
+    biases: list[BiasSite]
+    share: dict[str, str]  # value name -> value name whose range it takes
+    nodes: list[str]  # names of the nodes that run quantized (weighted or in/out ops)
+    exclude: frozenset[str] = frozenset()  # nodes kept in float: they always read float inputs
+
+    @property
+    def calibrated(self) -> list[str]:
+        """Names of the tensors a calibrator must measure (all of them: a shared tensor
+        uses its own range when a fallback leaves its source in float)."""
+        return list(self.activations)
+
+
+def _weight_index(node: ir.Node) -> int | None:
+    """Index of the constant weight of a weighted op, or None."""
+    if _graph.is_std(node, "Conv", "ConvTranspose", "Gemm"):
+        idx = 1
+    elif _graph.is_std(node, "MatMul"):
+        idx = 1 if _graph.constant(node.inputs[1]) is not None else 0
+    else:
+        return None
+    if len(node.inputs) <= idx or node.inputs[idx] is None:
+        return None
+    value = node.inputs[idx]
+    if not _graph.is_float(value) or _graph.constant(value) is None:
+        return None
+    return idx
+
+
+def _weight_axis(spec: QuantSpec, node: ir.Node, index: int, rank: int) -> int | None:
+    if not spec.weight_per_channel or rank < 2:
+        return None
+    if _graph.is_std(node, "MatMul"):
+        return rank - 1 if index == 1 else None  # a constant left operand has no output channel
+    if _graph.is_std(node, "Gemm"):
+        trans_b = bool(_graph.attr_int(node, "transB", 0))
+        return spec.weight_axis("Gemm", trans_b=trans_b)
+    return spec.weight_axis(node.op_type)
+
+
+def _gemm_bias_ok(node: ir.Node) -> bool:
+    return (
+        _graph.attr_float(node, "alpha", 1.0) == 1.0
+        and _graph.attr_float(node, "beta", 1.0) == 1.0
+        and not _graph.attr_int(node, "transA", 0)
+    )
+
+
+def plan_quantization(
+    graph: ir.Graph,
+    spec: QuantSpec,
+    exclude: frozenset[str] | set[str] = frozenset(),
+    *,
+    excluded_weights: bool = True,
+) -> QuantPlan:
+    """Apply `spec` to `graph` (see the module docstring for the rules). Values need
+    their element types (run `_graph.ensure_types` first): untyped ones are left float.
+
+    With `excluded_weights`, the constant weights of excluded weighted ops are still
+    stored as int8 (weight-only: DQ → float op), so a fallback keeps the artifact small.
+    """
+    order = {id(n): i for i, n in enumerate(graph)}
+    acts: dict[str, ActivationSite] = {}
+    weights: list[WeightSite] = []
+    biases: list[BiasSite] = []
+    quantized: list[str] = []
+
+    def want(value: ir.Value | None, node: ir.Node | None, idx: int | None, bounds=None) -> bool:  # type: ignore[no-untyped-def]
+        if value is None or not _graph.is_float(value) or _graph.constant(value) is not None:
+            return False
+        site = acts.get(value.name or "")
+        if site is None:
+            if not value.name:
+                return False
+            site = acts[value.name] = ActivationSite(value)
+            producer = value.producer()
+            if producer is not None:
+                b = _graph.activation_bounds(producer)
+                if b is not None:
+                    site.bounds = b
+        if node is not None and idx is not None and (node, idx) not in site.edges:
+            site.edges.append((node, idx))
+        if bounds is not None:
+            site.bounds = (max(site.bounds[0], bounds[0]), min(site.bounds[1], bounds[1]))
+        return True
+
+    for node in graph:
+        if node.domain not in ("", "ai.onnx"):
+            continue
+        if node.name in exclude:
+            if excluded_weights and node.op_type in spec.weighted_ops:
+                w_idx = _weight_index(node)
+                if w_idx is not None:
+                    w_arr = _graph.constant(node.inputs[w_idx])
+                    assert w_arr is not None
+                    weights.append(
+                        WeightSite(node, w_idx, _weight_axis(spec, node, w_idx, w_arr.ndim))
+                    )
+            continue
+        op = node.op_type
+        runs_quantized = False
+        if op in spec.weighted_ops:
+            w_idx = _weight_index(node)
+            if w_idx is None and op != "MatMul":
+                logger.debug("not quantizing %s: its weight is not a constant float", node.name)
+                continue
+            ok = True
+            for i, v in enumerate(node.inputs[:2]):
+                if i != w_idx and not want(v, node, i):
+                    ok = False
+            if w_idx is not None:
+                w_arr = _graph.constant(node.inputs[w_idx])
+                assert w_arr is not None
+                rank = w_arr.ndim
+                weights.append(WeightSite(node, w_idx, _weight_axis(spec, node, w_idx, rank)))
+                x = node.inputs[1 - w_idx] if op == "MatMul" else node.inputs[0]
+                has_bias = op in ("Conv", "ConvTranspose", "Gemm") and len(node.inputs) > 2
+                if (
+                    spec.bias_int32
+                    and has_bias
+                    and ok
+                    and x is not None
+                    and _graph.constant(node.inputs[2]) is not None
+                    and (op != "Gemm" or _gemm_bias_ok(node))
+                    and (op != "ConvTranspose" or _graph.attr_int(node, "group", 1) == 1)
+                ):
+                    bias = _graph.constant(node.inputs[2])
+                    if bias is not None and bias.ndim == 1:
+                        biases.append(BiasSite(node, 2, x, w_idx))
+            runs_quantized = ok
+        elif op == "Add" and spec.residual_add != "none":
+            inputs = [v for v in node.inputs if v is not None]
+            if len(inputs) == 2 and all(
+                _graph.is_float(v) and _graph.constant(v) is None for v in inputs
+            ):
+                if spec.residual_add == "all":
+                    runs_quantized = all(want(v, node, i) for i, v in enumerate(node.inputs))
+                else:
+                    r = _residual_index(node, spec, order)
+                    want(node.inputs[r], node, r)
+        elif op in spec.input_ops:
+            ins = [
+                (i, v) for i, v in enumerate(node.inputs) if v is not None and _graph.is_float(v)
+            ]
+            if ins and all(_graph.constant(v) is None for _, v in ins):
+                runs_quantized = all([want(v, node, i) for i, v in ins])
+        if op in spec.output_ops and runs_quantized:
+            out, bounds = _fused_output(node, spec)
+            if out is not None and not out.is_graph_output():
+                want(out, None, None, bounds)
+                acts[out.name or ""].from_producer = True  # type: ignore[index]
+        if runs_quantized and node.name:
+            quantized.append(node.name)
+
+    # Graph outputs stay float for the graph (only the listed edges read the DQ);
+    # producer-quantized tensors feed every reader except excluded ones.
+    for site in acts.values():
+        if site.from_producer and not site.value.is_graph_output():
+            for use in site.value.uses():
+                if use.node.name not in exclude and (use.node, use.idx) not in site.edges:
+                    site.edges.append((use.node, use.idx))
+    for name in [n for n, s in acts.items() if not s.edges]:
+        del acts[name]
+    share = _shared_ranges(acts)
+    return QuantPlan(acts, weights, biases, share, quantized, frozenset(exclude))
+
+
+def _residual_index(node: ir.Node, spec: QuantSpec, order: dict[int, int]) -> int:
+    """The skip-connection input of an Add: not produced by a weighted op, else the older one."""
+    producers = [v.producer() if v is not None else None for v in node.inputs[:2]]
+    weighted = [p is not None and p.op_type in spec.weighted_ops for p in producers]
+    if weighted[0] != weighted[1]:
+        return 0 if not weighted[0] else 1
+    pos = [order.get(id(p), -1) if p is not None else -1 for p in producers]
+    return 0 if pos[0] <= pos[1] else 1
+
+
+def _fused_output(
+    node: ir.Node, spec: QuantSpec
+) -> tuple[ir.Value | None, tuple[float, float] | None]:
+    """The tensor that carries `node`'s result after fused activations, and their interval."""
+    out = node.outputs[0] if node.outputs else None
+    bounds: tuple[float, float] | None = None
+    while out is not None and not out.is_graph_output():
+        uses = list(out.uses())
+        if len(uses) != 1:
+            break
+        user = uses[0].node
+        if user.op_type not in spec.fused_activations or uses[0].idx != 0:
+            break
+        b = _graph.activation_bounds(user)
+        if b is None:
+            break
+        bounds = b if bounds is None else (max(bounds[0], b[0]), min(bounds[1], b[1]))
+        out = user.outputs[0]
+    return out, bounds
+
+
+def _shared_ranges(acts: dict[str, ActivationSite]) -> dict[str, str]:
+    share: dict[str, str] = {}
+    for name, site in acts.items():
+        producer = site.value.producer()
+        if producer is None or not _graph.is_std(producer, *PASSTHROUGH_OPS) or not producer.inputs:
+            continue
+        src = producer.inputs[0]
+        if src is not None and src.name in acts:
+            root = src.name
+            while root in share:
+                root = share[root]
+            share[name] = root
+    return share

@@ -1,0 +1,116 @@
+"""INT8 through the CLI: accuracy bounds, what the report says, and bad calibration data."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from compiler.cli import main
+
+
+def _compile(*args: str) -> tuple[int, str, dict | None]:
+    res = CliRunner().invoke(main, ["compile", *args, "--threads", "1", "--report", "json"])
+    out = Path(args[args.index("--out") + 1]) / "report.json"
+    return res.exit_code, res.output, json.loads(out.read_text()) if out.exists() else None
+
+
+def test_digits_cnn_int8_keeps_label_accuracy(tmp_path: Path) -> None:
+    code, text, report = _compile("digits_cnn", "--precision", "int8", "--out", str(tmp_path / "o"))
+    assert code == 0, text
+    acc = report["accuracy"]
+    # issue 3: INT8 loses at most 0.5 point of label accuracy on the held-out split
+    assert acc["top1_accuracy"] >= acc["baseline_top1_accuracy"] - 0.005
+    q = report["quantization"]
+    assert q["spec"] == "cpu" and q["samples"] > 0
+    assert q["qdq_counts"]["Conv"]["weight"] == q["qdq_counts"]["Conv"]["nodes"] >= 2
+    assert report["precision"] == "int8" and report["seconds"]["calibrate"] > 0
+    assert report["baseline"]["precision"] == "fp32" and report["baseline"]["latency_ms"] > 0
+
+
+def test_digits_gru_quantizes_and_reports_accuracy(tmp_path: Path) -> None:
+    code, text, report = _compile("digits_gru", "--precision", "int8", "--out", str(tmp_path / "o"))
+    assert code == 0, text
+    assert report["accuracy"]["top1_accuracy"] is not None
+    assert report["accuracy"]["top1_accuracy"] >= 0.9
+
+
+def test_auto_precision_reports_both_candidates(tmp_path: Path) -> None:
+    code, text, report = _compile("digits_cnn", "--precision", "auto", "--out", str(tmp_path / "o"))
+    assert code == 0, text
+    auto = report["auto"]
+    assert {c["precision"] for c in auto["candidates"]} == {"fp32", "int8"}
+    assert report["precision"] == auto["chosen"]
+    artifacts = [p.name for p in (tmp_path / "o").iterdir() if p.suffix == ".onnx"]
+    assert artifacts == [f"digits_cnn.{auto['chosen']}.onnx"]
+
+
+def _bad_calib(tmp_path: Path, kind: str) -> Path:
+    if kind == "empty-folder":
+        d = tmp_path / "imgs"
+        d.mkdir()
+        return d
+    arrays = {
+        "wrong-shape": np.zeros((8, 1, 9, 9), np.float32),
+        "wrong-dtype": np.zeros((8, 1, 8, 8), np.int32),
+        "nan": np.full((8, 1, 8, 8), np.nan, np.float32),
+        "inf": np.full((8, 1, 8, 8), np.inf, np.float32),
+        "no-samples": np.zeros((0, 1, 8, 8), np.float32),
+    }
+    path = tmp_path / f"{kind}.npy"
+    np.save(path, arrays[kind])
+    return path
+
+
+@pytest.mark.parametrize(
+    "kind", ["wrong-shape", "wrong-dtype", "nan", "inf", "no-samples", "empty-folder"]
+)
+def test_bad_calibration_data_exit_4(tmp_path: Path, kind: str) -> None:
+    calib = _bad_calib(tmp_path, kind)
+    digest = hashlib.sha256(calib.read_bytes()).hexdigest() if calib.is_file() else None
+    out = tmp_path / "o"
+    # a folder of images needs an image model's preprocessing: use the zoo's MobileNetV2
+    model = "mobilenet_v2" if kind == "empty-folder" else "digits_cnn"
+    res = CliRunner().invoke(
+        main, ["compile", model, "--precision", "int8", "--calib", str(calib), "--out", str(out)]
+    )
+    assert res.exit_code == 4, res.output
+    lines = res.output.strip().splitlines()
+    assert (
+        len(lines) == 1 and lines[0].startswith("edgec: error:") and "Traceback" not in res.output
+    )
+    assert not out.exists()
+    if digest:
+        assert hashlib.sha256(calib.read_bytes()).hexdigest() == digest
+
+
+def test_calibration_from_npy_file(tmp_path: Path) -> None:
+    from models.registry import get_model
+
+    calib = tmp_path / "calib.npy"
+    np.save(calib, get_model("digits_cnn").calibration_data(64))
+    code, text, report = _compile(
+        "digits_cnn", "--precision", "int8", "--calib", str(calib), "--out", str(tmp_path / "o")
+    )
+    assert code == 0, text
+    assert report["quantization"]["samples"] == 64
+    assert report["accuracy"]["top1_agreement"] >= 0.98
+
+
+def test_int8_flag_errors(small_cnn_onnx: Path, tmp_path: Path) -> None:
+    runner = CliRunner()
+    # a plain .onnx has no zoo calibration set: say what to give instead
+    res = runner.invoke(
+        main, ["compile", str(small_cnn_onnx), "--precision", "int8", "--out", str(tmp_path / "a")]
+    )
+    assert res.exit_code == 2 and "--calib" in res.output
+    res = runner.invoke(
+        main, ["compile", "digits_cnn", "--precision", "int8", "--calib-method", "magic"]
+    )
+    assert res.exit_code == 2
+    res = runner.invoke(main, ["compile", "digits_cnn", "--precision", "int8", "--auto-fallback"])
+    assert res.exit_code == 2 and "--min-accuracy" in res.output

@@ -1,0 +1,193 @@
+"""InsertQdqPass: Q/DQ placement per flavour, int8 storage, idempotence, numerics."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnx_ir as ir
+import pytest
+
+from passes.quantize import CPU_SPEC, TENSORRT_SPEC, InsertQdqPass, _graph, count_qdq
+from passes.quantize.plan import plan_quantization
+from tests.passes.quantize import _models
+
+
+def _ranges(model: ir.Model, spec, x: np.ndarray) -> dict[str, tuple[float, float]]:
+    """Min/max ranges from a direct run (the calibrators have their own tests)."""
+    _graph.ensure_types(model)
+    plan = plan_quantization(model.graph, spec)
+    names = plan.calibrated
+    sess = _graph.ort_session(_graph.model_bytes(model, names))
+    outs = dict(zip([o.name for o in sess.get_outputs()], sess.run(None, {"x": x}), strict=True))
+    outs["x"] = x
+    return {n: (float(outs[n].min()), float(outs[n].max())) for n in names}
+
+
+def _quantized(spec, model=None, exclude=()):  # type: ignore[no-untyped-def]
+    model = model or _models.block_model()
+    x = _models.images(16)
+    ranges = _ranges(model, spec, x)
+    q = _graph.clone(model)
+    result = InsertQdqPass(spec, ranges, exclude=set(exclude))(q)
+    assert result.modified
+    onnx.checker.check_model(ir.to_proto(q), full_check=True)
+    return model, q, x
+
+
+def test_cpu_flavour_counts_per_op_type() -> None:
+    _, q, _ = _quantized(CPU_SPEC)
+    counts = count_qdq(q)
+    # every Conv: activation input, int8 weight, int32 bias, quantized output (after Relu/Clip)
+    assert counts["Conv"] == {"bias": 3, "input": 3, "nodes": 3, "output": 3, "weight": 3}
+    assert counts["Add"] == {"input": 2, "nodes": 1, "output": 1}
+    assert counts["GlobalAveragePool"] == {"input": 1, "nodes": 1, "output": 1}
+    # the logits stay float: QGemm writes float
+    assert counts["Gemm"] == {"bias": 1, "input": 1, "nodes": 1, "weight": 1}
+    # x, r1, r2, c3, s, p, f: 7 activation pairs; 4 weights + 4 biases
+    assert counts["QuantizeLinear"] == {"nodes": 7}
+    assert counts["DequantizeLinear"] == {"nodes": 7 + 4 + 4}
+
+
+def test_cpu_flavour_uses_u8_activations_s8_weights_and_bounds_clip() -> None:
+    _, q, _ = _quantized(CPU_SPEC)
+    inits = q.graph.initializers
+    for node in q.graph:
+        if node.op_type == "QuantizeLinear":
+            assert inits[node.inputs[2].name].const_value.numpy().dtype == np.uint8
+            if node.inputs[0].name == "r2":  # Clip(0, 6): the range lies inside [0, 6]
+                scale = inits[node.inputs[1].name].const_value.numpy()
+                zp = inits[node.inputs[2].name].const_value.numpy()
+                assert zp == 0 and np.float32(255) * scale <= np.float32(6.0)
+        if node.op_type == "DequantizeLinear" and node.inputs[0].is_initializer():
+            arr = inits[node.inputs[0].name].const_value.numpy()
+            assert arr.dtype in (np.int8, np.int32)
+
+
+def test_cpu_flavour_fuses_into_integer_kernels(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import onnxruntime as ort
+
+    _, q, _ = _quantized(CPU_SPEC)
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.optimized_model_filepath = str(tmp_path / "opt.onnx")
+    ort.InferenceSession(_graph.model_bytes(q), opts, providers=["CPUExecutionProvider"])
+    ops = [n.op_type for n in onnx.load(str(tmp_path / "opt.onnx")).graph.node]
+    assert ops.count("QLinearConv") == 3
+    assert "QLinearAdd" in ops and "QLinearGlobalAveragePool" in ops and "QGemm" in ops
+    assert "Conv" not in ops and "Clip" not in ops and "Relu" not in ops
+
+
+def test_tensorrt_flavour_rules() -> None:
+    _, q, _ = _quantized(TENSORRT_SPEC)
+    counts = count_qdq(q)
+    # inputs of weighted ops and the residual input of Add; no outputs of their own
+    assert counts["Conv"]["input"] == 3 and counts["Conv"]["weight"] == 3
+    assert "bias" not in counts["Conv"]
+    assert counts["Gemm"] == {"input": 1, "nodes": 1, "weight": 1}
+    assert counts["Add"] == {"input": 1, "nodes": 1}
+    assert "GlobalAveragePool" not in counts
+    inits = q.graph.initializers
+    for node in q.graph:
+        if node.op_type not in ("QuantizeLinear", "DequantizeLinear"):
+            continue
+        zp = inits[node.inputs[2].name].const_value.numpy()
+        assert zp.dtype == np.int8 and not zp.any(), "TensorRT wants symmetric int8, zero point 0"
+        if node.op_type == "DequantizeLinear" and node.inputs[0].is_initializer():
+            weight = inits[node.inputs[0].name].const_value.numpy()
+            consumer = next(iter(node.outputs[0].uses())).node
+            axis = node.attributes["axis"].as_int()
+            scale = inits[node.inputs[1].name].const_value.numpy()
+            # per output channel: Conv axis 0, Gemm with transB=1 axis 0
+            assert axis == 0 and scale.shape == (weight.shape[0],), consumer.op_type
+            assert np.abs(weight).max() <= 127
+
+
+@pytest.mark.parametrize(
+    ("spec", "gemm_axis", "matmul_axis"), [(CPU_SPEC, 1, 1), (TENSORRT_SPEC, 1, 1)]
+)
+def test_weight_axis_follows_output_channels(spec, gemm_axis, matmul_axis) -> None:  # type: ignore[no-untyped-def]
+    model = _models.dense_model()
+    x = np.random.default_rng(0).standard_normal((8, 16)).astype(np.float32)
+    _graph.ensure_types(model)
+    plan = plan_quantization(model.graph, spec)
+    sess = _graph.ort_session(_graph.model_bytes(model, plan.calibrated))
+    outs = dict(zip([o.name for o in sess.get_outputs()], sess.run(None, {"x": x}), strict=True))
+    outs["x"] = x
+    ranges = {n: (float(outs[n].min()), float(outs[n].max())) for n in plan.calibrated}
+    InsertQdqPass(spec, ranges)(model)
+    axes = {}
+    for node in model.graph:
+        if node.op_type == "DequantizeLinear" and node.inputs[0].is_initializer():
+            consumer = next(iter(node.outputs[0].uses())).node
+            if node.inputs[0].dtype == ir.DataType.INT8:
+                axes[consumer.op_type] = node.attributes["axis"].as_int()
+    # Gemm without transB: B is (K, N), output channels on axis 1; MatMul (K, N): axis 1
+    assert axes == {"Gemm": gemm_axis, "MatMul": matmul_axis}
+
+
+def test_weights_are_stored_as_int8_and_the_file_shrinks() -> None:
+    rng = np.random.default_rng(0)
+    text = f"""{_models.HEADER}
+    big (float[N, 256] x) => (float[N, 256] y) {{
+      h = Gemm <transB = 1> (x, w1, b1)
+      r = Relu (h)
+      y = Gemm <transB = 1> (r, w2, b2)
+    }}"""
+    weights = {
+        "w1": rng.standard_normal((256, 256)).astype(np.float32),
+        "b1": np.zeros(256, np.float32),
+        "w2": rng.standard_normal((256, 256)).astype(np.float32),
+        "b2": np.zeros(256, np.float32),
+    }
+    model = _models.from_text(text, weights)
+    before = len(ir.to_proto(model).SerializeToString())
+    _graph.ensure_types(model)
+    plan = plan_quantization(model.graph, CPU_SPEC)
+    InsertQdqPass(CPU_SPEC, {n: (-4.0, 4.0) for n in plan.calibrated})(model)
+    after = len(ir.to_proto(model).SerializeToString())
+    assert all(
+        v.dtype != ir.DataType.FLOAT or v.const_value.size < 1000
+        for v in model.graph.initializers.values()
+    )
+    assert 0.24 < after / before < 0.27
+
+
+def test_idempotent_and_refuses_quantized_models() -> None:
+    model, q, _ = _quantized(CPU_SPEC)
+    before = ir.to_proto(q).SerializeToString()
+    result = InsertQdqPass(CPU_SPEC, {})(q)
+    assert not result.modified
+    assert ir.to_proto(q).SerializeToString() == before
+
+
+def test_numerics_close_to_float() -> None:
+    model, q, x = _quantized(CPU_SPEC)
+    ref = _models.run(model, {"x": x})
+    # both the exact Q/DQ arithmetic and onnxruntime's integer kernels
+    assert _models.sqnr_db(ref, _models.run(q, {"x": x})) > 25
+    assert _models.sqnr_db(ref, _models.run(q, {"x": x}, optimize=True)) > 25
+
+
+def test_excluded_node_reads_float_and_keeps_int8_weights() -> None:
+    _, q, _ = _quantized(CPU_SPEC, exclude=["Conv_2"])
+    dw = next(n for n in q.graph if n.name == "Conv_2")
+    x_in, w_in, b_in = dw.inputs
+    assert x_in.name == "r1"  # float activation (not a DequantizeLinear output)
+    assert w_in.producer().op_type == "DequantizeLinear"  # weight-only int8 storage
+    assert b_in.is_initializer() and b_in.dtype == ir.DataType.FLOAT
+    # r1 is still quantized for the Add (a quantized op) that also reads it
+    add = next(n for n in q.graph if n.op_type == "Add")
+    assert all(v.producer().op_type == "DequantizeLinear" for v in add.inputs)
+
+
+def test_missing_range_is_an_error() -> None:
+    model = _models.block_model()
+    with pytest.raises(ValueError, match="no calibrated range"):
+        InsertQdqPass(CPU_SPEC, {})(model)
+
+
+def test_old_opset_is_refused() -> None:
+    model = _models.block_model()
+    model.opset_imports[""] = 12
+    with pytest.raises(ValueError, match="opset 13"):
+        InsertQdqPass(CPU_SPEC, {"x": (0.0, 1.0)})(model)

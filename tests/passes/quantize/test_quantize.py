@@ -1,0 +1,129 @@
+"""The `quantize` entry point end to end: small graphs, the digits models, MobileNetV2 (slow)."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnx_ir as ir
+import pytest
+
+from compiler.errors import InvalidInput, UsageError
+from passes.quantize import TENSORRT_SPEC, _graph, quantize
+from tests.passes.quantize import _models
+
+
+def test_block_model_summary_and_accuracy() -> None:
+    model = _models.block_model()
+    x = _models.images(64)
+    stages: set[str] = set()
+    q, summary = quantize(
+        model, x, samples=48, progress=lambda stage, done, total: stages.add(stage)
+    )
+    onnx.checker.check_model(ir.to_proto(q), full_check=True)
+    assert summary.samples == 48 and summary.spec == "cpu" and summary.method == "percentile"
+    assert summary.qdq_counts["Conv"]["weight"] == 3 and summary.kept_float == []
+    assert (
+        summary.rounded_layers == 4 and summary.bias_corrected == 4 and summary.equalized_pairs == 0
+    )
+    assert {"calibrate", "total"} <= set(summary.seconds) and "calibrate" in stages
+    d = summary.to_dict()
+    assert d["options"]["rounding"] == "gptq"
+    # the input model is untouched
+    assert not any(n.op_type == "QuantizeLinear" for n in model.graph)
+    ref = _models.run(model, {"x": x})
+    assert _models.sqnr_db(ref, _models.run(q, {"x": x}, optimize=True)) > 25
+
+
+def test_same_inputs_give_byte_identical_models() -> None:
+    x = _models.images(32)
+    a, _ = quantize(_models.block_model(), x)
+    b, _ = quantize(_models.block_model(), x)
+    assert ir.to_proto(a).SerializeToString(deterministic=True) == ir.to_proto(b).SerializeToString(
+        deterministic=True
+    )
+
+
+def test_tensorrt_flavour_and_exclusions() -> None:
+    model = _models.block_model()
+    q, summary = quantize(model, _models.images(32), spec=TENSORRT_SPEC, exclude=["Conv_4"])
+    assert summary.spec == "tensorrt" and summary.kept_float == ["Conv_4"]
+    zps = [
+        q.graph.initializers[n.inputs[2].name].const_value.numpy()
+        for n in q.graph
+        if n.op_type in ("QuantizeLinear", "DequantizeLinear")
+    ]
+    assert all(z.dtype == np.int8 and not z.any() for z in zps)
+
+
+def test_bad_options_and_data() -> None:
+    model = _models.block_model()
+    with pytest.raises(UsageError, match="unknown calibration method"):
+        quantize(model, _models.images(8), method="kl")
+    with pytest.raises(UsageError, match="unknown nodes"):
+        quantize(model, _models.images(8), exclude=["nope"])
+    with pytest.raises(InvalidInput, match="contains NaN or Inf"):
+        quantize(model, np.full((8, 3, 8, 8), np.nan, np.float32))
+    with pytest.raises(InvalidInput, match="has shape"):
+        quantize(model, np.zeros((8, 3, 4, 4), np.float32))
+    q, _ = quantize(model, _models.images(8))
+    with pytest.raises(InvalidInput, match="already quantized"):
+        quantize(q, _models.images(8))
+
+
+def _zoo(name: str):  # type: ignore[no-untyped-def]
+    from compiler.export import export_torch
+    from models.registry import get_model
+
+    spec = get_model(name)
+    cal = spec.calibration_data(spec.default_calib_samples)
+    x, labels = spec.evaluation_data(spec.default_eval_samples)
+    proto = export_torch(
+        spec.build(),
+        [cal[:1]],
+        input_names=[spec.inputs[0].name],
+        output_names=list(spec.output_names),
+    )
+    return ir.from_proto(proto), cal, spec.inputs[0].name, x, labels
+
+
+def test_digits_cnn_loses_at_most_half_a_point() -> None:
+    model, cal, name, x, labels = _zoo("digits_cnn")
+    q, summary = quantize(model, cal)
+    fp = _models.run(model, {name: x}).argmax(1)
+    int8 = (
+        _graph.ort_session(_graph.model_bytes(q), optimize=True).run(None, {name: x})[0].argmax(1)
+    )
+    assert (int8 == labels).mean() >= (fp == labels).mean() - 0.005
+    assert summary.qdq_counts["Conv"]["nodes"] == summary.qdq_counts["Conv"]["weight"] == 3
+
+
+def test_digits_gru_quantizes_its_dense_layers() -> None:
+    model, cal, name, x, labels = _zoo("digits_gru")
+    q, summary = quantize(model, cal)
+    assert summary.qdq_counts["Gemm"]["weight"] == 1
+    int8 = (
+        _graph.ort_session(_graph.model_bytes(q), optimize=True).run(None, {name: x})[0].argmax(1)
+    )
+    assert (int8 == labels).mean() >= 0.9
+
+
+@pytest.mark.slow
+def test_mobilenet_v2_int8_tracks_fp32() -> None:
+    """The issue's MobileNetV2 bounds on the zoo's held-out crops (256 calibration samples)."""
+    from compiler.export import export_torch
+    from models.registry import get_model
+
+    spec = get_model("mobilenet_v2")
+    cal = spec.calibration_data(256)
+    x, _ = spec.evaluation_data(256)
+    proto = export_torch(spec.build(), [cal[:1]], input_names=["input"], output_names=["logits"])
+    model = ir.from_proto(proto)
+    q, summary = quantize(model, cal)
+    ref = _models.run(model, {"input": x})
+    out = _graph.ort_session(_graph.model_bytes(q), threads=2, optimize=True).run(
+        None, {"input": x}
+    )[0]
+    assert summary.seconds["total"] < 120
+    assert len(ir.to_proto(q).SerializeToString()) < 0.3 * len(proto.SerializeToString())
+    assert _models.sqnr_db(ref, out) > 18.5
+    assert (ref.argmax(1) == out.argmax(1)).mean() > 0.92
