@@ -55,3 +55,15 @@ def test_prune_flag_errors_are_usage_errors(small_cnn_onnx: Path, tmp_path: Path
             main, ["compile", str(small_cnn_onnx), *args, "--out", str(tmp_path)]
         )
         assert res.exit_code == 2, (args, res.output)
+
+
+def test_pruning_composes_with_int8(tmp_path: Path) -> None:
+    code, text, report = _compile(
+        "digits_cnn", "--prune", "0.3", "--prune-mode", "channel", "--precision", "int8",
+        "--out", str(tmp_path / "o"),
+    )  # fmt: skip
+    assert code == 0, text
+    assert report["pruning"]["channels_after"] < report["pruning"]["channels_before"]
+    assert report["quantization"]["qdq_counts"]["Conv"]["weight"] >= 2
+    # the baseline stays the unpruned FP32 model, measured in the same run
+    assert report["baseline"]["size_bytes"] > 3 * report["artifact"]["size_bytes"]
