@@ -144,6 +144,12 @@ def _budget_options(fn: Callable[..., Any]) -> Callable[..., Any]:
 @click.option("--calib-method", default=None, help="minmax, percentile, entropy or mse.")
 @click.option("--calib-samples", type=int, default=None, help="How many calibration samples.")
 @click.option(
+    "--qat", is_flag=True, default=None, help="Quantization-aware training (torch sources)."
+)
+@click.option("--epochs", type=int, default=None, help="QAT epochs [2].")
+@click.option("--lr", type=float, default=None, help="QAT learning rate.")
+@click.option("--resume", is_flag=True, default=None, help="Resume QAT from its last checkpoint.")
+@click.option(
     "--auto-fallback",
     is_flag=True,
     default=None,

@@ -58,6 +58,10 @@ class CompileConfig:
     prune_ratio: float | None = None
     prune_mode: str | None = None
     finetune_epochs: int | None = None
+    qat: bool = False
+    epochs: int | None = None
+    lr: float | None = None
+    resume: bool = False
     auto_fallback: bool = False
     sensitivity: bool = False
     verify: bool = False
@@ -95,6 +99,14 @@ class CompileConfig:
             raise UsageError(f"--calib-method must be one of {', '.join(CALIB_METHODS)}")
         if (self.auto_fallback or self.sensitivity) and self.precision not in ("int8", "auto"):
             raise UsageError("--auto-fallback and --sensitivity apply to --precision int8 or auto")
+        if (self.epochs is not None or self.lr is not None or self.resume) and not self.qat:
+            raise UsageError("--epochs, --lr and --resume apply to --qat")
+        if self.qat and self.precision != "int8":
+            raise UsageError("--qat trains for INT8: use it with --precision int8")
+        if self.epochs is not None and self.epochs < 1:
+            raise UsageError("--epochs must be at least 1")
+        if self.lr is not None and not self.lr > 0:
+            raise UsageError("--lr must be positive")
         if not 13 <= self.opset <= 21:
             raise UsageError("--opset must be between 13 and 21")
 

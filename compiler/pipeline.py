@@ -172,9 +172,14 @@ def compile_model(config: CompileConfig, progress: Progress | None = None) -> Co
             from compiler import quantize_stage
 
             t_cal = time.perf_counter()
-            candidates["int8"], report["quantization"] = quantize_stage.run(
-                model, config, source, target, threads=threads, progress=progress
-            )
+            if config.qat:
+                candidates["int8"], report["quantization"] = _qat(
+                    config, source, evalset, target, out_dir, threads, progress
+                )
+            else:
+                candidates["int8"], report["quantization"] = quantize_stage.run(
+                    model, config, source, target, threads=threads, progress=progress
+                )
             calibrate_s = time.perf_counter() - t_cal
         artifacts: dict[str, Artifact] = {
             p: target.lower(m, staging, stem=f"{source.name}.{p}", fmt=config.artifact_format)
@@ -394,6 +399,49 @@ def _prune(
     )
     outcome.finetune = finetune
     return model, outcome
+
+
+def _qat(
+    config: CompileConfig,
+    source: ModelSource,
+    evalset: EvalSet,
+    target: Target,
+    out_dir: Path,
+    threads: int,
+    progress: Progress,
+) -> tuple[ir.Model, dict[str, Any]]:
+    """Quantization-aware training in torch, exported to the same Q/DQ form as PTQ.
+
+    Checkpoints live in `<out>/qat_checkpoints/` (outside the staging folder) so
+    an interrupted run can continue with `--resume`.
+    """
+    if source.torch_module is None:
+        raise UsageError(
+            "--qat needs a torch source (a zoo name or module:factory); a plain .onnx "
+            "file has no trainable module: use post-training --precision int8 instead"
+        )
+    if len(evalset.inputs) != 1:
+        raise UsageError("--qat supports single-input models")
+    from passes.qat.stage import run_qat_stage
+
+    model, section = run_qat_stage(
+        source.torch_module,  # type: ignore[arg-type]
+        target.quant_spec,  # type: ignore[attr-defined]
+        train_inputs=_training_inputs(config, source),
+        train_labels=None,
+        eval_inputs=next(iter(evalset.inputs.values())),
+        eval_labels=evalset.labels,
+        epochs=config.epochs or 2,
+        lr=config.lr,
+        checkpoint_dir=out_dir / "qat_checkpoints",
+        resume=config.resume,
+        input_names=source.input_names,
+        output_names=[o.name for o in source.proto.graph.output],
+        opset=config.opset,
+        threads=threads,
+        progress=progress,
+    )
+    return model, {"method": "qat (distillation from the fp32 model)", **section}
 
 
 def _training_inputs(config: CompileConfig, source: ModelSource) -> np.ndarray:
