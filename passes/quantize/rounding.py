@@ -141,7 +141,8 @@ def _patch_moments(layer: _Layer, x: np.ndarray, max_columns: int) -> tuple[np.n
     import torch
     import torch.nn.functional as F
 
-    t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+    arr = np.ascontiguousarray(x, dtype=np.float32)
+    t = torch.from_numpy(arr if arr.flags.writeable else arr.copy())
     if layer.kind != "conv":
         if t.ndim < 2:
             return None

@@ -57,6 +57,8 @@ class QuantSpec:
             one that a weighted op does not produce, or ``"none"``).
         quantize_graph_outputs: whether a graph output may be quantized.
         bias_int32: store Conv/Gemm biases as int32 with scale x_scale * w_scale.
+        float_stem: the stem (the Conv reading a model input and the depthwise Convs
+            right after it) computes in float with int8 weights (`plan.stem_nodes`).
     """
 
     name: str
@@ -72,6 +74,7 @@ class QuantSpec:
     residual_add: str = "none"
     quantize_graph_outputs: bool = False
     bias_int32: bool = True
+    float_stem: bool = True
 
     def __post_init__(self) -> None:
         if self.activation_dtype not in _INT_TYPES:

@@ -11,6 +11,10 @@ from passes.quantize import CPU_SPEC, TENSORRT_SPEC, InsertQdqPass, _graph, coun
 from passes.quantize.plan import plan_quantization
 from tests.passes.quantize import _models
 
+# the flavours' Q/DQ rules without the float stem (tested on its own below)
+CPU = CPU_SPEC.replace(float_stem=False)
+TRT = TENSORRT_SPEC.replace(float_stem=False)
+
 
 def _ranges(model: ir.Model, spec, x: np.ndarray) -> dict[str, tuple[float, float]]:
     """Min/max ranges from a direct run (the calibrators have their own tests)."""
@@ -35,7 +39,7 @@ def _quantized(spec, model=None, exclude=()):  # type: ignore[no-untyped-def]
 
 
 def test_cpu_flavour_counts_per_op_type() -> None:
-    _, q, _ = _quantized(CPU_SPEC)
+    _, q, _ = _quantized(CPU)
     counts = count_qdq(q)
     # every Conv: activation input, int8 weight, int32 bias, quantized output (after Relu/Clip)
     assert counts["Conv"] == {"bias": 3, "input": 3, "nodes": 3, "output": 3, "weight": 3}
@@ -49,7 +53,7 @@ def test_cpu_flavour_counts_per_op_type() -> None:
 
 
 def test_cpu_flavour_uses_u8_activations_s8_weights_and_bounds_clip() -> None:
-    _, q, _ = _quantized(CPU_SPEC)
+    _, q, _ = _quantized(CPU)
     inits = q.graph.initializers
     for node in q.graph:
         if node.op_type == "QuantizeLinear":
@@ -66,7 +70,7 @@ def test_cpu_flavour_uses_u8_activations_s8_weights_and_bounds_clip() -> None:
 def test_cpu_flavour_fuses_into_integer_kernels(tmp_path) -> None:  # type: ignore[no-untyped-def]
     import onnxruntime as ort
 
-    _, q, _ = _quantized(CPU_SPEC)
+    _, q, _ = _quantized(CPU)
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     opts.optimized_model_filepath = str(tmp_path / "opt.onnx")
@@ -78,7 +82,7 @@ def test_cpu_flavour_fuses_into_integer_kernels(tmp_path) -> None:  # type: igno
 
 
 def test_tensorrt_flavour_rules() -> None:
-    _, q, _ = _quantized(TENSORRT_SPEC)
+    _, q, _ = _quantized(TRT)
     counts = count_qdq(q)
     # inputs of weighted ops and the residual input of Add; no outputs of their own
     assert counts["Conv"]["input"] == 3 and counts["Conv"]["weight"] == 3
@@ -102,9 +106,7 @@ def test_tensorrt_flavour_rules() -> None:
             assert np.abs(weight).max() <= 127
 
 
-@pytest.mark.parametrize(
-    ("spec", "gemm_axis", "matmul_axis"), [(CPU_SPEC, 1, 1), (TENSORRT_SPEC, 1, 1)]
-)
+@pytest.mark.parametrize(("spec", "gemm_axis", "matmul_axis"), [(CPU, 1, 1), (TRT, 1, 1)])
 def test_weight_axis_follows_output_channels(spec, gemm_axis, matmul_axis) -> None:  # type: ignore[no-untyped-def]
     model = _models.dense_model()
     x = np.random.default_rng(0).standard_normal((8, 16)).astype(np.float32)
@@ -142,8 +144,8 @@ def test_weights_are_stored_as_int8_and_the_file_shrinks() -> None:
     model = _models.from_text(text, weights)
     before = len(ir.to_proto(model).SerializeToString())
     _graph.ensure_types(model)
-    plan = plan_quantization(model.graph, CPU_SPEC)
-    InsertQdqPass(CPU_SPEC, {n: (-4.0, 4.0) for n in plan.calibrated})(model)
+    plan = plan_quantization(model.graph, CPU)
+    InsertQdqPass(CPU, {n: (-4.0, 4.0) for n in plan.calibrated})(model)
     after = len(ir.to_proto(model).SerializeToString())
     assert all(
         v.dtype != ir.DataType.FLOAT or v.const_value.size < 1000
@@ -153,15 +155,15 @@ def test_weights_are_stored_as_int8_and_the_file_shrinks() -> None:
 
 
 def test_idempotent_and_refuses_quantized_models() -> None:
-    model, q, _ = _quantized(CPU_SPEC)
+    model, q, _ = _quantized(CPU)
     before = ir.to_proto(q).SerializeToString()
-    result = InsertQdqPass(CPU_SPEC, {})(q)
+    result = InsertQdqPass(CPU, {})(q)
     assert not result.modified
     assert ir.to_proto(q).SerializeToString() == before
 
 
 def test_numerics_close_to_float() -> None:
-    model, q, x = _quantized(CPU_SPEC)
+    model, q, x = _quantized(CPU)
     ref = _models.run(model, {"x": x})
     # both the exact Q/DQ arithmetic and onnxruntime's integer kernels
     assert _models.sqnr_db(ref, _models.run(q, {"x": x})) > 25
@@ -169,7 +171,7 @@ def test_numerics_close_to_float() -> None:
 
 
 def test_excluded_node_reads_float_and_keeps_int8_weights() -> None:
-    _, q, _ = _quantized(CPU_SPEC, exclude=["Conv_2"])
+    _, q, _ = _quantized(CPU, exclude=["Conv_2"])
     dw = next(n for n in q.graph if n.name == "Conv_2")
     x_in, w_in, b_in = dw.inputs
     assert x_in.name == "r1"  # float activation (not a DequantizeLinear output)
@@ -191,3 +193,13 @@ def test_old_opset_is_refused() -> None:
     model.opset_imports[""] = 12
     with pytest.raises(ValueError, match="opset 13"):
         InsertQdqPass(CPU_SPEC, {"x": (0.0, 1.0)})(model)
+
+
+def test_float_stem_of_the_flavours() -> None:
+    """With the spec's float stem, the Conv reading the input computes in float."""
+    model, q, _ = _quantized(CPU_SPEC)
+    stem = next(n for n in q.graph if n.name == "Conv_0")
+    assert stem.inputs[0].name == "x"  # the image is not quantized
+    assert stem.inputs[1].producer().op_type == "DequantizeLinear"  # int8 weight all the same
+    counts = count_qdq(q)
+    assert counts["Conv"]["input"] == 2 and counts["Conv"]["weight"] == 3

@@ -21,7 +21,9 @@ def test_block_model_summary_and_accuracy() -> None:
     )
     onnx.checker.check_model(ir.to_proto(q), full_check=True)
     assert summary.samples == 48 and summary.spec == "cpu" and summary.method == "percentile"
-    assert summary.qdq_counts["Conv"]["weight"] == 3 and summary.kept_float == []
+    # the stem (the Conv reading the image) computes in float, its weight still int8
+    assert summary.kept_float == ["Conv_0"]
+    assert summary.qdq_counts["Conv"]["weight"] == 3 and summary.qdq_counts["Conv"]["input"] == 2
     assert (
         summary.rounded_layers == 4 and summary.bias_corrected == 4 and summary.equalized_pairs == 0
     )
@@ -32,6 +34,26 @@ def test_block_model_summary_and_accuracy() -> None:
     assert not any(n.op_type == "QuantizeLinear" for n in model.graph)
     ref = _models.run(model, {"x": x})
     assert _models.sqnr_db(ref, _models.run(q, {"x": x}, optimize=True)) > 25
+
+
+def test_float_stem_is_optional_and_follows_depthwise_convs() -> None:
+    from passes.quantize.plan import stem_nodes
+
+    model = _models.block_model()
+    _, summary = quantize(model, _models.images(16), float_stem=False)
+    assert summary.kept_float == [] and summary.qdq_counts["Conv"]["input"] == 3
+    # Conv_0's Relu output also feeds the Add, so the depthwise Conv_2 is not part of the stem
+    assert stem_nodes(model.graph) == ["Conv_0"]
+    text = f"""{_models.HEADER}
+    stem (float[N, 3, 8, 8] x) => (float[N, 8, 8, 8] y) {{
+      c1 = Conv <pads = [1, 1, 1, 1]> (x, w1, b1)
+      r1 = Clip (c1, lo, hi)
+      c2 = Conv <group = 8, pads = [1, 1, 1, 1]> (r1, w2, b2)
+      r2 = Clip (c2, lo, hi)
+      y = Conv (r2, w3, b3)
+    }}"""
+    weights = _models.block_weights()
+    assert stem_nodes(_models.from_text(text, weights).graph) == ["Conv_0", "Conv_2"]
 
 
 def test_same_inputs_give_byte_identical_models() -> None:
@@ -46,7 +68,7 @@ def test_same_inputs_give_byte_identical_models() -> None:
 def test_tensorrt_flavour_and_exclusions() -> None:
     model = _models.block_model()
     q, summary = quantize(model, _models.images(32), spec=TENSORRT_SPEC, exclude=["Conv_4"])
-    assert summary.spec == "tensorrt" and summary.kept_float == ["Conv_4"]
+    assert summary.spec == "tensorrt" and summary.kept_float == ["Conv_0", "Conv_4"]
     zps = [
         q.graph.initializers[n.inputs[2].name].const_value.numpy()
         for n in q.graph
