@@ -1,0 +1,105 @@
+"""The QAT stage for the compile pipeline, with plain arguments (no CompileConfig here).
+
+`edgec compile MODEL --precision int8 --qat --epochs N [--lr X] [--resume]` maps to
+`run_qat_stage(torch_module, target_spec, ...)`, which returns the QDQ model
+(already cleaned and quantized: the pipeline must not run its cleanup passes
+or PTQ on it — onnxsim would fold the int8 weights back to float) and the
+report's ``qat`` section. Errors a user can fix become `UsageError` (exit 2):
+an untraceable module, a checkpoint from another run.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import onnx_ir as ir
+from torch import nn
+
+from compiler.errors import UsageError
+from passes.qat.graph import QatUnsupported
+from passes.qat.train import QatOptions, QatProgress, qat
+from passes.quantize.spec import QuantSpec, spec_by_name
+
+logger = logging.getLogger(__name__)
+
+#: Adam learning rate for `--qat` without `--lr`: measured on the zoo (bench/qat_compare.py):
+#: MobileNetV2 distillation gains over PTQ, digits_cnn keeps its accuracy.
+DEFAULT_LR = 3e-5
+DEFAULT_BATCH_SIZE = 32
+
+
+def run_qat_stage(
+    module: nn.Module,
+    spec: QuantSpec | str,
+    *,
+    train_inputs: np.ndarray,
+    train_labels: np.ndarray | None,
+    eval_inputs: np.ndarray,
+    eval_labels: np.ndarray | None,
+    epochs: int,
+    lr: float | None = None,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    checkpoint_dir: str | os.PathLike[str] | None = None,
+    resume: bool = False,
+    input_names: Sequence[str] = ("input",),
+    output_names: Sequence[str] = ("output",),
+    opset: int = 17,
+    threads: int | None = None,
+    progress: Callable[[str, int, int], None] | None = None,
+    status: Callable[[QatProgress], None] | None = None,
+) -> tuple[ir.Model, dict[str, Any]]:
+    """QAT of `module` for `spec` (a QuantSpec or its name); returns (QDQ model, report section).
+
+    `progress("qat", done_steps, total_steps)` drives a bar; `status` receives every
+    step's running loss and agreement (for the bar's description).
+    """
+    if isinstance(spec, str):
+        try:
+            spec = spec_by_name(spec)
+        except KeyError as e:
+            raise UsageError(str(e.args[0])) from None
+    if resume and checkpoint_dir is None:
+        raise UsageError("--resume needs a checkpoint directory (the output directory keeps one)")
+
+    def on_step(p: QatProgress) -> None:
+        if progress is not None:
+            progress("qat", (p.epoch - 1) * p.steps + p.step, p.epochs * p.steps)
+        if status is not None:
+            status(p)
+
+    options = QatOptions(
+        input_names=tuple(input_names),
+        output_names=tuple(output_names),
+        opset=opset,
+        threads=threads,
+    )
+    try:
+        result = qat(
+            module,
+            spec,
+            train_inputs=train_inputs,
+            train_labels=train_labels,
+            eval_inputs=eval_inputs,
+            eval_labels=eval_labels,
+            epochs=epochs,
+            lr=DEFAULT_LR if lr is None else lr,
+            batch_size=batch_size,
+            checkpoint_dir=checkpoint_dir,
+            resume=resume,
+            progress=on_step,
+            options=options,
+        )
+    except QatUnsupported as e:
+        raise UsageError(f"--qat: {e}") from None
+    except ValueError as e:
+        raise UsageError(f"--qat: {e}") from None
+    section = result.to_dict()
+    section["lr"] = DEFAULT_LR if lr is None else lr
+    section["batch_size"] = batch_size
+    section["train_samples"] = int(len(train_inputs))
+    section["labels"] = train_labels is not None
+    return result.model, section
