@@ -70,7 +70,7 @@ def progress_bars(enabled: bool) -> Iterator[Callable[[str, int, int], None]]:
         yield lambda stage, done, total: None
         return
     with Progress(
-        TextColumn("{task.description:<10}"),
+        TextColumn("{task.description:<12}"),
         BarColumn(),
         TextColumn("{task.completed}/{task.total}"),
         TimeElapsedColumn(),
@@ -80,9 +80,12 @@ def progress_bars(enabled: bool) -> Iterator[Callable[[str, int, int], None]]:
         tasks: dict[str, Any] = {}
 
         def update(stage: str, done: int, total: int) -> None:
-            if stage not in tasks:
-                tasks[stage] = bars.add_task(stage, total=total)
-            bars.update(tasks[stage], completed=done, total=total)
+            # "stage|detail" keeps one bar per stage and shows the detail (e.g. QAT loss)
+            key, _, detail = stage.partition("|")
+            if key not in tasks:
+                tasks[key] = bars.add_task(key, total=total)
+            label = f"{key} {detail}" if detail else key
+            bars.update(tasks[key], completed=done, total=total, description=label)
 
         yield update
 

@@ -439,7 +439,11 @@ def _qat(
         output_names=[o.name for o in source.proto.graph.output],
         opset=config.opset,
         threads=threads,
-        progress=progress,
+        status=lambda p: progress(
+            f"qat|epoch {p.epoch}/{p.epochs} loss {p.loss:.4f} agreement {p.agreement:.3f}",
+            (p.epoch - 1) * p.steps + p.step,
+            p.epochs * p.steps,
+        ),
     )
     return model, {"method": "qat (distillation from the fp32 model)", **section}
 

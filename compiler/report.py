@@ -141,7 +141,8 @@ def summary_rows(report: dict[str, Any]) -> list[tuple[str, str]]:
         rows.append(
             (
                 "quantization",
-                f"{q.get('spec')} spec · {q.get('method')} on {q.get('samples')} samples · "
+                f"{q.get('spec')} spec · {q.get('method')} on "
+                f"{q.get('samples') or q.get('train_samples')} samples · "
                 f"{len(kept)} layers kept float{(': ' + ', '.join(kept[:6])) if kept else ''}",
             )
         )

@@ -10,9 +10,9 @@ Training signal (per batch; the FP32 `module` is the teacher, its logits
 computed once):
 
 - labels given → cross-entropy;
-- no labels → knowledge distillation, so no labels are needed: KL(teacher ‖
-  student) of temperature-softened logits times T² (Hinton et al.; default), or
-  the mean squared logit difference (``distill_loss="mse"``, logit matching);
+- no labels → knowledge distillation, so no labels are needed: the mean squared
+  logit difference (logit matching, default), or KL(teacher ‖ student) of
+  temperature-softened logits times T² (``distill_loss="kl"``, Hinton et al.);
 - `distill=True` with labels averages the two.
 
 Adam (weights, biases; quantizer scales in a group of their own, `scale_lr`),
@@ -75,7 +75,9 @@ class QatOptions:
 
     temperature: float = 4.0
     distill: bool | None = None  # None: distill when there are no labels
-    distill_loss: str = "kl"  # "kl" (softened logits, `temperature`) or "mse" (logit matching)
+    # "mse" (logit matching) or "kl" (softened logits, `temperature`). On MobileNetV2 from
+    # the same PTQ start, 2 epochs: logit SQNR 21.1 dB with mse, 19.8 dB with kl.
+    distill_loss: str = "mse"
     init: str = "ptq"  # "ptq": PTQ's full result; "calibrate": ranges only, nearest rounding
     calib_samples: int = 256
     calib_method: str = "percentile"  # init="calibrate"

@@ -36,11 +36,13 @@ def test_digits_cnn_int8_accuracy_within_0_2_point_of_fp32(digits, spec) -> None
     assert all(n.op_type != "BatchNormalization" for n in r.model.graph)
 
 
-def test_distillation_without_labels(digits) -> None:
+@pytest.mark.parametrize("loss", ["mse", "kl"])
+def test_distillation_without_labels(digits, loss: str) -> None:
     module, x, _, x_eval, _ = digits
     seen = []
+    opts = QatOptions(output_names=("logits",), threads=1, distill_loss=loss)
     r = qat(module, CPU_SPEC, train_inputs=x[:256], eval_inputs=x_eval, epochs=1, lr=1e-3,
-            batch_size=32, progress=seen.append, options=OPTS)  # fmt: skip
+            batch_size=32, progress=seen.append, options=opts)  # fmt: skip
     assert r.metric == "top1_agreement" and r.accuracy_fp32 == 1.0
     assert r.accuracy_after >= 0.98
     assert [p.step for p in seen] == list(range(1, 9)) and seen[-1].steps == 8
@@ -145,3 +147,12 @@ def test_resume_redoes_ptqs_structural_changes(tmp_path) -> None:
         ir.to_proto(resumed.model).SerializeToString()
         == ir.to_proto(full.model).SerializeToString()
     )
+
+
+def test_bad_options() -> None:
+    with pytest.raises(ValueError, match="distill_loss"):
+        QatOptions(distill_loss="l1")
+    with pytest.raises(ValueError, match="init"):
+        QatOptions(init="random")
+    with pytest.raises(ValueError, match="BN warm-up"):
+        QatOptions(bn_warmup_epochs=1)
