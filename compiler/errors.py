@@ -38,3 +38,9 @@ class TargetUnavailable(EdgecError):
     """The target cannot run here: no GPU, TensorRT not installed (exit 5)."""
 
     exit_code = 5
+
+
+def first_line(e: BaseException) -> str:
+    """The first line of an exception's message (its type name when it has none)."""
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__

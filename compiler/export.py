@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import numpy as np
 import onnx
 
-from compiler.errors import InvalidInput
+from compiler.errors import InvalidInput, first_line
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +40,7 @@ def export_torch(
             out = module(*args)
         except Exception as e:
             shapes = ", ".join(str(tuple(a.shape)) for a in args)
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            first = first_line(e)
             raise InvalidInput(f"the model rejects inputs of shape {shapes}: {first}") from None
     n_out = len(out) if isinstance(out, list | tuple) else 1
     if output_names is None or len(output_names) != n_out:
@@ -62,6 +62,6 @@ def export_torch(
                 do_constant_folding=True,
             )
         except Exception as e:
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            first = first_line(e)
             raise InvalidInput(f"torch could not export the model to ONNX: {first}") from None
     return onnx.load_from_string(buf.getvalue())

@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 import onnx
 
+from compiler.errors import first_line
 from compiler.sources import ModelSource
 
 
@@ -80,6 +81,6 @@ def _loads_in_ort(proto: onnx.ModelProto, target: Any) -> str:
     try:
         ort.InferenceSession(proto.SerializeToString(), so, providers=list(providers))
     except Exception as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        first = first_line(e)
         return f"not supported: {first[:200]}"
     return "ok"

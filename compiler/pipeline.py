@@ -15,7 +15,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +35,7 @@ from compiler.data import (
     random_feeds,
     whole_batches,
 )
-from compiler.errors import InvalidInput, TargetUnavailable, UsageError
+from compiler.errors import InvalidInput, TargetUnavailable, UsageError, first_line
 from compiler.evaluate import compare_outputs
 from compiler.gates import GateResult, judge
 from compiler.io import sha256_file
@@ -535,7 +535,7 @@ class _OrtReference:
                 proto.SerializeToString(), so, providers=["CPUExecutionProvider"]
             )
         except Exception as e:
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            first = first_line(e)
             raise InvalidInput(f"onnxruntime cannot load the model: {first}") from None
 
     def infer(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
@@ -607,4 +607,4 @@ def measure_contenders(
     return latencies
 
 
-__all__ = ["CompileResult", "compile_model", "optimize", "build_passes", "replace"]
+__all__ = ["CompileResult", "build_passes", "compile_model", "optimize"]

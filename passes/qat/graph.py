@@ -27,6 +27,7 @@ import torch
 import torch.fx as fx
 from torch import nn
 
+from compiler.errors import first_line
 from passes.qat.fake_quant import FOLDABLE_NORMS, WEIGHTED, QuantLayer
 
 TAP_DOMAIN = "edgec.qat"
@@ -123,7 +124,7 @@ def _export_onnx(*args: Any, **kwargs: Any) -> None:
     try:
         torch.onnx.export(*args, **kwargs)
     except Exception as e:  # noqa: BLE001 - the exporter raises many kinds
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        first = first_line(e)
         raise QatUnsupported(f"torch could not export the QAT model to ONNX: {first}") from None
 
 
@@ -200,7 +201,7 @@ def trace(module: nn.Module) -> fx.GraphModule:
     try:
         return fx.symbolic_trace(m)
     except Exception as e:  # noqa: BLE001 - fx raises many kinds
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        first = first_line(e)
         raise QatUnsupported(
             f"QAT needs a module torch.fx can trace, and tracing failed: {first}; "
             "make data-dependent control flow static or wrap it with torch.fx.wrap"

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import numpy as np
 import onnx_ir as ir
+
+from passes.fusion._common import constant  # noqa: F401  (re-exported: one definition)
 
 FLOAT_TYPES = frozenset({ir.DataType.FLOAT, ir.DataType.FLOAT16, ir.DataType.DOUBLE})
 
@@ -11,22 +12,6 @@ FLOAT_TYPES = frozenset({ir.DataType.FLOAT, ir.DataType.FLOAT16, ir.DataType.DOU
 def is_std(node: ir.Node, *op_types: str) -> bool:
     """`node` is one of `op_types` in the default ONNX domain."""
     return node.domain in ("", "ai.onnx") and node.op_type in op_types
-
-
-def constant(value: ir.Value | None) -> np.ndarray | None:
-    """The value's array if it is a constant (initializer that is no graph input, or Constant)."""
-    if value is None or value.is_graph_input():
-        return None
-    try:
-        tensor = ir.convenience.get_const_tensor(value)
-    except ValueError:
-        return None
-    if tensor is None:
-        return None
-    try:
-        return tensor.numpy()
-    except Exception:  # noqa: BLE001 - external data not loaded, exotic dtypes
-        return None
 
 
 def is_float(value: ir.Value | None) -> bool:
