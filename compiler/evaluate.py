@@ -22,7 +22,7 @@ the dataclass and become None in `to_dict`, which is JSON-safe.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -145,41 +145,47 @@ def _mean_cosine(a: np.ndarray, b: np.ndarray) -> float:
 
 def run_batched(
     runner: Runner,
-    input_name: str,
-    data: np.ndarray,
+    inputs: Mapping[str, np.ndarray],
     batch_size: int = 32,
     *,
-    progress: Callable[[int], None] | None = None,
-    pad_last: bool = True,
-) -> np.ndarray:
-    """Stream `data` through an active runner in batches; concatenate the first output.
+    progress: Callable[[int, int], None] | None = None,
+    pad_last: bool = False,
+) -> list[np.ndarray]:
+    """Stream `inputs` (same number of samples each) through an active runner in batches.
 
-    With `pad_last`, a short last batch is padded to `batch_size` by repeating its
-    last sample and the padding's outputs are dropped, so models exported with a
-    fixed batch size of `batch_size` work too. `progress(n)` gets the number of
-    samples done after each batch.
+    Returns each output concatenated over the batches, in the runner's order.
+    The first output (the one metrics compare) must have the batch first; with
+    `pad_last`, every output must. With `pad_last`, a short last batch is padded
+    to `batch_size` by repeating its last sample and the padding's outputs are
+    dropped, so models exported with a fixed batch size of `batch_size` work too.
+    `progress(done, total)` gets the number of samples done after each batch.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1 (got {batch_size})")
-    data = np.asarray(data)
-    if data.ndim == 0 or len(data) == 0:
+    arrays = {name: np.asarray(x) for name, x in inputs.items()}
+    first = next(iter(arrays.values()), np.zeros(0))
+    if first.ndim == 0 or len(first) == 0:
         raise InvalidInput(
-            f"evaluation data must be a non-empty batch of samples, got {data.shape}"
+            f"evaluation data must be a non-empty batch of samples, got {first.shape}"
         )
-    outputs: list[np.ndarray] = []
-    total = len(data)
+    total = len(first)
+    chunks: list[list[np.ndarray]] = []
     for start in range(0, total, batch_size):
-        batch = data[start : start + batch_size]
-        real = len(batch)
+        real = min(batch_size, total - start)
+        feeds = {name: np.ascontiguousarray(x[start : start + real]) for name, x in arrays.items()}
         if pad_last and real < batch_size:
-            pad = np.repeat(batch[-1:], batch_size - real, axis=0)
-            batch = np.concatenate([batch, pad], axis=0)
-        out = np.asarray(runner.infer({input_name: np.ascontiguousarray(batch)})[0])
-        if out.ndim == 0 or out.shape[0] != len(batch):
-            raise InvalidInput(
-                f"model output shape {out.shape} does not have the batch of {len(batch)} first"
-            )
-        outputs.append(out[:real])
+            feeds = {
+                name: np.concatenate([x, np.repeat(x[-1:], batch_size - real, axis=0)], axis=0)
+                for name, x in feeds.items()
+            }
+        sent = batch_size if pad_last else real
+        outs = [np.asarray(o) for o in runner.infer(feeds)]
+        for i, out in enumerate(outs if pad_last else outs[:1]):
+            if out.ndim == 0 or out.shape[0] != sent:
+                raise InvalidInput(
+                    f"model output {i} has shape {out.shape}, not the batch of {sent} first"
+                )
+        chunks.append([o[:real] for o in outs] if pad_last else outs)
         if progress is not None:
-            progress(start + real)
-    return np.concatenate(outputs, axis=0)
+            progress(start + real, total)
+    return [np.concatenate([c[i] for c in chunks], axis=0) for i in range(len(chunks[0]))]

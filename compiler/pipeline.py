@@ -14,13 +14,12 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import onnx
 import onnx_ir as ir
 import onnx_ir.passes as irp
 
@@ -35,15 +34,16 @@ from compiler.data import (
     random_feeds,
     whole_batches,
 )
-from compiler.errors import InvalidInput, TargetUnavailable, UsageError, first_line
-from compiler.evaluate import compare_outputs
+from compiler.errors import InvalidInput, TargetUnavailable, UsageError
+from compiler.evaluate import compare_outputs, run_batched
 from compiler.gates import GateResult, judge
 from compiler.io import sha256_file
 from compiler.recording import PassRecord, RecordingPass
 from compiler.report import empty_report, write_reports
 from compiler.sources import ModelSource, resolve
 from passes.prune.unstructured import compressed_size
-from targets.base import Artifact, Target, get_target
+from targets.base import Artifact, Runner, Target, get_target
+from targets.cpu import OrtRunner
 from targets.latency import LatencyStats, bench_torch, measure_interleaved
 
 log = logging.getLogger(__name__)
@@ -292,8 +292,11 @@ def _measure(
             if art.path not in runners:
                 runners[art.path] = stack.enter_context(target.runner(art.path, threads=threads))
                 runner = runners[art.path]
-                outputs[name] = run_in_batches(
-                    runner, evalset.inputs, progress, stage=f"eval {name}", batch=eval_batch
+                outputs[name] = run_batched(
+                    runner,
+                    evalset.inputs,
+                    eval_batch,
+                    progress=functools.partial(progress, f"eval {name}"),
                 )
                 contenders[name] = functools.partial(runner.infer, feeds)
         # the same file twice (fp32 run: artifact is the baseline) is measured once
@@ -503,51 +506,20 @@ def _model_info(source: ModelSource) -> dict[str, Any]:
     }
 
 
-def run_in_batches(
-    runner: Any,
-    inputs: dict[str, np.ndarray],
-    progress: Progress,
-    *,
-    stage: str,
-    batch: int = EVAL_BATCH,
-) -> list[np.ndarray]:
-    """Stream a data set through a runner; concatenate each output over batches."""
-    n = int(next(iter(inputs.values())).shape[0])
-    chunks: list[list[np.ndarray]] = []
-    for start in range(0, n, batch):
-        feeds = {k: v[start : start + batch] for k, v in inputs.items()}
-        chunks.append([np.asarray(o) for o in runner.infer(feeds)])
-        progress(stage, min(n, start + batch), n)
-    return [np.concatenate([c[i] for c in chunks]) for i in range(len(chunks[0]))]
-
-
-class _OrtReference:
-    """The FP32 original run by onnxruntime with graph optimizations off."""
-
-    def __init__(self, proto: onnx.ModelProto) -> None:
-        import onnxruntime as ort
-
-        so = ort.SessionOptions()
-        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-        so.log_severity_level = 3
-        try:
-            self.session = ort.InferenceSession(
-                proto.SerializeToString(), so, providers=["CPUExecutionProvider"]
-            )
-        except Exception as e:
-            first = first_line(e)
-            raise InvalidInput(f"onnxruntime cannot load the model: {first}") from None
-
-    def infer(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
-        return self.session.run(None, feeds)
-
-
 class _TorchReference:
+    """The torch module as a Runner (eager, inference mode)."""
+
     def __init__(self, module: Any, input_names: list[str]) -> None:
         self.module = module
         self.input_names = input_names
 
-    def infer(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+    def __enter__(self) -> _TorchReference:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def infer(self, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
         import torch
 
         with torch.inference_mode():
@@ -561,10 +533,21 @@ def reference_outputs(
 ) -> list[np.ndarray]:
     """FP32 original outputs: the torch module when there is one, else the ONNX file via ORT."""
     if source.torch_module is not None:
-        ref: Any = _TorchReference(source.torch_module, source.input_names)
+        ref: Runner = _TorchReference(source.torch_module, source.input_names)
     else:
-        ref = _OrtReference(source.proto)
-    return run_in_batches(ref, evalset.inputs, progress, stage="reference", batch=batch)
+        import onnxruntime as ort
+
+        ref = OrtRunner(
+            source.proto.SerializeToString(),
+            graph_optimization_level=ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+        )
+    with ref as runner:
+        return run_batched(
+            runner,
+            evalset.inputs,
+            batch,
+            progress=functools.partial(progress, "reference"),
+        )
 
 
 def _latency_feeds(

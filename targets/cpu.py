@@ -102,24 +102,35 @@ def _session_options(
 
 
 class OrtRunner:
-    """An onnxruntime session on one artifact, for any list of execution providers.
+    """An onnxruntime session on one model, for any list of execution providers.
 
-    Use as a context manager. `providers[0]` is the one asked for: if onnxruntime
-    silently falls back from it (a CUDA library missing), activation raises
-    TargetUnavailable instead of measuring the CPU under the wrong name.
+    `model` is a path to an `.onnx`/`.ort` file or a serialized ONNX model
+    (`proto.SerializeToString()`); messages name the file, or `name` ("the
+    model" by default for bytes). Use as a context manager. `providers[0]` is
+    the one asked for: if onnxruntime silently falls back from it (a CUDA
+    library missing), activation raises TargetUnavailable instead of measuring
+    the CPU under the wrong name.
     """
 
     def __init__(
         self,
-        path: Path,
+        model: Path | str | bytes,
         *,
         providers: Sequence[str] = ("CPUExecutionProvider",),
         threads: int | None = None,
         graph_optimization_level: ort.GraphOptimizationLevel | None = None,
+        name: str | None = None,
     ) -> None:
         if not providers:
             raise ValueError("OrtRunner needs at least one execution provider")
-        self.path = Path(path)
+        if isinstance(model, bytes):
+            self.path: Path | None = None
+            self._model_bytes: bytes | None = model
+            self.name = name or "the model"
+        else:
+            self.path = Path(model)
+            self._model_bytes = None
+            self.name = name or self.path.name
         self.providers = tuple(providers)
         self.threads = threads
         self.graph_optimization_level = graph_optimization_level
@@ -137,15 +148,14 @@ class OrtRunner:
 
         if self._session is not None:
             return
-        if not self.path.is_file():
+        if self.path is not None and not self.path.is_file():
             raise InvalidInput(f"artifact {self.path} does not exist or is not a file")
+        model = str(self.path) if self._model_bytes is None else self._model_bytes
         opts = _session_options(self.threads, self.graph_optimization_level)
         try:
-            session = ort.InferenceSession(str(self.path), opts, providers=list(self.providers))
+            session = ort.InferenceSession(model, opts, providers=list(self.providers))
         except Exception as e:  # onnxruntime raises its own pybind exception types
-            raise InvalidInput(
-                f"onnxruntime cannot load {self.path.name}: {ort_error_line(e)}"
-            ) from e
+            raise InvalidInput(f"onnxruntime cannot load {self.name}: {ort_error_line(e)}") from e
         wanted = self.providers[0]
         if wanted not in session.get_providers():
             raise TargetUnavailable(
@@ -155,7 +165,7 @@ class OrtRunner:
         self._session = session
         self.input_names = [i.name for i in session.get_inputs()]
         self.output_names = [o.name for o in session.get_outputs()]
-        logger.debug("activated %s on %s (threads=%s)", self.path.name, wanted, self.threads)
+        logger.debug("activated %s on %s (threads=%s)", self.name, wanted, self.threads)
 
     def deactivate(self) -> None:
         self._session = None
@@ -175,14 +185,14 @@ class OrtRunner:
         unknown = [n for n in feeds if n not in self.input_names]
         if missing or unknown:
             raise InvalidInput(
-                f"inputs do not match {self.path.name}: missing {missing}, unknown {unknown}; "
+                f"inputs do not match {self.name}: missing {missing}, unknown {unknown}; "
                 f"it expects {self.input_names}"
             )
         start = time.perf_counter_ns()
         try:
             outputs = self._session.run(None, dict(feeds))
         except Exception as e:
-            raise InvalidInput(f"inference on {self.path.name} failed: {ort_error_line(e)}") from e
+            raise InvalidInput(f"inference on {self.name} failed: {ort_error_line(e)}") from e
         self.last_inference_ms = (time.perf_counter_ns() - start) / 1e6
         return [np.asarray(o) for o in outputs]
 

@@ -39,19 +39,17 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import io
 import logging
-import warnings
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal
 
 import numpy as np
-import onnx
 import onnx_ir as ir
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from compiler.export import export_torch
 from passes.prune.channel import ChannelPlan, plan_channel_pruning
 
 logger = logging.getLogger(__name__)
@@ -98,24 +96,18 @@ class FinetuneResult:
 
 
 def export_for_planning(module: nn.Module, example: torch.Tensor) -> ir.Model:
-    """Export like the compiler does (TorchScript exporter, opset 17, eval, BN folded)."""
-    buf = io.BytesIO()
+    """Export as the compiler does (`export_torch`: eval, opset 17, BN folded); training mode kept."""
     was_training = module.training
-    module.eval()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
+    try:
+        proto = export_torch(
             module,
-            (example,),
-            buf,
-            dynamo=False,
-            opset_version=17,
+            [example.detach().cpu().numpy()],
             input_names=["input"],
             output_names=["output"],
-            dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}},
         )
-    module.train(was_training)
-    return ir.serde.deserialize_model(onnx.load_from_string(buf.getvalue()))
+    finally:
+        module.train(was_training)
+    return ir.from_proto(proto)
 
 
 def onnx_node_modules(module: nn.Module, example: torch.Tensor, model: ir.Model) -> dict[str, str]:

@@ -158,10 +158,14 @@ class RecordingRunner:
 def test_run_batched_streams_and_trims(pad_last: bool, batches: list[int]) -> None:
     data = np.arange(70 * 3, dtype=np.float32).reshape(70, 3)
     runner = RecordingRunner()
-    seen: list[int] = []
-    out = run_batched(runner, "x", data, 32, progress=seen.append, pad_last=pad_last)
-    np.testing.assert_array_equal(out, data * 2)
-    assert runner.batches == batches and seen == [32, 64, 70]
+    seen: list[tuple[int, int]] = []
+    out = run_batched(
+        runner, {"x": data}, 32, progress=lambda *p: seen.append(p), pad_last=pad_last
+    )
+    assert len(out) == 2
+    np.testing.assert_array_equal(out[0], data * 2)
+    np.testing.assert_array_equal(out[1], data)
+    assert runner.batches == batches and seen == [(32, 70), (64, 70), (70, 70)]
 
 
 def test_run_batched_with_a_real_runner(tmp_path: Path) -> None:
@@ -172,7 +176,7 @@ def test_run_batched_with_a_real_runner(tmp_path: Path) -> None:
     artifact = CpuTarget().lower(ir.from_proto(proto), tmp_path, stem="softmax")
     data = np.random.default_rng(4).standard_normal((10, 5)).astype(np.float32)
     with CpuTarget().runner(artifact.path, threads=1) as r:
-        out = run_batched(r, "x", data, batch_size=4)
+        (out,) = run_batched(r, {"x": data}, batch_size=4, pad_last=True)
     e = np.exp(data - data.max(axis=1, keepdims=True))
     np.testing.assert_allclose(out, e / e.sum(axis=1, keepdims=True), rtol=1e-6, atol=1e-7)
     assert compare_outputs(out, out).top1_agreement == 1.0
@@ -180,6 +184,35 @@ def test_run_batched_with_a_real_runner(tmp_path: Path) -> None:
 
 def test_run_batched_rejects_empty_data() -> None:
     with pytest.raises(InvalidInput):
-        run_batched(RecordingRunner(), "x", np.zeros((0, 3), np.float32))
+        run_batched(RecordingRunner(), {"x": np.zeros((0, 3), np.float32)})
     with pytest.raises(ValueError):
-        run_batched(RecordingRunner(), "x", np.zeros((2, 3), np.float32), batch_size=0)
+        run_batched(RecordingRunner(), {"x": np.zeros((2, 3), np.float32)}, batch_size=0)
+
+
+class _SummingRunner(RecordingRunner):
+    """Returns the batch's sum: an output without the batch first."""
+
+    def infer(self, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+        return [feeds["x"].sum(axis=0)]
+
+
+def test_run_batched_rejects_outputs_without_the_batch_first() -> None:
+    with pytest.raises(InvalidInput, match="batch of 2 first"):
+        run_batched(_SummingRunner(), {"x": np.zeros((2, 3), np.float32)})
+
+
+class _AddingRunner(RecordingRunner):
+    input_names = ["x", "y"]
+
+    def infer(self, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+        self.batches.append(len(feeds["y"]))
+        return [feeds["x"] + feeds["y"]]
+
+
+def test_run_batched_pads_every_input() -> None:
+    x = np.arange(5 * 2, dtype=np.float32).reshape(5, 2)
+    y = np.full((5, 2), 10, np.float32)
+    runner = _AddingRunner()
+    (out,) = run_batched(runner, {"x": x, "y": y}, batch_size=2, pad_last=True)
+    np.testing.assert_array_equal(out, x + y)
+    assert runner.batches == [2, 2, 2]
