@@ -8,28 +8,38 @@ copy of the float model (the input model is not modified):
    reading the model input and the depthwise Convs right after it) computes in
    float, weights still int8 (`plan.stem_nodes`);
 1. `equalize` — exact equalization of linear streams (residual connections) and
-   activation-range equalization of Conv → Relu/Clip → depthwise-Conv pairs
-   (statistics from `equalize_samples` samples; `equalize.py`);
+   activation-range equalization of Conv → Relu/Clip → Conv pairs (alpha 1 into
+   depthwise Convs, `equalize_alpha_dense` into dense ones; statistics from
+   `equalize_samples` samples; `equalize.py`);
 2. calibration — one pass over the data: a histogram per tensor that needs a
    range (`calibrate.py`), and the input second moments of each weighted layer
    over the first `rounding_samples` samples;
-3. `rounding` — GPTQ rounding of the int8 weights, or ``"nearest"`` (`rounding.py`);
-4. `bias_correction` — the per-channel mean shift each quantized layer adds is
+3. `range_search` — each range read only by linear ops (Conv, Gemm, MatMul,
+   GlobalAveragePool) is re-chosen by the error it causes in those readers'
+   outputs on `range_samples` samples (`range_search.py`);
+4. `rounding` — GPTQ rounding of the int8 weights, or ``"nearest"`` (`rounding.py`);
+5. `bias_correction` — the per-channel mean shift each quantized layer adds is
    measured on `bias_correction_samples` samples and removed (`bias_correction.py`);
-5. `min_sqnr_db` / `min_agreement` — per-layer sensitivity and float fallback until
-   the budget holds on a calibration subset (`sensitivity.py`). Opt-in: every float
+6. `sensitivity` / `min_sqnr_db` / `min_agreement` — per-layer sensitivity (one
+   layer int8 with its own bias correction, the rest exact FP32) and float fallback
+   until the budget holds on a calibration subset (`sensitivity.py`); the biases
+   are corrected again for the layers that stay float. Opt-in: every float
    island costs a dequantize/quantize boundary and loses the integer kernels of its
-   neighbours (8 layers on MobileNetV2 brought latency back to FP32's);
-6. Q/DQ insertion as the target's `QuantSpec` says (`qdq.py`).
+   neighbours (2 float layers on MobileNetV2 cost 12% more latency, 8 layers 70%);
+7. Q/DQ insertion as the target's `QuantSpec` says (`qdq.py`).
 
-Defaults, chosen by measurement on the zoo's MobileNetV2 (held-out crops, int8 run
-by onnxruntime's CPU kernels; bench/quantize_compare.py): percentile 99.99 ranges
-(logit SQNR of activation-only quantization: minmax 12.8 dB, mse 15.1, entropy 2.5,
-percentile 99.9 / 99.99 / 99.999: 15.9 / 19.0 / 14.5); GPTQ (weight-only SQNR
-18.8 → 29.9 dB); stream + depthwise-pair equalization (+0.3 dB); float stem
-(+1.0 dB for +2.6% latency); bias correction (+0.2–2 dB, more with
-round-to-nearest). Together: 20.5 dB, 0.95–0.96 top-1 agreement, 0.51x FP32
-latency, 0.28x size, about 20 s for 256 samples on 2 idle cores.
+Defaults, chosen by measurement on the zoo's MobileNetV2 (int8 run by
+onnxruntime's CPU kernels; bench/quantize_compare.py). Choices made since the
+range search use a validation split of *calibration* crops (samples 256-512)
+beside the held-out crops, so they are not tuned on the reported numbers.
+Percentile 99.99 ranges (logit SQNR of activation-only quantization: minmax
+12.8 dB, mse 15.1, entropy 2.5, percentile 99.9 / 99.99 / 99.999: 15.9 / 19.0 /
+14.5); GPTQ (weight-only SQNR 18.8 → 29.9 dB); float stem (+1.0 dB for +2.6%
+latency); bias correction (+0.2–2 dB, more with round-to-nearest). Range search
+with dense equalization at 0.5: validation 20.4 → 21.9 dB, held-out 20.5 → 21.8
+dB (search alone +0.6 / +0.9; searching the residual stream's tensors too lost
+0.3–0.5 dB, so they keep their percentile ranges). About 25 s for 256 samples on
+2 cores.
 """
 
 from __future__ import annotations
@@ -44,12 +54,13 @@ import onnx_ir as ir
 
 from compiler.errors import InvalidInput, UsageError
 from passes.quantize import _graph
-from passes.quantize.bias_correction import correct_bias
+from passes.quantize.bias_correction import copy_biases, correct_bias
 from passes.quantize.calibrate import METHODS, Histogram, run_with_outputs
 from passes.quantize.data import CalibrationSource, CalibrationStream, model_inputs
 from passes.quantize.equalize import equalize as equalize_model
 from passes.quantize.plan import plan_quantization, stem_nodes
 from passes.quantize.qdq import InsertQdqPass, count_qdq, is_quantized
+from passes.quantize.range_search import search_ranges
 from passes.quantize.rounding import HessianCollector, round_weights
 from passes.quantize.sensitivity import Evaluator, auto_fallback, layer_sensitivity
 from passes.quantize.spec import CPU_SPEC, TENSORRT_SPEC, QuantSpec, spec_by_name
@@ -109,8 +120,9 @@ def quantize(
     equalize: bool = True,
     equalize_pairs: bool = True,
     equalize_headroom: float = 2.0,
-    equalize_alpha_dense: float = 0.0,
+    equalize_alpha_dense: float = 0.5,
     stream_alpha: float = 0.5,
+    range_search: bool = True,
     rounding: str = "gptq",
     bias_correction: bool = True,
     exclude: Sequence[str] = (),
@@ -123,6 +135,7 @@ def quantize(
     batch_size: int = 8,
     equalize_samples: int = 64,
     rounding_samples: int = 32,
+    range_samples: int = 32,
     bias_correction_samples: int = 64,
     sensitivity_samples: int = 32,
     threads: int = 0,
@@ -218,6 +231,12 @@ def quantize(
     if method == "percentile":
         options["percentile"] = percentile
     ranges = {n: h.range(method, **options) for n, h in stats.items()}  # type: ignore[arg-type]
+    if range_search:
+        t = time.perf_counter()
+        ranges = search_ranges(
+            work, plan, spec, ranges, stats, stream.take(range_samples), threads=threads
+        )
+        seconds["range_search"] = time.perf_counter() - t
 
     # 3. weight rounding
     weights: dict[str, tuple[np.ndarray, np.ndarray]] = {}
@@ -231,32 +250,51 @@ def quantize(
         InsertQdqPass(spec, ranges, exclude=keep_float, weights=weights)(q)
         return q
 
-    # 4. bias correction
+    # 4. bias correction (of the fully quantized model; redone below if layers stay float)
+    wants_sensitivity = sensitivity or min_sqnr_db is not None or min_agreement is not None
+    uncorrected = _graph.clone(work) if bias_correction and wants_sensitivity else work
+    # quantized nodes, and float-compute nodes whose weights are still int8
+    bias_targets = list(dict.fromkeys([*plan.nodes, *(w.node.name or "" for w in plan.weights)]))
+
+    def correct(model: ir.Model, keep_float: frozenset[str]) -> int:
+        removed = correct_bias(
+            model,
+            lambda m: build(m, keep_float),
+            bias_targets,
+            lambda: stream.take(bias_correction_samples),
+            threads=threads,
+        )
+        return len(removed)
+
     corrected = 0
     if bias_correction:
         t = time.perf_counter()
-        # quantized nodes, and float-compute nodes whose weights are still int8
-        targets = list(dict.fromkeys([*plan.nodes, *(w.node.name or "" for w in plan.weights)]))
-        removed = correct_bias(
-            work, build, targets, lambda: stream.take(bias_correction_samples), threads=threads
-        )
-        corrected = len(removed)
+        corrected = correct(work, excluded)
         seconds["bias_correction"] = time.perf_counter() - t
 
     # 5. sensitivity and fallback
     kept: list[str] = []
     sens_dict = None
     final_score = None
-    if sensitivity or min_sqnr_db is not None or min_agreement is not None:
+    if wants_sensitivity:
         t = time.perf_counter()
-        evaluator = Evaluator(work, stream.take(sensitivity_samples), threads=threads)
+        evaluator = Evaluator(uncorrected, stream.take(sensitivity_samples), threads=threads)
         layers = [n for n in plan.nodes if n not in excluded]
+
+        def alone(_: ir.Model, others: frozenset[str]) -> ir.Model:
+            # One layer int8 (with its own bias correction) in an otherwise exact FP32
+            # model: other layers' weights stay float, or their int8 weights and
+            # biases corrected for *their* quantization would set a common floor.
+            variant = _graph.clone(uncorrected)
+            if bias_correction:
+                copy_biases(work, variant, set(layers) - others)
+            InsertQdqPass(
+                spec, ranges, exclude=others | excluded, weights=weights, excluded_weights=False
+            )(variant)
+            return variant
+
         sens = layer_sensitivity(
-            work,
-            lambda m, ex: build(m, ex | excluded),
-            layers,
-            evaluator,
-            progress=report("sensitivity"),
+            uncorrected, alone, layers, evaluator, progress=report("sensitivity")
         )
         sens_dict = {k: {"sqnr_db": v.sqnr_db, "agreement": v.agreement} for k, v in sens.items()}
         if min_sqnr_db is not None or min_agreement is not None:
@@ -270,6 +308,11 @@ def quantize(
                 max_layers=max_float_layers,
                 exclude=excluded,
             )
+            if kept and bias_correction:
+                # the corrections were measured with these layers quantized: measure again
+                work = _graph.clone(uncorrected)
+                correct(work, excluded | frozenset(kept))
+                final_score = evaluator(build(work, excluded | frozenset(kept)))
         seconds["sensitivity"] = time.perf_counter() - t
 
     # 6. final Q/DQ model
@@ -287,6 +330,7 @@ def quantize(
             "equalize": equalize,
             "equalize_headroom": equalize_headroom if equalize else None,
             "stream_alpha": stream_alpha if equalize else None,
+            "range_search": range_search,
             "rounding": rounding,
             "bias_correction": bias_correction,
             "min_sqnr_db": min_sqnr_db,

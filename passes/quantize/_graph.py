@@ -28,6 +28,16 @@ def attr_float(node: ir.Node, name: str, default: float) -> float:
     return default if a is None else float(a.as_float())
 
 
+def attr_ints(node: ir.Node, name: str, default: list[int]) -> list[int]:
+    a = node.attributes.get(name)
+    return list(default) if a is None else [int(i) for i in a.as_ints()]
+
+
+def attr_str(node: ir.Node, name: str, default: str) -> str:
+    a = node.attributes.get(name)
+    return default if a is None else str(a.as_string())
+
+
 def activation_bounds(node: ir.Node) -> tuple[float, float] | None:
     """The output interval a Relu or Clip guarantees, or None when it is not constant."""
     if is_std(node, "Relu"):

@@ -110,6 +110,25 @@ def correct_bias(
     return removed
 
 
+def copy_biases(source: ir.Model, target: ir.Model, names: Iterable[str]) -> None:
+    """Give the nodes `names` of `target` the biases they have in `source` (a copy of
+    `target` whose biases `correct_bias` changed); nodes without a bias in `source`
+    are left alone."""
+    wanted = set(names)
+    biases = {
+        n.name: _graph.constant(n.inputs[2])
+        for n in source.graph
+        if n.name in wanted and len(n.inputs) > 2 and n.inputs[2] is not None
+    }
+    for node in target.graph:
+        new = biases.get(node.name)
+        if new is None:
+            continue
+        has = len(node.inputs) > 2 and node.inputs[2] is not None
+        old = _graph.constant(node.inputs[2]) if has else None
+        _subtract_bias(target, node, (old if old is not None else 0) - new.astype(np.float64))
+
+
 def _add_shadows(qmodel: ir.Model, model: ir.Model, names: set[str]) -> dict[str, tuple[str, str]]:
     """Beside each quantized target in `qmodel`, a float copy of the node fed with the
     tensor its input Q/DQ pair quantizes and the weight and bias of `model`.

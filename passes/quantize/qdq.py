@@ -44,7 +44,11 @@ def is_quantized(model: ir.Model) -> bool:
 
 
 class InsertQdqPass(ir.passes.InPlacePass):
-    """Insert Q/DQ pairs for activations and int8 (int32) initializers for weights (biases)."""
+    """Insert Q/DQ pairs for activations and int8 (int32) initializers for weights (biases).
+
+    `excluded_weights=False` leaves the weights of excluded nodes float too (the
+    sensitivity analysis measures one layer against an otherwise exact FP32 model).
+    """
 
     def __init__(
         self,
@@ -53,9 +57,11 @@ class InsertQdqPass(ir.passes.InPlacePass):
         *,
         exclude: frozenset[str] | set[str] = frozenset(),
         weights: Mapping[str, tuple[np.ndarray, np.ndarray]] | None = None,
+        excluded_weights: bool = True,
     ) -> None:
         super().__init__()
         self.spec = spec
+        self.excluded_weights = excluded_weights
         self.ranges = dict(ranges)
         self.exclude = frozenset(exclude)
         self.weights = dict(weights or {})
@@ -73,7 +79,9 @@ class InsertQdqPass(ir.passes.InPlacePass):
                 f"INT8 Q/DQ needs opset 13 or newer, the model has opset {opset}; upgrade it first"
             )
         _graph.ensure_types(model)
-        plan = plan_quantization(graph, self.spec, self.exclude)
+        plan = plan_quantization(
+            graph, self.spec, self.exclude, excluded_weights=self.excluded_weights
+        )
         missing = [n for n in plan.activations if n not in plan.share and n not in self.ranges]
         if missing:
             raise ValueError(f"no calibrated range for {len(missing)} tensors, e.g. {missing[0]!r}")

@@ -24,10 +24,11 @@ def test_block_model_summary_and_accuracy() -> None:
     # the stem (the Conv reading the image) computes in float, its weight still int8
     assert summary.kept_float == ["Conv_0"]
     assert summary.qdq_counts["Conv"]["weight"] == 3 and summary.qdq_counts["Conv"]["input"] == 2
+    # alpha_dense 0.5: the depthwise -> 1x1 pair is equalized too
     assert (
-        summary.rounded_layers == 4 and summary.bias_corrected == 4 and summary.equalized_pairs == 0
+        summary.rounded_layers == 4 and summary.bias_corrected == 4 and summary.equalized_pairs == 1
     )
-    assert {"calibrate", "total"} <= set(summary.seconds) and "calibrate" in stages
+    assert {"calibrate", "range_search", "total"} <= set(summary.seconds) and "calibrate" in stages
     d = summary.to_dict()
     assert d["options"]["rounding"] == "gptq"
     # the input model is untouched
