@@ -44,7 +44,7 @@ from compiler.sources import ModelSource, resolve
 from passes.prune.unstructured import compressed_size
 from targets.base import Artifact, Runner, Target, get_target
 from targets.cpu import OrtRunner
-from targets.latency import LatencyStats, bench_torch, measure_interleaved
+from targets.latency import LatencyStats, bench_torch, latency_ratio, measure_interleaved
 
 log = logging.getLogger(__name__)
 
@@ -243,8 +243,9 @@ def compile_model(config: CompileConfig, progress: Progress | None = None) -> Co
             "precision": "fp32",
             "size_bytes": baseline_size,
             "latency_ms": base_latency.to_dict()["p50"],
-            "speedup": round(base_latency.p50 / latency.p50, 4),
-            "latency_ratio": round(latency.p50 / base_latency.p50, 4),
+            # paired per round (targets.latency.latency_ratio): robust to machine drift
+            "speedup": round(1 / latency_ratio(latency, base_latency), 4),
+            "latency_ratio": round(latency_ratio(latency, base_latency), 4),
             "size_ratio": round(artifact.path.stat().st_size / baseline_size, 4),
             "torch_latency_ms": torch_latency.to_dict()["p50"] if torch_latency else None,
             "speedup_vs_torch": round(torch_latency.p50 / latency.p50, 4)
@@ -329,6 +330,7 @@ def choose_precision(
     fp32_value = (
         accuracy_metric(candidates["fp32"][1].to_dict())[1] if "fp32" in candidates else None
     )
+    fp32_latency = candidates["fp32"][0] if "fp32" in candidates else None
     rows = []
     for p, (lat, acc) in candidates.items():
         metric, value = accuracy_metric(acc.to_dict())
@@ -343,6 +345,9 @@ def choose_precision(
             {
                 "precision": p,
                 "p50_ms": lat.to_dict()["p50"],
+                "latency_vs_fp32": None
+                if fp32_latency is None
+                else round(latency_ratio(lat, fp32_latency), 4),
                 "metric": metric,
                 "value": value,
                 "limit": limit,
@@ -350,7 +355,7 @@ def choose_precision(
             }
         )
     eligible = [r for r in rows if r["meets_budget"]]
-    best = min(eligible, key=lambda r: r["p50_ms"])
+    best = min(eligible, key=lambda r: r["latency_vs_fp32"] or r["p50_ms"])
     return best["precision"], {"chosen": best["precision"], "candidates": rows}
 
 

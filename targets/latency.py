@@ -59,10 +59,17 @@ class LatencyStats:
     mean: float
     throughput_per_s: float
     samples_ms: tuple[float, ...] = field(repr=False)
+    block_size: int = 0  # >0: samples_ms holds blocks of this many calls, one per round
 
     @classmethod
     def from_samples(
-        cls, samples_ms: tuple[float, ...], *, batch: int, threads: int | None, warmup: int
+        cls,
+        samples_ms: tuple[float, ...],
+        *,
+        batch: int,
+        threads: int | None,
+        warmup: int,
+        block_size: int = 0,
     ) -> LatencyStats:
         if not samples_ms:
             raise ValueError("no latency samples")
@@ -80,7 +87,16 @@ class LatencyStats:
             mean=mean,
             throughput_per_s=throughput,
             samples_ms=tuple(samples_ms),
+            block_size=block_size,
         )
+
+    def block_medians(self) -> list[float]:
+        """Median of each round's block (empty unless measured by `measure_interleaved`)."""
+        n = self.block_size
+        if n <= 0:
+            return []
+        s = self.samples_ms
+        return [float(np.median(s[i : i + n])) for i in range(0, len(s) - n + 1, n)]
 
     def to_dict(self) -> dict[str, Any]:
         """The report's `latency_ms` object; times and throughput to 4 significant figures."""
@@ -243,7 +259,12 @@ def measure_interleaved(
     """Time several candidates in alternating rounds, so machine noise hits them alike.
 
     A speedup is only meaningful as a ratio measured under the same conditions:
-    each round times `round_size` calls of every candidate in turn. Stops when
+    each round times `round_size` calls of every candidate in turn, after one
+    untimed call: onnxruntime's (and OpenMP's) worker threads keep spinning for a
+    while after a call, so the first call after switching candidates competes
+    with the previous candidate's threads. (Alternating call by call measured
+    MobileNetV2 FP32 at 15-20 ms instead of 6.8 ms on 2 cores.) The order rotates
+    every round (two copies of one model then measure within 1%). Stops when
     every candidate's median changed less than `rel_tol` over the last round
     (after `min_rounds`), or at `max_rounds` / `max_seconds`.
     """
@@ -256,9 +277,14 @@ def measure_interleaved(
     deadline = clock() + int(max_seconds * 1e9)
     samples: dict[str, list[int]] = {name: [] for name in fns}
     medians: dict[str, float] = {}
+    names = list(fns)
     for rnd in range(1, max_rounds + 1):
         stable = True
-        for name, fn in fns.items():
+        # rotate the order every round: no candidate always follows the same one
+        shift = (rnd - 1) % len(names)
+        for name in names[shift:] + names[:shift]:
+            fn = fns[name]
+            fn()  # untimed: lets the previous candidate's spinning threads go idle
             for _ in range(round_size):
                 start = clock()
                 fn()
@@ -273,7 +299,27 @@ def measure_interleaved(
             break
     return {
         name: LatencyStats.from_samples(
-            tuple(s / 1e6 for s in ss), batch=batch, threads=threads, warmup=warmup
+            tuple(s / 1e6 for s in ss),
+            batch=batch,
+            threads=threads,
+            warmup=warmup,
+            block_size=round_size,
         )
         for name, ss in samples.items()
     }
+
+
+def latency_ratio(stats: LatencyStats, baseline: LatencyStats) -> float:
+    """`stats` / `baseline` latency: the median over rounds of the ratio of the two
+    block medians of the same round, when both come from one `measure_interleaved`
+    call; else the ratio of the p50s.
+
+    Why paired: this machine's speed changes for minutes at a time (other tenants;
+    MobileNetV2 FP32 moved between 4.6 and 6.8 ms while its INT8 stayed at 3.0 ms),
+    and a ratio of two overall medians mixes those states in different proportions.
+    Blocks of the same round run seconds apart, in the same state.
+    """
+    a, b = stats.block_medians(), baseline.block_medians()
+    if a and len(a) == len(b):
+        return float(np.median([x / y for x, y in zip(a, b, strict=True) if y > 0]))
+    return stats.p50 / baseline.p50

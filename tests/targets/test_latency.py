@@ -178,3 +178,39 @@ def test_bench_torch_restores_threads_and_mode() -> None:
     assert torch.get_num_threads() == before and module.training
     assert stats.batch == 2 and stats.threads == 1 and 4 <= stats.iterations <= 8
     _check_stats(stats)
+
+
+def test_measure_interleaved_rotates_blocks_after_an_untimed_switch_call() -> None:
+    from targets.latency import measure_interleaved
+
+    calls: list[str] = []
+    fns = {name: (lambda name=name: calls.append(name)) for name in ("a", "b")}
+    stats = measure_interleaved(
+        fns, warmup=2, round_size=3, min_rounds=2, max_rounds=2, max_seconds=60
+    )
+    assert {n: s.iterations for n, s in stats.items()} == {"a": 6, "b": 6}
+    # warm-up, then per round one untimed call + 3 timed calls of each, the order
+    # rotated every round so that no candidate always follows the same one
+    assert calls == ["a"] * 2 + ["b"] * 2 + ["a"] * 4 + ["b"] * 4 + ["b"] * 4 + ["a"] * 4
+
+
+def test_latency_ratio_pairs_blocks_of_the_same_round() -> None:
+    from targets.latency import latency_ratio
+
+    def stats(samples: list[float], block: int) -> LatencyStats:
+        return LatencyStats.from_samples(
+            tuple(samples), batch=1, threads=1, warmup=0, block_size=block
+        )
+
+    # the machine is twice as slow in round 2; b is always half of a
+    a = stats([4.0, 4.0, 8.0, 8.0, 4.0, 4.0], 2)
+    b = stats([2.0, 2.0, 4.0, 4.0, 2.0, 2.0], 2)
+    assert a.block_medians() == [4.0, 8.0, 4.0]
+    assert latency_ratio(b, a) == pytest.approx(0.5)
+    # b measured mostly in the slow state: medians mislead, pairs do not
+    b_slow = stats([4.0, 4.0, 4.0, 4.0, 2.0, 2.0], 2)
+    a_fast = stats([4.0, 4.0, 8.0, 8.0, 4.0, 4.0], 2)
+    assert b_slow.p50 / a_fast.p50 == pytest.approx(1.0)
+    assert latency_ratio(b_slow, a_fast) == pytest.approx(0.5)
+    # without blocks: the ratio of p50s
+    assert latency_ratio(stats([1.0, 3.0], 0), stats([4.0], 0)) == pytest.approx(0.5)
