@@ -237,7 +237,7 @@ def _finetune(tmp: Path) -> dict[str, Any]:
     }
 
 
-def run(out_path: Path, rounds: int = 200) -> dict[str, Any]:
+def run(out_path: Path, rounds: int = 600) -> dict[str, Any]:
     t0 = time.perf_counter()
     results: dict[str, Any] = {
         "threads": THREADS,
