@@ -23,7 +23,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from compiler import __version__
+from compiler import __version__, interrupt
 from compiler.config import Budgets, load_config_file, merge, parse_shape
 from compiler.errors import EdgecError, GateFailed, UsageError
 
@@ -43,7 +43,10 @@ def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
-            return fn(*args, **kwargs)
+            with interrupt.guard():
+                result = fn(*args, **kwargs)
+                interrupt.check()  # a SIGINT that library code swallowed still counts
+            return result
         except EdgecError as e:
             _fail(e.exit_code, str(e))
         except KeyboardInterrupt:

@@ -23,7 +23,7 @@ import numpy as np
 import onnx_ir as ir
 import onnx_ir.passes as irp
 
-from compiler import __version__
+from compiler import __version__, interrupt
 from compiler.config import CompileConfig
 from compiler.data import (
     EvalSet,
@@ -261,6 +261,7 @@ def compile_model(config: CompileConfig, progress: Progress | None = None) -> Co
         report["gates"] = [g.to_dict() for g in gates]
         report["passed"] = all(g.passed for g in gates)
         write_reports(report, staging, config.reports, latency.samples_ms)
+        interrupt.check()  # never publish after a Ctrl-C, even a swallowed one
         if config.junit is not None:
             from compiler.gates import junit_xml
             from compiler.io import atomic_write_text

@@ -1,0 +1,49 @@
+"""Ctrl-C that cannot be lost.
+
+Python turns SIGINT into KeyboardInterrupt at the next bytecode, but native
+code that calls back into Python (torch's tracer, onnxruntime callbacks) can
+swallow it, and the run then finishes and publishes as if nothing happened
+(seen once in CI: exit 0 after a SIGINT). `guard()` installs a handler that
+also *records* the signal; the pipeline calls `check()` before it publishes
+anything, and the CLI checks again on the way out, so an interrupted run always
+ends with exit 130 and no output.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import threading
+from collections.abc import Iterator
+from types import FrameType
+
+_INTERRUPTED = threading.Event()
+
+
+def _on_sigint(signum: int, frame: FrameType | None) -> None:
+    _INTERRUPTED.set()
+    raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def guard() -> Iterator[None]:
+    """Record SIGINT for the duration (main thread only; elsewhere a no-op)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    _INTERRUPTED.clear()
+    previous = signal.signal(signal.SIGINT, _on_sigint)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def interrupted() -> bool:
+    return _INTERRUPTED.is_set()
+
+
+def check() -> None:
+    """Raise KeyboardInterrupt if a SIGINT arrived, even one that was swallowed."""
+    if _INTERRUPTED.is_set():
+        raise KeyboardInterrupt
