@@ -1,11 +1,12 @@
-"""Helpers shared by the fusion and cleanup passes: constants, fresh initializers,
-bypassing a node while keeping graph outputs valid, and dropping dead constants.
+"""Helpers shared by the fusion and cleanup passes: the rewrite loop, constants, fresh
+initializers, bypassing a node while keeping graph outputs valid, and dropping dead
+constants.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 
 import numpy as np
 import onnx_ir as ir
@@ -24,6 +25,34 @@ def graph_nodes(model: ir.Model) -> Iterator[ir.Node]:
     for node in list(ir.traversal.RecursiveGraphIterator(model.graph)):
         if node.graph is not None:
             yield node
+
+
+def rewrite_nodes(
+    model: ir.Model,
+    rewrite: Callable[[ir.Node], str | None],
+    *,
+    log: logging.Logger,
+    refused: str,
+    summary: str,
+) -> ir.passes.PassResult:
+    """Offer every node to `rewrite` (see `graph_nodes`) and count the rewrites.
+
+    `rewrite` returns None when it rewrote the graph around the node, "" when the node
+    is not its pattern, and a reason when it refuses a match. Reasons are logged on the
+    pass's own `log` at debug level as ``refused % (node.name, reason)``, and the count,
+    when not zero, at info level as ``summary % count``. The result is modified iff some
+    node was rewritten.
+    """
+    count = 0
+    for node in graph_nodes(model):
+        reason = rewrite(node)
+        if reason:
+            log.debug(refused, node.name, reason)
+        elif reason is None:
+            count += 1
+    if count:
+        log.info(summary, count)
+    return ir.passes.PassResult(model, modified=bool(count))
 
 
 def is_op(node: ir.Node | None, op_type: str) -> bool:
@@ -60,6 +89,17 @@ def single_use(value: ir.Value) -> bool:
 def only_used_by(value: ir.Value, node: ir.Node) -> bool:
     """Every use of `value` is an input of `node` and it is not a graph output."""
     return not value.is_graph_output() and all(use.node is node for use in value.uses())
+
+
+def exclusive_constant(value: ir.Value, node: ir.Node, what: str) -> np.ndarray | str:
+    """`value` as an array when it is a constant that only `node` reads (so rewriting it
+    changes nothing elsewhere), else the reason, naming the input as `what`."""
+    array = constant(value)
+    if array is None:
+        return f"{what} is not a constant"
+    if not only_used_by(value, node):
+        return f"{what} is shared with other nodes"
+    return array
 
 
 def _names_in(graph: ir.Graph) -> set[str]:
@@ -128,6 +168,19 @@ def remove_dead(values: Iterable[ir.Value | None]) -> None:
             graph.initializers.pop(value.name)
         elif producer is not None and is_op(producer, "Constant") and producer.graph is not None:
             producer.graph.remove(producer, safe=True)
+
+
+def batchnorm_producer(bn: ir.Node, op_types: Collection[str]) -> ir.Node | str:
+    """The node, of one of `op_types`, whose output BatchNormalization `bn` normalizes and
+    nothing else reads; else the reason ("" when `bn` is not a BN fed by such a node)."""
+    if not is_op(bn, "BatchNormalization") or bn.inputs[0] is None:
+        return ""
+    producer = bn.inputs[0].producer()
+    if producer is None or not any(is_op(producer, op_type) for op_type in op_types):
+        return ""
+    if not single_use(producer.outputs[0]):
+        return f"the {producer.op_type} output has other users or is a graph output"
+    return producer
 
 
 def batchnorm_affine(bn: ir.Node, opset_version: int) -> tuple[np.ndarray, np.ndarray] | str:

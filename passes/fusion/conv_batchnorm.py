@@ -56,29 +56,20 @@ class FuseConvBatchNormPass(ir.passes.InPlacePass):
     """Conv → BatchNormalization becomes one Conv with folded weights and bias."""
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
-        count = 0
         opset_version = _common.opset(model)
-        for node in _common.graph_nodes(model):
-            match = self._match(node, opset_version)
-            if isinstance(match, str):
-                if match:
-                    logger.debug("not folding %s: %s", node.name, match)
-                continue
-            self._rewrite(match)
-            count += 1
-        if count:
-            logger.info("folded %d BatchNormalization nodes into Conv", count)
-        return ir.passes.PassResult(model, modified=bool(count))
+        return _common.rewrite_nodes(
+            model,
+            lambda node: self._fold(node, opset_version),
+            log=logger,
+            refused="not folding %s: %s",
+            summary="folded %d BatchNormalization nodes into Conv",
+        )
 
-    def _match(self, bn: ir.Node, opset_version: int) -> _Match | str:
-        if not _common.is_op(bn, "BatchNormalization") or bn.inputs[0] is None:
-            return ""
-        conv = bn.inputs[0].producer()
-        if not _common.is_op(conv, "Conv"):
-            return ""
-        assert conv is not None
-        if not _common.single_use(conv.outputs[0]):
-            return "the Conv output has other users or is a graph output"
+    def _fold(self, bn: ir.Node, opset_version: int) -> str | None:
+        """Fold `bn` into its Conv; return None when done, a reason (or "") when not."""
+        conv = _common.batchnorm_producer(bn, ("Conv",))
+        if isinstance(conv, str):
+            return conv
         if not _common.can_bypass(bn.outputs[0], conv.outputs[0]):
             return "the BN output is a graph output that the Conv output cannot take over"
         w_value = conv.inputs[1]
@@ -92,11 +83,9 @@ class FuseConvBatchNormPass(ir.passes.InPlacePass):
             return "the Conv weight is shared with other nodes"
         bias = None
         if b_value is not None:
-            bias = _common.constant(b_value)
-            if bias is None:
-                return "the Conv bias is not a constant"
-            if not _common.only_used_by(b_value, conv):
-                return "the Conv bias is shared with other nodes"
+            bias = _common.exclusive_constant(b_value, conv, "the Conv bias")
+            if isinstance(bias, str):
+                return bias
         affine = _common.batchnorm_affine(bn, opset_version)
         if isinstance(affine, str):
             return affine
@@ -104,7 +93,8 @@ class FuseConvBatchNormPass(ir.passes.InPlacePass):
         channels = weight.shape[0]
         if scale.shape != (channels,) or (bias is not None and bias.shape != (channels,)):
             return "BN parameters or Conv bias do not match the Conv output channels"
-        return _Match(conv, bn, weight, bias, scale, shift)
+        self._rewrite(_Match(conv, bn, weight, bias, scale, shift))
+        return None
 
     def _rewrite(self, m: _Match) -> None:
         graph = m.conv.graph

@@ -59,29 +59,21 @@ class FuseGemmBatchNormPass(ir.passes.InPlacePass):
     """Gemm → BatchNormalization (or 2-D MatMul → BN) becomes one Gemm."""
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
-        count = 0
         opset_version = _common.opset(model)
-        for node in _common.graph_nodes(model):
-            match = self._match(node, opset_version)
-            if isinstance(match, str):
-                if match:
-                    logger.debug("not folding %s: %s", node.name, match)
-                continue
-            self._rewrite(match)
-            count += 1
-        if count:
-            logger.info("folded %d BatchNormalization nodes into Gemm/MatMul", count)
-        return ir.passes.PassResult(model, modified=bool(count))
+        return _common.rewrite_nodes(
+            model,
+            lambda node: self._fold(node, opset_version),
+            log=logger,
+            refused="not folding %s: %s",
+            summary="folded %d BatchNormalization nodes into Gemm/MatMul",
+        )
 
-    def _match(self, bn: ir.Node, opset_version: int) -> _Match | str:
-        if not _common.is_op(bn, "BatchNormalization") or bn.inputs[0] is None:
-            return ""
-        producer = bn.inputs[0].producer()
+    def _fold(self, bn: ir.Node, opset_version: int) -> str | None:
+        """Fold `bn` into its Gemm/MatMul; return None when done, a reason (or "") when not."""
+        producer = _common.batchnorm_producer(bn, ("Gemm", "MatMul"))
+        if isinstance(producer, str):
+            return producer
         is_gemm = _common.is_op(producer, "Gemm")
-        if producer is None or not (is_gemm or _common.is_op(producer, "MatMul")):
-            return ""
-        if not _common.single_use(producer.outputs[0]):
-            return f"the {producer.op_type} output has other users or is a graph output"
         if not _common.can_bypass(bn.outputs[0], producer.outputs[0]):
             return "the BN output is a graph output the producer's output cannot take over"
         if len(producer.inputs) < 2 or producer.inputs[0] is None:
@@ -97,11 +89,9 @@ class FuseGemmBatchNormPass(ir.passes.InPlacePass):
             return "the weight is shared with other nodes"
         bias = None
         if c_value is not None:
-            bias = _common.constant(c_value)
-            if bias is None:
-                return "the Gemm C input is not a constant"
-            if not _common.only_used_by(c_value, producer):
-                return "the Gemm C input is shared with other nodes"
+            bias = _common.exclusive_constant(c_value, producer, "the Gemm C input")
+            if isinstance(bias, str):
+                return bias
         if is_gemm:
             trans_b = bool(producer.attributes.get_int("transB", 0))
             beta = producer.attributes.get_float("beta", 1.0)
@@ -124,7 +114,8 @@ class FuseGemmBatchNormPass(ir.passes.InPlacePass):
                 np.broadcast_shapes(bias.shape, (columns,))
             except ValueError:
                 return "the Gemm C input does not broadcast to the output columns"
-        return _Match(producer, bn, weight, bias, trans_b, beta, scale, shift)
+        self._rewrite(_Match(producer, bn, weight, bias, trans_b, beta, scale, shift))
+        return None
 
     def _rewrite(self, m: _Match) -> None:
         graph = m.producer.graph

@@ -49,21 +49,17 @@ class FuseMatMulAddPass(ir.passes.InPlacePass):
     """MatMul(x, W) + c becomes Gemm(x, W, c) for rank-2 x and constant W, c."""
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
-        count = 0
         opset_version = _common.opset(model)
-        for node in _common.graph_nodes(model):
-            match = self._match(node, opset_version)
-            if isinstance(match, str):
-                if match:
-                    logger.debug("not fusing %s: %s", node.name, match)
-                continue
-            self._rewrite(match)
-            count += 1
-        if count:
-            logger.info("fused %d MatMul+Add pairs into Gemm", count)
-        return ir.passes.PassResult(model, modified=bool(count))
+        return _common.rewrite_nodes(
+            model,
+            lambda node: self._fuse(node, opset_version),
+            log=logger,
+            refused="not fusing %s: %s",
+            summary="fused %d MatMul+Add pairs into Gemm",
+        )
 
-    def _match(self, add: ir.Node, opset_version: int) -> _Match | str:
+    def _fuse(self, add: ir.Node, opset_version: int) -> str | None:
+        """Fuse `add` and its MatMul; return None when done, a reason (or "") when not."""
         if not _common.is_op(add, "Add") or len(add.inputs) != 2:
             return ""
         for mm_index in (0, 1):
@@ -93,7 +89,8 @@ class FuseMatMulAddPass(ir.passes.InPlacePass):
         columns = weight.shape[1]
         if c.shape not in ((), (1,), (columns,), (1, columns)) or c.dtype != weight.dtype:
             return f"bias of shape {c.shape} does not broadcast along the last axis only"
-        return _Match(matmul, add, bias)
+        self._rewrite(_Match(matmul, add, bias))
+        return None
 
     def _rewrite(self, m: _Match) -> None:
         graph = m.add.graph

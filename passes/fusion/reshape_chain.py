@@ -70,21 +70,18 @@ class FoldReshapeChainPass(ir.passes.InPlacePass):
     """Reshape → Reshape becomes one Reshape; a shape-preserving Reshape is dropped."""
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
-        count = 0
-        for node in _common.graph_nodes(model):
-            if not _common.is_op(node, "Reshape") or node.inputs[0] is None:
-                continue
-            reason = self._fold(node)
-            if reason:
-                logger.debug("not folding %s: %s", node.name, reason)
-            elif reason is None:
-                count += 1
-        if count:
-            logger.info("folded %d Reshapes", count)
-        return ir.passes.PassResult(model, modified=bool(count))
+        return _common.rewrite_nodes(
+            model,
+            self._fold,
+            log=logger,
+            refused="not folding %s: %s",
+            summary="folded %d Reshapes",
+        )
 
     def _fold(self, second: ir.Node) -> str | None:
         """Rewrite around `second`; return None when done, a reason (or "") when not."""
+        if not _common.is_op(second, "Reshape") or second.inputs[0] is None:
+            return ""
         target = _target(second)
         if target is None:
             return "the target shape is not a constant 1-D tensor"

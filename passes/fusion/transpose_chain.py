@@ -42,21 +42,18 @@ class FoldTransposeChainPass(ir.passes.InPlacePass):
     """Transpose → Transpose becomes one Transpose, or nothing when they cancel."""
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
-        count = 0
-        for node in _common.graph_nodes(model):
-            if not _common.is_op(node, "Transpose") or node.inputs[0] is None:
-                continue
-            reason = self._fold(node)
-            if reason:
-                logger.debug("not folding %s: %s", node.name, reason)
-            elif reason is None:
-                count += 1
-        if count:
-            logger.info("folded %d Transposes", count)
-        return ir.passes.PassResult(model, modified=bool(count))
+        return _common.rewrite_nodes(
+            model,
+            self._fold,
+            log=logger,
+            refused="not folding %s: %s",
+            summary="folded %d Transposes",
+        )
 
     def _fold(self, second: ir.Node) -> str | None:
         """Rewrite around `second`; return None when done, a reason (or "") when not."""
+        if not _common.is_op(second, "Transpose") or second.inputs[0] is None:
+            return ""
         mid = second.inputs[0]
         assert mid is not None
         first = mid.producer()
