@@ -15,6 +15,8 @@ from typing import Protocol
 import numpy as np
 import onnx_ir as ir
 
+from compiler.errors import InvalidInput
+
 
 @dataclass(frozen=True)
 class Artifact:
@@ -34,6 +36,17 @@ class Runner(Protocol):
     def __exit__(self, *exc: object) -> None: ...
 
     def infer(self, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]: ...
+
+
+def check_feeds(feeds: Mapping[str, np.ndarray], input_names: list[str], name: str) -> None:
+    """Raise InvalidInput unless `feeds` names exactly the inputs `name` expects."""
+    missing = [n for n in input_names if n not in feeds]
+    unknown = [n for n in feeds if n not in input_names]
+    if missing or unknown:
+        raise InvalidInput(
+            f"inputs do not match {name}: missing {missing}, unknown {unknown}; "
+            f"it expects {input_names}"
+        )
 
 
 class Target(Protocol):

@@ -32,7 +32,7 @@ import onnx_ir as ir
 
 from compiler.errors import InvalidInput, TargetUnavailable, UsageError
 from compiler.io import atomic_path, save_onnx
-from targets.base import Artifact, register
+from targets.base import Artifact, check_feeds, register
 
 if TYPE_CHECKING:
     import onnxruntime as ort
@@ -181,13 +181,7 @@ class OrtRunner:
         """Run once; outputs in `output_names` order, as numpy arrays on the host."""
         if self._session is None:
             raise RuntimeError("runner is not active; use it as a context manager (with ... as r)")
-        missing = [n for n in self.input_names if n not in feeds]
-        unknown = [n for n in feeds if n not in self.input_names]
-        if missing or unknown:
-            raise InvalidInput(
-                f"inputs do not match {self.name}: missing {missing}, unknown {unknown}; "
-                f"it expects {self.input_names}"
-            )
+        check_feeds(feeds, self.input_names, self.name)
         start = time.perf_counter_ns()
         try:
             outputs = self._session.run(None, dict(feeds))

@@ -120,94 +120,106 @@ def _workspace(memory_bytes: int) -> int:
     return min(memory_bytes // 8, 4 * GiB)
 
 
-_JETSON = ("tensorrt", "cuda", "cpu")
+def _jetson(
+    name: str,
+    description: str,
+    *,
+    memory_bytes: int,
+    threads: int,
+    gpu: str,
+    compute_capability: tuple[int, int],
+    dla_cores: int,
+) -> DeviceProfile:
+    """A Jetson module: TensorRT by default, CUDA and the CPU too.
 
-_ALL = (
-    DeviceProfile(
-        name="jetson-orin-nano",
-        description="Jetson Orin Nano 8GB: 6-core Cortex-A78AE, 1024-core Ampere GPU, no DLA",
+    fp16 and int8 run natively on every Jetson GPU; 2:4 sparse tensor cores come
+    with compute capability 8.0 (Ampere); the builder workspace is `_workspace`.
+    """
+    return DeviceProfile(
+        name=name,
+        description=description,
         target="tensorrt",
-        targets=_JETSON,
+        targets=("tensorrt", "cuda", "cpu"),
         arch="aarch64",
-        memory_bytes=8 * GiB,
-        threads=6,
+        memory_bytes=memory_bytes,
+        threads=threads,
         supports_fp16=True,
         supports_int8=True,
-        supports_sparsity=True,
+        supports_sparsity=compute_capability >= (8, 0),
+        gpu=gpu,
+        compute_capability=compute_capability,
+        dla_cores=dla_cores,
+        max_workspace_bytes=_workspace(memory_bytes),
+    )
+
+
+def _cpu_board(
+    name: str, description: str, *, arch: str, memory_bytes: int, threads: int | None
+) -> DeviceProfile:
+    """A board without a CUDA GPU: onnxruntime on the CPU, int8 faster than fp32, fp16 not."""
+    return DeviceProfile(
+        name=name,
+        description=description,
+        target="cpu",
+        targets=("cpu",),
+        arch=arch,
+        memory_bytes=memory_bytes,
+        threads=threads,
+        supports_fp16=False,
+        supports_int8=True,
+    )
+
+
+_ALL = (
+    _jetson(
+        "jetson-orin-nano",
+        "Jetson Orin Nano 8GB: 6-core Cortex-A78AE, 1024-core Ampere GPU, no DLA",
+        memory_bytes=8 * GiB,
+        threads=6,
         gpu="Ampere sm_87",
         compute_capability=(8, 7),
         dla_cores=0,
-        max_workspace_bytes=_workspace(8 * GiB),
     ),
-    DeviceProfile(
-        name="jetson-orin-nx",
-        description="Jetson Orin NX 16GB: 8-core Cortex-A78AE, 1024-core Ampere GPU, 2 NVDLA v2",
-        target="tensorrt",
-        targets=_JETSON,
-        arch="aarch64",
+    _jetson(
+        "jetson-orin-nx",
+        "Jetson Orin NX 16GB: 8-core Cortex-A78AE, 1024-core Ampere GPU, 2 NVDLA v2",
         memory_bytes=16 * GiB,
         threads=8,
-        supports_fp16=True,
-        supports_int8=True,
-        supports_sparsity=True,
         gpu="Ampere sm_87",
         compute_capability=(8, 7),
         dla_cores=2,
-        max_workspace_bytes=_workspace(16 * GiB),
     ),
-    DeviceProfile(
-        name="jetson-orin-agx",
-        description="Jetson AGX Orin 64GB: 12-core Cortex-A78AE, 2048-core Ampere GPU, 2 NVDLA v2",
-        target="tensorrt",
-        targets=_JETSON,
-        arch="aarch64",
+    _jetson(
+        "jetson-orin-agx",
+        "Jetson AGX Orin 64GB: 12-core Cortex-A78AE, 2048-core Ampere GPU, 2 NVDLA v2",
         memory_bytes=64 * GiB,
         threads=12,
-        supports_fp16=True,
-        supports_int8=True,
-        supports_sparsity=True,
         gpu="Ampere sm_87",
         compute_capability=(8, 7),
         dla_cores=2,
-        max_workspace_bytes=_workspace(64 * GiB),
     ),
-    DeviceProfile(
-        name="jetson-xavier-nx",
-        description="Jetson Xavier NX 8GB: 6-core Carmel, 384-core Volta GPU, 2 NVDLA",
-        target="tensorrt",
-        targets=_JETSON,
-        arch="aarch64",
+    _jetson(
+        "jetson-xavier-nx",
+        "Jetson Xavier NX 8GB: 6-core Carmel, 384-core Volta GPU, 2 NVDLA",
         memory_bytes=8 * GiB,
         threads=6,
-        supports_fp16=True,
-        supports_int8=True,
-        supports_sparsity=False,
         gpu="Volta sm_72",
         compute_capability=(7, 2),
         dla_cores=2,
-        max_workspace_bytes=_workspace(8 * GiB),
     ),
-    DeviceProfile(
-        name="raspberry-pi-5",
-        description="Raspberry Pi 5 8GB: 4-core Cortex-A76 (BCM2712), no CUDA GPU",
-        target="cpu",
-        targets=("cpu",),
+    _cpu_board(
+        "raspberry-pi-5",
+        "Raspberry Pi 5 8GB: 4-core Cortex-A76 (BCM2712), no CUDA GPU",
         arch="aarch64",
         memory_bytes=8 * GiB,
         threads=4,
-        supports_fp16=False,
-        supports_int8=True,
     ),
-    DeviceProfile(
-        name="x86-avx2",
-        description="a generic x86-64 CPU with AVX2, onnxruntime on the CPU",
-        target="cpu",
-        targets=("cpu",),
+    _cpu_board(
+        "x86-avx2",
+        "a generic x86-64 CPU with AVX2, onnxruntime on the CPU",
         arch="x86_64",
         memory_bytes=16 * GiB,
         threads=None,
-        supports_fp16=False,
-        supports_int8=True,
     ),
 )
 

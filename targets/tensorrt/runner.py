@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 
 from compiler.errors import InvalidInput, TargetUnavailable
+from targets.base import check_feeds
 from targets.tensorrt.build import import_tensorrt, trt_logger
 
 logger = logging.getLogger(__name__)
@@ -226,13 +227,7 @@ class TrtRunner:
         """Run once; outputs in `output_names` order, as numpy arrays on the host."""
         if self._context is None:
             raise RuntimeError("runner is not active; use it as a context manager (with ... as r)")
-        missing = [n for n in self.input_names if n not in feeds]
-        unknown = [n for n in feeds if n not in self.input_names]
-        if missing or unknown:
-            raise InvalidInput(
-                f"inputs do not match {self.name}: missing {missing}, unknown {unknown}; "
-                f"it expects {self.input_names}"
-            )
+        check_feeds(feeds, self.input_names, self.name)
         cudart, context, stream = self._cudart, self._context, self._stream
         assert cudart is not None
         h2d = cudart.cudaMemcpyKind.cudaMemcpyHostToDevice
