@@ -102,7 +102,8 @@ def exclusive_constant(value: ir.Value, node: ir.Node, what: str) -> np.ndarray 
     return array
 
 
-def _names_in(graph: ir.Graph) -> set[str]:
+def value_names(graph: ir.Graph) -> set[str]:
+    """Every value name in `graph`: inputs, initializers and node outputs."""
     names = {v.name for v in graph.inputs if v.name}
     names.update(name for name in graph.initializers if name)
     for node in graph:
@@ -112,7 +113,7 @@ def _names_in(graph: ir.Graph) -> set[str]:
 
 def new_initializer(graph: ir.Graph, base: str, array: np.ndarray) -> ir.Value:
     """Register `array` as an initializer named after `base`, unique in `graph`."""
-    taken = _names_in(graph)
+    taken = value_names(graph)
     name, i = base, 0
     while name in taken:
         i += 1

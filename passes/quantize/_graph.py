@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import onnx_ir as ir
 
-from passes.fusion._common import constant  # noqa: F401  (re-exported: one definition)
+# re-exported: one definition each
+from passes.fusion._common import constant, new_initializer, value_names  # noqa: F401
 
 FLOAT_TYPES = frozenset({ir.DataType.FLOAT, ir.DataType.FLOAT16, ir.DataType.DOUBLE})
 
@@ -73,14 +74,6 @@ def unique_name(graph: ir.Graph, base: str, taken: set[str]) -> str:
         name = f"{base}_{i}"
     taken.add(name)
     return name
-
-
-def value_names(graph: ir.Graph) -> set[str]:
-    names = {v.name for v in graph.inputs if v.name}
-    names.update(n for n in graph.initializers if n)
-    for node in graph:
-        names.update(v.name for v in node.outputs if v.name)
-    return names
 
 
 def ort_session(model_bytes: bytes, *, threads: int = 0, optimize: bool = False):  # type: ignore[no-untyped-def]

@@ -152,14 +152,8 @@ def _add_shadows(qmodel: ir.Model, model: ir.Model, names: set[str]) -> dict[str
             arr = _graph.constant(ref.inputs[i])
             if arr is None:
                 break
-            name = _graph.unique_name(graph, f"{node.name}_shadow_in{i}", taken)
-            v = ir.Value(
-                name=name,
-                shape=ir.Shape(arr.shape),
-                type=ir.TensorType(ir.DataType.from_numpy(arr.dtype)),
-                const_value=ir.tensor(arr, name=name),
-            )
-            graph.register_initializer(v)
+            v = _graph.new_initializer(graph, f"{node.name}_shadow_in{i}", arr)
+            taken.add(v.name or "")
             inputs.append(v)
         else:
             out = ir.Value(name=_graph.unique_name(graph, f"{node.name}_shadow", taken))
@@ -186,19 +180,10 @@ def _subtract_bias(model: ir.Model, node: ir.Node, shift: np.ndarray) -> None:
         if old.const_value is not None and old.is_initializer():
             old.const_value = ir.tensor(new, name=old.name)
             return
-        name = _graph.unique_name(graph, f"{node.name}_bias", _graph.value_names(graph))
     else:
         w = _graph.constant(node.inputs[1])
         dtype = w.dtype if w is not None else np.float32
         new = (-shift).astype(dtype)
-        name = _graph.unique_name(graph, f"{node.name}_bias", _graph.value_names(graph))
         if len(node.inputs) < 3:
             node.resize_inputs(3)
-    value = ir.Value(
-        name=name,
-        shape=ir.Shape(new.shape),
-        type=ir.TensorType(ir.DataType.from_numpy(new.dtype)),
-        const_value=ir.tensor(new, name=name),
-    )
-    graph.register_initializer(value)
-    node.replace_input_with(2, value)
+    node.replace_input_with(2, _graph.new_initializer(graph, f"{node.name}_bias", new))

@@ -242,15 +242,7 @@ def _set_const(graph: ir.Graph, node: ir.Node, idx: int, array: np.ndarray) -> N
     if value.is_initializer() and value.const_value is not None:
         value.const_value = ir.tensor(array, name=value.name)
         return
-    name = _graph.unique_name(graph, f"{node.name}_in{idx}_eq", _graph.value_names(graph))
-    new = ir.Value(
-        name=name,
-        shape=ir.Shape(array.shape),
-        type=ir.TensorType(ir.DataType.from_numpy(array.dtype)),
-        const_value=ir.tensor(array, name=name),
-    )
-    graph.register_initializer(new)
-    node.replace_input_with(idx, new)
+    node.replace_input_with(idx, _graph.new_initializer(graph, f"{node.name}_in{idx}_eq", array))
 
 
 def _set_clip_max(graph: ir.Graph, clip: ir.Node, top: float) -> None:
@@ -260,14 +252,7 @@ def _set_clip_max(graph: ir.Graph, clip: ir.Node, top: float) -> None:
     old = clip.inputs[2] if len(clip.inputs) > 2 else None
     dtype = old.dtype.numpy() if old is not None and old.dtype is not None else np.float32
     arr = np.asarray(top, dtype=dtype)
-    name = _graph.unique_name(graph, f"{clip.name or 'clip'}_max_eq", _graph.value_names(graph))
-    new = ir.Value(
-        name=name,
-        shape=ir.Shape([]),
-        type=ir.TensorType(ir.DataType.from_numpy(arr.dtype)),
-        const_value=ir.tensor(arr, name=name),
-    )
-    graph.register_initializer(new)
+    new = _graph.new_initializer(graph, f"{clip.name or 'clip'}_max_eq", arr)
     if len(clip.inputs) < 3:
         clip.resize_inputs(3)
     clip.replace_input_with(2, new)
