@@ -54,6 +54,27 @@ def atomic_path(final: Path) -> Iterator[Path]:
         raise
 
 
+def atomic_torch_save(state: object, final: Path) -> None:
+    """`torch.save(state)` to `final` through a synced temporary file beside it: a
+    crash or Ctrl-C leaves the previous file (a weight cache, a QAT checkpoint) or
+    none, never a torn one. OSErrors propagate as they are (callers decide)."""
+    import torch
+
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp_name, final)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp_name)
+        raise
+
+
 def atomic_write_bytes(final: Path, data: bytes) -> None:
     with atomic_path(final) as tmp:
         tmp.write_bytes(data)

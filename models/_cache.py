@@ -15,12 +15,13 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from compiler.io import atomic_torch_save
 
 log = logging.getLogger(__name__)
 
@@ -61,21 +62,6 @@ def deterministic_torch(seed: int) -> Iterator[None]:
             torch.set_num_threads(prev_threads)
 
 
-def _atomic_save(state: StateDict, final: Path) -> None:
-    final.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(state, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp_name, final)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp_name)
-        raise
-
-
 def load_or_create(
     name: str, recipe: Mapping[str, Any], create: Callable[[], StateDict]
 ) -> StateDict:
@@ -97,7 +83,7 @@ def load_or_create(
     log.info("building %s weights (not cached yet at %s)", name, path)
     state = {k: v.detach().clone().contiguous() for k, v in create().items()}
     try:
-        _atomic_save(state, path)
+        atomic_torch_save(state, path)
     except OSError as e:
         log.warning("cannot write cache file %s (%s); continuing without caching", path, e)
     return state

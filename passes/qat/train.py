@@ -42,7 +42,6 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -55,6 +54,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from compiler.io import atomic_torch_save
 from passes.qat.export import export_qat
 from passes.qat.fake_quant import QuantLayer
 from passes.qat.graph import QUANTIZERS
@@ -299,7 +299,7 @@ def qat(
                     "ptq": state["ptq"],
                     "structure": qm.structure,
                 }
-                _save_checkpoint(path, ckpt)
+                atomic_torch_save(ckpt, path)
         times["train"] = time.perf_counter() - t2
 
         student.eval()
@@ -555,21 +555,6 @@ def _fingerprint(
         h.update(name.encode())
         h.update(t.detach().cpu().contiguous().numpy().tobytes())
     return h.hexdigest()
-
-
-def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(state, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
 
 
 def _load_checkpoint(path: Path | None, fingerprint: str) -> dict[str, Any] | None:
