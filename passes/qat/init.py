@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from passes.qat.prepare import QatModel
+from passes.quantize.fold import int8_weight
 
 
 def calibrate(
@@ -117,11 +118,10 @@ def init_from_ptq(
         node = nodes.get(name)
         if node is None:
             raise RuntimeError(f"PTQ's model lost node {name!r}")
-        dq = node.inputs[1].producer() if node.inputs[1] is not None else None
-        if dq is None or dq.op_type != "DequantizeLinear":
+        stored = int8_weight(node.inputs[1])
+        if stored is None:
             raise RuntimeError(f"PTQ left the weight of {name!r} in float")
-        q, scale = _const(dq.inputs[0]), _const(dq.inputs[1])
-        axis = dq.attributes["axis"].as_int() if "axis" in dq.attributes else 1
+        q, scale, axis = stored
         shape = [1] * q.ndim
         if scale.ndim:
             shape[axis % q.ndim] = -1
@@ -135,11 +135,8 @@ def init_from_ptq(
             layer.fix_weight_scale(torch.from_numpy(scale.astype(np.float32)))
         if len(node.inputs) > 2 and node.inputs[2] is not None:
             b_value = node.inputs[2]
-            p = b_value.producer()
-            if p is not None and p.op_type == "DequantizeLinear":
-                b = _const(p.inputs[0]).astype(np.float32) * _const(p.inputs[1])
-            else:
-                b = _const(b_value)
+            b_int = int8_weight(b_value)  # int32 bias behind a DQ or folded
+            b = b_int[0].astype(np.float32) * b_int[1] if b_int is not None else _const(b_value)
             layer.ensure_bias()
             with torch.no_grad():
                 layer.layer.bias.copy_(torch.from_numpy(b.astype(np.float32)))  # type: ignore[union-attr]

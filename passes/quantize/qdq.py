@@ -7,7 +7,8 @@ Rewrite, for the plan of `plan.plan_quantization` (which tensors, weights, biase
   range is first clamped to the interval of the Relu/Clip that produced x.
 - constant weight W (float) → a new int8 initializer Wq and ``DQ(Wq, s_w, 0, axis)``,
   per output channel; the float W is dropped once nothing reads it, so the file
-  really shrinks to about a quarter. Rounding is to nearest unless `weights`
+  really shrinks to about a quarter (for a layer that computes in float, onnxruntime's
+  flavour writes ``Mul(Cast(Wq), s_w)`` instead, which it folds at load: `fold.py`). Rounding is to nearest unless `weights`
   supplies the rounded values and scales a data-aware rounding chose (`rounding`).
 - bias b of a quantized Conv/Gemm (when the spec wants int32 biases) →
   int32 ``round(b / (s_x * s_w))`` and ``DQ(bq, s_x * s_w, 0, axis=0)``.
@@ -30,6 +31,7 @@ import numpy as np
 import onnx_ir as ir
 
 from passes.quantize import _graph
+from passes.quantize.fold import fold_float_weights, int8_weight
 from passes.quantize.params import activation_qparams, quantize_bias, quantize_weight
 from passes.quantize.plan import QuantPlan, plan_quantization
 from passes.quantize.spec import QuantSpec
@@ -156,6 +158,8 @@ class _Inserter:
             self._bias(b)
         for w in self.plan.weights:
             self._weight(w)
+        if self.spec.fold_float_weights:
+            fold_float_weights(self.graph)
 
     def _activation(self, name, site) -> None:  # type: ignore[no-untyped-def]
         value: ir.Value = site.value
@@ -276,6 +280,9 @@ def count_qdq(model: ir.Model) -> dict[str, dict[str, int]]:
         c = Counter()  # type: ignore[var-annotated]
         for v in node.inputs:
             p = v.producer() if v is not None else None
+            if p is not None and _graph.is_std(p, "Mul") and (w := int8_weight(v)) is not None:
+                c["bias" if w[0].dtype == np.int32 else "weight"] += 1  # folded (fold.py)
+                continue
             if p is None or not _graph.is_std(p, "DequantizeLinear"):
                 continue
             src = p.inputs[0]

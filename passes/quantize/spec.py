@@ -59,6 +59,9 @@ class QuantSpec:
         bias_int32: store Conv/Gemm biases as int32 with scale x_scale * w_scale.
         float_stem: the stem (the Conv reading a model input and the depthwise Convs
             right after it) computes in float with int8 weights (`plan.stem_nodes`).
+        fold_float_weights: store the int8 weights of layers that compute in float
+            as Cast → Mul, which onnxruntime folds at load, instead of a
+            DequantizeLinear it runs on every call (`fold.py`).
     """
 
     name: str
@@ -75,6 +78,7 @@ class QuantSpec:
     quantize_graph_outputs: bool = False
     bias_int32: bool = True
     float_stem: bool = True
+    fold_float_weights: bool = False
 
     def __post_init__(self) -> None:
         if self.activation_dtype not in _INT_TYPES:
@@ -140,6 +144,7 @@ CPU_SPEC = QuantSpec(
     residual_add="all",
     quantize_graph_outputs=False,
     bias_int32=True,
+    fold_float_weights=True,
 )
 
 TENSORRT_SPEC = QuantSpec(

@@ -31,7 +31,8 @@ from passes.qat.graph import QatUnsupported
 from passes.qat.init import calibrate
 from passes.qat.prepare import prepare_qat
 from passes.quantize.calibrate import collect_stats
-from passes.quantize.plan import plan_quantization
+from passes.quantize.fold import int8_weight
+from passes.quantize.plan import plan_quantization, stem_nodes
 from passes.quantize.qdq import InsertQdqPass, count_qdq
 from passes.quantize.spec import CPU_SPEC, TENSORRT_SPEC
 from tests.passes.qat.qat_models import DataDependent, FunctionalWeight, tiny_mobile, tiny_resnet
@@ -130,7 +131,12 @@ def test_spec_rules_of_the_export(exported) -> None:
                 assert axis == (0 if consumer.op_type in ("Conv", "Gemm") else axis)
             else:
                 assert src.dtype == np.int32 and spec.bias_int32
-    assert n_weights == sum(1 for n in model.graph if n.op_type in ("Conv", "Gemm"))
+    weighted = [n for n in model.graph if n.op_type in ("Conv", "Gemm")]
+    stored = [int8_weight(n.inputs[1]) for n in weighted]
+    assert all(w is not None and w[0].dtype == np.int8 for w in stored)  # float layers too
+    n_folded = sum(1 for n in weighted if n.inputs[1].producer().op_type == "Mul")
+    assert n_folded == (len(stem_nodes(model.graph)) if spec.fold_float_weights else 0)
+    assert n_weights + n_folded == len(weighted)
     assert not [
         v
         for v in model.graph.initializers.values()

@@ -8,6 +8,7 @@ import onnx_ir as ir
 import pytest
 
 from passes.quantize import CPU_SPEC, TENSORRT_SPEC, InsertQdqPass, _graph, count_qdq
+from passes.quantize.fold import int8_weight
 from passes.quantize.plan import plan_quantization
 from tests.passes.quantize import _models
 
@@ -175,11 +176,64 @@ def test_excluded_node_reads_float_and_keeps_int8_weights() -> None:
     dw = next(n for n in q.graph if n.name == "Conv_2")
     x_in, w_in, b_in = dw.inputs
     assert x_in.name == "r1"  # float activation (not a DequantizeLinear output)
-    assert w_in.producer().op_type == "DequantizeLinear"  # weight-only int8 storage
+    # weight-only int8 storage, folded by onnxruntime at load (fold.py)
+    q_w, s_w, axis = int8_weight(w_in)
+    assert w_in.producer().op_type == "Mul" and q_w.dtype == np.int8 and axis == 0
     assert b_in.is_initializer() and b_in.dtype == ir.DataType.FLOAT
     # r1 is still quantized for the Add (a quantized op) that also reads it
     add = next(n for n in q.graph if n.op_type == "Add")
     assert all(v.producer().op_type == "DequantizeLinear" for v in add.inputs)
+
+
+def test_tensorrt_flavour_keeps_dequantize_for_float_layers() -> None:
+    _, q, _ = _quantized(TRT, exclude=["Conv_2"])
+    dw = next(n for n in q.graph if n.name == "Conv_2")
+    assert dw.inputs[1].producer().op_type == "DequantizeLinear"
+
+
+def _ort_optimized(model: ir.Model, tmp_path) -> onnx.ModelProto:  # type: ignore[no-untyped-def]
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+    opts.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+    ort.InferenceSession(_graph.model_bytes(model), opts, providers=["CPUExecutionProvider"])
+    return onnx.load(tmp_path / "optimized.onnx")
+
+
+def test_folded_weights_compute_as_dequantize_and_fold_at_load(tmp_path) -> None:
+    """Cast → Mul gives DequantizeLinear's numbers, and onnxruntime folds it into a float
+    initializer when the session is created (a weight DQ it keeps and runs every call)."""
+    keep = ["Conv_2", "Add_5"]
+    model, folded, x = _quantized(CPU, exclude=keep)
+    _, plain, _ = _quantized(CPU.replace(fold_float_weights=False), exclude=keep)
+    assert np.array_equal(_models.run(folded, {"x": x}), _models.run(plain, {"x": x}))
+    np.testing.assert_allclose(
+        _models.run(folded, {"x": x}, optimize=True),
+        _models.run(plain, {"x": x}, optimize=True),
+        rtol=1e-5,
+        atol=1e-5,
+    )
+    # Conv_2 reads float r1; Conv_4 reads int8 r2 but writes float c3 (Add_5 is float),
+    # and Conv_0 writes r1, which only float layers read: no integer kernel for any of
+    # them. The Gemm runs one.
+    producers = {
+        n.name: n.inputs[1].producer().op_type
+        for n in folded.graph
+        if n.op_type in ("Conv", "Gemm")
+    }
+    assert producers == {
+        "Conv_0": "Mul",
+        "Conv_2": "Mul",
+        "Conv_4": "Mul",
+        "Gemm_8": "DequantizeLinear",
+    }
+    ops = {n.op_type for n in _ort_optimized(folded, tmp_path).graph.node}
+    assert "Cast" not in ops and "Mul" not in ops  # folded at load
+    kept = [
+        n for n in _ort_optimized(plain, tmp_path).graph.node if n.op_type == "DequantizeLinear"
+    ]
+    assert any(n.input[0].endswith("_quantized") for n in kept)  # the unfolded form stays
 
 
 def test_missing_range_is_an_error() -> None:
@@ -200,6 +254,7 @@ def test_float_stem_of_the_flavours() -> None:
     model, q, _ = _quantized(CPU_SPEC)
     stem = next(n for n in q.graph if n.name == "Conv_0")
     assert stem.inputs[0].name == "x"  # the image is not quantized
-    assert stem.inputs[1].producer().op_type == "DequantizeLinear"  # int8 weight all the same
+    assert int8_weight(stem.inputs[1])[0].dtype == np.int8  # int8 weight all the same
+    assert stem.inputs[1].producer().op_type == "Mul"  # folded by onnxruntime at load
     counts = count_qdq(q)
     assert counts["Conv"]["input"] == 2 and counts["Conv"]["weight"] == 3
