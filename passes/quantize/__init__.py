@@ -23,10 +23,11 @@ copy of the float model (the input model is not modified):
 6. `sensitivity` / `min_sqnr_db` / `min_agreement` — per-layer sensitivity (one
    layer int8 with its own bias correction, the rest exact FP32) and float fallback
    until the budget holds on a calibration subset (`sensitivity.py`); the biases
-   are corrected again for the layers that stay float. Opt-in: every float
-   island costs a dequantize/quantize boundary and loses the integer kernels of its
-   neighbours (17 float layers made MobileNetV2 1.33x slower than FP32,
-   bench/results/quantize_compare.json);
+   are corrected again for the layers that stay float. Opt-in: a float layer runs
+   at FP32 speed and every float island costs a dequantize/quantize boundary and
+   layout changes (17 float layers: MobileNetV2 at 0.82x FP32 latency against
+   0.52x all-int8, bench/results/quantize_compare.json; their int8 weights are
+   folded by onnxruntime at load, `fold.py`);
 7. Q/DQ insertion as the target's `QuantSpec` says (`qdq.py`).
 
 Defaults, chosen by measurement on the zoo's MobileNetV2 (int8 run by
@@ -35,9 +36,8 @@ range search use a validation split of *calibration* crops (samples 256-512)
 beside the held-out crops, so they are not tuned on the reported numbers.
 Percentile 99.99 ranges (logit SQNR of activation-only quantization: minmax
 12.8 dB, mse 15.1, entropy 2.5, percentile 99.9 / 99.99 / 99.999: 15.9 / 19.0 /
-14.5); GPTQ (weight-only SQNR 18.8 → 29.9 dB); float stem (+1.0 dB; its
-latency cost, 2.6% when sessions were timed call by call, was 10-20% of the INT8
-time in block-timed development runs); bias correction (+0.2–2 dB, more with round-to-nearest). Range search
+14.5); GPTQ (weight-only SQNR 18.8 → 29.9 dB); float stem (+1.1 dB for 0.508x →
+0.529x FP32 latency, block-paired, with its weights folded at load); bias correction (+0.2–2 dB, more with round-to-nearest). Range search
 with dense equalization at 0.5: validation 20.4 → 21.9 dB, held-out 20.5 → 21.8
 dB (search alone +0.6 / +0.9; searching the residual stream's tensors too lost
 0.3–0.5 dB, so they keep their percentile ranges). About 25 s for 256 samples on

@@ -12,7 +12,8 @@ pre-packed NCHWc weights. Written as
 the same numbers (DequantizeLinear with zero point 0 computes ``float(q) * s``) are
 folded into a float initializer when the session is created. Measured on the zoo's
 MobileNetV2, onnxruntime CPU, 2 threads, block-paired latency against FP32: default
-INT8 (float stem) 0.575x → 0.529x; with 8 further float layers 1.01x → 0.87x.
+INT8 (float stem) 0.575x → 0.529x, 8 further float layers 1.01x → 0.87x (development
+run); bench/results/quantize_compare.json: 0.571x → 0.520x, 17 float layers 1.33x → 0.82x.
 
 Only for onnxruntime (`QuantSpec.fold_float_weights`): TensorRT reads weight DQs itself.
 """
