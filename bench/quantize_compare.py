@@ -91,6 +91,10 @@ def _latencies(sessions: dict[str, Any], x: np.ndarray) -> dict[str, Any]:
     return stats
 
 
+def _step(what: str) -> None:
+    print(f"  {time.strftime('%H:%M:%S')} {what}", flush=True)
+
+
 def run(out_path: Path) -> dict[str, Any]:
     import onnx_ir as ir
     from onnxruntime.quantization import (
@@ -126,6 +130,7 @@ def run(out_path: Path) -> dict[str, Any]:
                 batch = next(self.it, None)
                 return None if batch is None else {name: batch}
 
+        _step("onnxruntime quantize_static, 64 crops")
         t = time.perf_counter()
         quantize_static(
             str(paths["fp32"]),
@@ -138,6 +143,7 @@ def run(out_path: Path) -> dict[str, Any]:
         )
         ort_seconds = time.perf_counter() - t
 
+        _step(f"edgec quantize, {EDGEC_CALIB} crops")
         t = time.perf_counter()
         q_model, summary = quantize(fp32_model, calib, samples=EDGEC_CALIB, threads=THREADS)
         edgec_seconds = time.perf_counter() - t
@@ -145,6 +151,7 @@ def run(out_path: Path) -> dict[str, Any]:
 
         # the same, with --auto-fallback's budget (decided on calibration crops)
         paths["edgec_fallback"] = Path(tmp) / "edgec_fallback.onnx"
+        _step(f"edgec quantize with auto-fallback to agreement {FALLBACK_BUDGET}")
         t = time.perf_counter()
         fb_model, fb_summary = quantize(
             fp32_model, calib, samples=EDGEC_CALIB, threads=THREADS, min_agreement=FALLBACK_BUDGET
@@ -153,6 +160,7 @@ def run(out_path: Path) -> dict[str, Any]:
         save_onnx(fb_model, paths["edgec_fallback"])
 
         sessions = {k: _session(p) for k, p in paths.items()}
+        _step(f"accuracy on {EVAL} held-out and {VALIDATION} validation crops")
         outs = {
             k: np.concatenate(
                 [s.run(None, {name: x_eval[i : i + 32]})[0] for i in range(0, EVAL, 32)]
@@ -165,6 +173,7 @@ def run(out_path: Path) -> dict[str, Any]:
             )
             for k, s in sessions.items()
         }
+        _step(f"latency, {ROUNDS} calls per model in blocks of {BLOCK}")
         lat = _latencies(sessions, x_eval[:1])
         sizes = {k: p.stat().st_size for k, p in paths.items()}
 
