@@ -194,21 +194,35 @@ class _Inserter:
         if key not in self.dq_of:
             q, scale = self._quantize_weight(value, arr, site.axis)
             base = value.name or "weight"
-            qv = self._init(f"{base}_quantized", q)
-            sv = self._init(f"{base}_scale", scale)
-            zv = self._init(f"{base}_zero_point", np.zeros(scale.shape, np.int8))
-            dq = self._node(
-                "DequantizeLinear",
-                [qv, sv, zv],
-                base,
-                value.dtype or ir.DataType.FLOAT,
-                value.shape,
-                site.axis,
-            )
-            self.graph.insert_before(node, [dq])
-            self.dq_of[key] = dq.outputs[0]
+            self.dq_of[key] = self._stored(base, base, q, scale, value, site.axis, node)
         node.replace_input_with(site.index, self.dq_of[key])
         _drop_if_unused(self.graph, value)
+
+    def _stored(
+        self,
+        base: str,
+        params_base: str,
+        q: np.ndarray,
+        scale: np.ndarray,
+        like: ir.Value,
+        axis: int,
+        before: ir.Node,
+    ) -> ir.Value:
+        """`q` as an integer initializer behind ``DequantizeLinear(q, scale, 0, axis)``
+        (zero point of q's type), inserted before `before`; returns the float value."""
+        qv = self._init(f"{base}_quantized", q)
+        sv = self._init(f"{params_base}_scale", scale)
+        zv = self._init(f"{params_base}_zero_point", np.zeros(scale.shape, q.dtype))
+        dq = self._node(
+            "DequantizeLinear",
+            [qv, sv, zv],
+            base,
+            like.dtype or ir.DataType.FLOAT,
+            like.shape,
+            axis,
+        )
+        self.graph.insert_before(before, [dq])
+        return dq.outputs[0]
 
     def _quantize_weight(
         self, value: ir.Value | None, arr: np.ndarray, axis: int | None
@@ -241,19 +255,8 @@ class _Inserter:
             return False
         q, scale = quantize_bias(b, x_scale, w_scale)
         base = bias_value.name or "bias"
-        qv = self._init(f"{base}_quantized", q)
-        sv = self._init(f"{base}_quantized_scale", scale)
-        zv = self._init(f"{base}_quantized_zero_point", np.zeros(scale.shape, np.int32))
-        dq = self._node(
-            "DequantizeLinear",
-            [qv, sv, zv],
-            base,
-            bias_value.dtype or ir.DataType.FLOAT,
-            bias_value.shape,
-            0,
-        )
-        self.graph.insert_before(node, [dq])
-        node.replace_input_with(site.index, dq.outputs[0])
+        stored = self._stored(base, f"{base}_quantized", q, scale, bias_value, 0, node)
+        node.replace_input_with(site.index, stored)
         _drop_if_unused(self.graph, bias_value)
         return True
 
