@@ -184,12 +184,9 @@ def load_arrays(
     try:
         loaded = np.load(path, allow_pickle=False)
     except Exception as e:
-        why = (
-            "it holds pickled Python objects, which edgec does not load"
-            if "allow_pickle" in str(e)
-            else type(e).__name__
-        )
-        raise InvalidInput(f"{path} is not a readable .npy/.npz file ({why})") from None
+        raise InvalidInput(
+            f"{path} is not a readable .npy/.npz file ({_unreadable_because(e)})"
+        ) from None
     if isinstance(loaded, np.ndarray):
         if len(infos) != 1:
             raise InvalidInput(
@@ -219,12 +216,16 @@ def _npz_member(loaded: np.lib.npyio.NpzFile, key: str, path: Path) -> np.ndarra
     try:
         return loaded[key]
     except Exception as e:
-        why = (
-            "it holds pickled Python objects, which edgec does not load"
-            if "allow_pickle" in str(e)
-            else type(e).__name__
-        )
-        raise InvalidInput(f"{path}: array {key!r} is not readable ({why})") from None
+        raise InvalidInput(
+            f"{path}: array {key!r} is not readable ({_unreadable_because(e)})"
+        ) from None
+
+
+def _unreadable_because(e: Exception) -> str:
+    """Why numpy could not load an array, for the one-line error."""
+    if "allow_pickle" in str(e):
+        return "it holds pickled Python objects, which edgec does not load"
+    return type(e).__name__
 
 
 def validate_arrays(data: dict[str, np.ndarray], infos: list[InputInfo], *, what: str) -> None:
