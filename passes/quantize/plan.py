@@ -19,7 +19,11 @@ Rules, for nodes not in `exclude` (nor in the stem, when spec.float_stem):
    and its float activation inputs.
 2. An op in spec.input_ops has all its non-constant float inputs quantized; Add
    follows spec.residual_add ("all" inputs, or only the "residual" one: the input
-   that no weighted op produces, else the older one in graph order).
+   that no weighted op produces, else the older one in graph order). With
+   spec.float_skip, an Add in a chain of Adds (its output read by another Add,
+   or an input written by one) computes in float instead: it reads a DQ only
+   where the producer quantizes its output, and the stream it writes is
+   quantized only for the readers that want it — the next Add reads it float.
 3. An op in spec.output_ops has its output quantized — after the Relu/Clip chain
    that follows it when those are in spec.fused_activations and the op's output
    has no other use. The activation's interval bounds the range (a Clip(0, 6)
@@ -213,6 +217,8 @@ def plan_quantization(
                     if bias is not None and bias.ndim == 1:
                         biases.append(BiasSite(node, 2, x, w_idx))
             runs_quantized = ok
+        elif op == "Add" and spec.float_skip and _chained_add(node):
+            pass  # adds in float: rule 2
         elif op == "Add" and spec.residual_add != "none":
             inputs = [v for v in node.inputs if v is not None]
             if len(inputs) == 2 and all(
@@ -248,6 +254,15 @@ def plan_quantization(
         del acts[name]
     share = _shared_ranges(acts)
     return QuantPlan(acts, weights, biases, share, quantized, frozenset(exclude))
+
+
+def _chained_add(node: ir.Node) -> bool:
+    """Whether an Add reads another Add's output or writes one that an Add reads."""
+    for v in node.inputs:
+        producer = v.producer() if v is not None else None
+        if producer is not None and _graph.is_std(producer, "Add"):
+            return True
+    return any(_graph.is_std(u.node, "Add") for out in node.outputs for u in out.uses())
 
 
 def _residual_index(node: ir.Node, spec: QuantSpec, order: dict[int, int]) -> int:

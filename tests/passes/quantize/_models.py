@@ -28,6 +28,20 @@ block (float[N, 3, 8, 8] x) => (float[N, 10] y) {{
   y = Gemm <transB = 1> (f, w4, b4)
 }}"""
 
+# A residual stream of two chained Adds (MobileNetV2's stages of three blocks).
+STREAM = f"""{HEADER}
+stream (float[N, 3, 8, 8] x) => (float[N, 10] y) {{
+  c1 = Conv <pads = [1, 1, 1, 1]> (x, w1, b1)
+  a1 = Conv (c1, w3, b3)
+  s1 = Add (a1, c1)
+  a2 = Conv (s1, w5, b5)
+  s2 = Add (a2, s1)
+  c4 = Conv (s2, w6, b6)
+  p = GlobalAveragePool (c4)
+  f = Flatten (p)
+  y = Gemm <transB = 1> (f, w4, b4)
+}}"""
+
 # Gemm without transB and a MatMul with a constant right operand.
 DENSE = f"""{HEADER}
 dense (float[N, 16] x) => (float[N, 6] y) {{
@@ -57,6 +71,17 @@ def block_weights(seed: int = 0) -> dict[str, np.ndarray]:
     }
 
 
+def stream_weights(seed: int = 0) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed + 1)
+    f = np.float32
+    extra = {
+        name: (rng.standard_normal(shape) * 0.3).astype(f)
+        for name, shape in (("w5", (8, 8, 1, 1)), ("b5", (8,)), ("w6", (8, 8, 1, 1)), ("b6", (8,)))
+    }
+    w = block_weights(seed)
+    return {k: w[k] for k in ("w1", "b1", "w3", "b3", "w4", "b4")} | extra
+
+
 def dense_weights(seed: int = 0) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(seed)
     f = np.float32
@@ -81,6 +106,10 @@ def from_text(text: str, weights: dict[str, np.ndarray]) -> ir.Model:
 
 def block_model(seed: int = 0) -> ir.Model:
     return from_text(BLOCK, block_weights(seed))
+
+
+def stream_model(seed: int = 0) -> ir.Model:
+    return from_text(STREAM, stream_weights(seed))
 
 
 def dense_model(seed: int = 0) -> ir.Model:

@@ -82,6 +82,28 @@ def test_cpu_flavour_fuses_into_integer_kernels(tmp_path) -> None:  # type: igno
     assert "Conv" not in ops and "Clip" not in ops and "Relu" not in ops
 
 
+def _optimized_ops(model: ir.Model, tmp_path) -> list[str]:  # type: ignore[no-untyped-def]
+    return [n.op_type for n in _ort_optimized(model, tmp_path).graph.node]
+
+
+def test_chained_adds_keep_a_float_skip_path(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    model, q, x = _quantized(CPU, _models.stream_model())
+    adds = {n.outputs[0].name: n for n in q.graph if n.op_type == "Add"}
+    # s2 reads the stream s1 itself; the Conv after it reads its quantized copy
+    assert adds["s2"].inputs[1].name == "s1"
+    readers = [u.node for u in adds["s1"].outputs[0].uses()]
+    assert sorted(r.op_type for r in readers) == ["Add", "QuantizeLinear"]
+    # both Adds read the Convs' quantized outputs and add in float; every Conv stays integer
+    assert all(v.producer().op_type == "DequantizeLinear" for v in adds["s1"].inputs)
+    ops = _optimized_ops(q, tmp_path)
+    assert ops.count("Add") == 2 and "QLinearAdd" not in ops and ops.count("QLinearConv") == 4
+    ref = _models.run(model, {"x": x})
+    assert _models.sqnr_db(ref, _models.run(q, {"x": x}, optimize=True)) > 25
+    # without float_skip the stream is requantized after each Add (two QLinearAdds)
+    _, q_old, _ = _quantized(CPU.replace(float_skip=False), _models.stream_model())
+    assert _optimized_ops(q_old, tmp_path).count("QLinearAdd") == 2
+
+
 def test_tensorrt_flavour_rules() -> None:
     _, q, _ = _quantized(TRT)
     counts = count_qdq(q)
