@@ -15,8 +15,9 @@ Measured for each artifact on the zoo's held-out crops (other photos than
 calibration): top-1 agreement with FP32 (with its binomial standard error) and
 logit SQNR, over 256 crops, over the first 64 (the zoo's default evaluation
 size) and over 1024 (the first 256 and 768 more crops of the same photos: the
-256-crop agreement moves by a point with which crops are drawn); the same on a validation split (calibration crops 256-512, which no
-quantizer sees; edgec's defaults are chosen there); p50 latency at batch 1
+256-crop agreement moves by a point with which crops are drawn); the same on a
+validation split (calibration crops 256-512, which no quantizer sees; edgec's
+defaults are chosen there); p50 latency at batch 1
 on 2 threads (CPU EP, ENABLE_ALL), the sessions alternating in blocks of 20
 calls (the pipeline's `measure_interleaved`), so machine noise hits all alike;
 artifact size; compile (calibration + quantization) seconds. Latencies are

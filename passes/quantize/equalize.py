@@ -132,6 +132,12 @@ def _ok_bias(node: ir.Node) -> bool:
     return _graph.constant(b) is not None and len(b.uses()) == 1
 
 
+def _fold_channel_max(acc: dict[str, np.ndarray], name: str, a: np.ndarray) -> None:
+    """acc[name] becomes the running per-channel (axis 1) maximum of the arrays seen."""
+    m = a.max(axis=tuple(i for i in range(a.ndim) if i != 1))
+    acc[name] = m if name not in acc else np.maximum(acc[name], m)
+
+
 def channel_maxima(
     model: ir.Model,
     pairs: list[EqualizePair],
@@ -143,12 +149,9 @@ def channel_maxima(
     names = [p.activation.outputs[0].name or "" for p in pairs]
     maxima: dict[str, np.ndarray] = {}
 
-    def visit(name: str, a: np.ndarray) -> None:
-        axes = tuple(i for i in range(a.ndim) if i != 1)
-        m = a.max(axis=axes)
-        maxima[name] = m if name not in maxima else np.maximum(maxima[name], m)
-
-    run_with_outputs(model, names, batches, visit, threads=threads)
+    run_with_outputs(
+        model, names, batches, lambda n, a: _fold_channel_max(maxima, n, a), threads=threads
+    )
     return maxima
 
 
@@ -388,12 +391,9 @@ def stream_ranges(
     names = [v.name or "" for s in streams for v in s.values]
     out: dict[str, np.ndarray] = {}
 
-    def visit(name: str, a: np.ndarray) -> None:
-        axes = tuple(i for i in range(a.ndim) if i != 1)
-        m = np.abs(a).max(axis=axes)
-        out[name] = m if name not in out else np.maximum(out[name], m)
-
-    run_with_outputs(model, names, batches, visit, threads=threads)
+    run_with_outputs(
+        model, names, batches, lambda n, a: _fold_channel_max(out, n, np.abs(a)), threads=threads
+    )
     return out
 
 
@@ -509,13 +509,10 @@ def equalize(
     pair_set = set(pair_names)
 
     def visit(name: str, a: np.ndarray) -> None:
-        axes = tuple(i for i in range(a.ndim) if i != 1)
         if name in pair_set:
-            m = a.max(axis=axes)
-            maxima[name] = m if name not in maxima else np.maximum(maxima[name], m)
+            _fold_channel_max(maxima, name, a)
         else:
-            m = np.abs(a).max(axis=axes)
-            absmax[name] = m if name not in absmax else np.maximum(absmax[name], m)
+            _fold_channel_max(absmax, name, np.abs(a))
 
     run_with_outputs(
         model, list(dict.fromkeys(pair_names + stream_names)), batches, visit, threads=threads

@@ -17,8 +17,9 @@ stages of three and four blocks) add in float (`float_skip`): requantizing the
 stream after every Add put its rounding error on the skip path of every later
 block; now only the Conv that reads the stream sees it. On MobileNetV2 (five
 chained Adds) logit SQNR 21.75 → 21.91 dB on 1024 held-out crops and 21.87 →
-22.13 dB on 768 validation crops; no latency cost (0.458x → 0.442x FP32, block-paired). `reduce_range` is off: the 7-bit trick only
-matters on x86 CPUs without VNNI (AVX2's vpmaddubsw saturates int16 pairs);
+22.13 dB on 768 validation crops; no latency cost (0.458x → 0.442x FP32,
+block-paired). `reduce_range` is off: the 7-bit trick only matters on x86 CPUs
+without VNNI (AVX2's vpmaddubsw saturates int16 pairs);
 the CPUs we measured on have avx512_vnni, where full 8-bit weights are exact.
 
 `TENSORRT_SPEC` — TensorRT explicit quantization. Symmetric int8 activations

@@ -69,21 +69,15 @@ def test_cpu_flavour_uses_u8_activations_s8_weights_and_bounds_clip() -> None:
 
 
 def test_cpu_flavour_fuses_into_integer_kernels(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    import onnxruntime as ort
-
     _, q, _ = _quantized(CPU)
-    opts = ort.SessionOptions()
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    opts.optimized_model_filepath = str(tmp_path / "opt.onnx")
-    ort.InferenceSession(_graph.model_bytes(q), opts, providers=["CPUExecutionProvider"])
-    ops = [n.op_type for n in onnx.load(str(tmp_path / "opt.onnx")).graph.node]
+    ops = _optimized_ops(q, tmp_path, level="ORT_ENABLE_ALL")
     assert ops.count("QLinearConv") == 3
     assert "QLinearAdd" in ops and "QLinearGlobalAveragePool" in ops and "QGemm" in ops
     assert "Conv" not in ops and "Clip" not in ops and "Relu" not in ops
 
 
-def _optimized_ops(model: ir.Model, tmp_path) -> list[str]:  # type: ignore[no-untyped-def]
-    return [n.op_type for n in _ort_optimized(model, tmp_path).graph.node]
+def _optimized_ops(model: ir.Model, tmp_path, level: str = "ORT_ENABLE_EXTENDED") -> list[str]:  # type: ignore[no-untyped-def]
+    return [n.op_type for n in _ort_optimized(model, tmp_path, level).graph.node]
 
 
 def test_chained_adds_keep_a_float_skip_path(tmp_path) -> None:  # type: ignore[no-untyped-def]
@@ -213,11 +207,14 @@ def test_tensorrt_flavour_keeps_dequantize_for_float_layers() -> None:
     assert dw.inputs[1].producer().op_type == "DequantizeLinear"
 
 
-def _ort_optimized(model: ir.Model, tmp_path) -> onnx.ModelProto:  # type: ignore[no-untyped-def]
+def _ort_optimized(
+    model: ir.Model, tmp_path, level: str = "ORT_ENABLE_EXTENDED"
+) -> onnx.ModelProto:  # type: ignore[no-untyped-def]
+    """The graph onnxruntime runs after its optimizations up to `level`."""
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+    opts.graph_optimization_level = getattr(ort.GraphOptimizationLevel, level)
     opts.optimized_model_filepath = str(tmp_path / "optimized.onnx")
     ort.InferenceSession(_graph.model_bytes(model), opts, providers=["CPUExecutionProvider"])
     return onnx.load(tmp_path / "optimized.onnx")
