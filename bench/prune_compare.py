@@ -33,7 +33,8 @@ import onnx_ir as ir
 import onnxruntime as ort
 
 from compiler.export import export_torch
-from compiler.io import save_onnx
+from compiler.ground.io import save_onnx
+from compiler.ground.sessions import open_session, session_options
 from models.registry import get_model
 from passes.prune.channel import PruneChannelsPass
 from passes.prune.unstructured import RUNTIME_NOTE, PruneUnstructuredPass, compressed_size
@@ -98,9 +99,7 @@ def _alternating_p50(
 
 
 def _top1(path: Path, x: np.ndarray, name: str) -> np.ndarray:
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = THREADS
-    sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    sess = open_session(path, session_options(threads=THREADS))
     return np.concatenate(
         [sess.run(None, {name: x[i : i + 8]})[0].argmax(-1) for i in range(0, len(x), 8)]
     )

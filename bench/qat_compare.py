@@ -34,6 +34,7 @@ import torch
 
 from compiler.evaluate import compare_outputs
 from compiler.export import export_torch
+from compiler.ground.sessions import open_session, session_options
 from compiler.pipeline import optimize
 from models.registry import get_model
 from passes.qat import DEFAULT_LR, QatOptions, qat
@@ -48,13 +49,7 @@ BATCH = 32
 
 
 def _session(model: ir.Model) -> ort.InferenceSession:
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = THREADS
-    so.inter_op_num_threads = 1
-    so.log_severity_level = 3
-    return ort.InferenceSession(
-        ir.to_proto(model).SerializeToString(), so, providers=["CPUExecutionProvider"]
-    )
+    return open_session(ir.to_proto(model).SerializeToString(), session_options(threads=THREADS))
 
 
 def _run(model: ir.Model, x: np.ndarray) -> np.ndarray:

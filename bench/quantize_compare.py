@@ -35,6 +35,8 @@ from typing import Any
 
 import numpy as np
 
+from compiler.ground.sessions import open_session, session_options
+
 THREADS = 2
 ORT_CALIB = 64
 EDGEC_CALIB = 256
@@ -48,16 +50,8 @@ ROUNDS = 300  # timed calls per session, in blocks of BLOCK
 BLOCK = 20
 
 
-def _session(path: Path):  # type: ignore[no-untyped-def]
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = THREADS
-    opts.inter_op_num_threads = 1
-    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    opts.log_severity_level = 3
-    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+def _session(path: Path) -> Any:
+    return open_session(path, session_options(threads=THREADS))
 
 
 def _accuracy(ref: np.ndarray, out: np.ndarray) -> dict[str, float]:
@@ -107,7 +101,7 @@ def run(out_path: Path) -> dict[str, Any]:
         quantize_static,
     )
 
-    from compiler.io import atomic_write_text, save_onnx
+    from compiler.ground.io import atomic_write_text, save_onnx
     from compiler.pipeline import optimize
     from compiler.sources import resolve
     from passes.quantize import quantize

@@ -25,7 +25,7 @@ from rich.table import Table
 
 from compiler import __version__, interrupt
 from compiler.config import Budgets, load_config_file, merge, parse_shape
-from compiler.errors import EdgecError, GateFailed, UsageError
+from compiler.ground.errors import EdgecError, GateFailed, UsageError
 
 out = Console()
 err = Console(stderr=True)
@@ -331,7 +331,7 @@ def bench_cmd(
     import tempfile
 
     from compiler.data import graph_inputs, random_feeds
-    from compiler.io import save_onnx
+    from compiler.ground.io import save_onnx
     from compiler.pipeline import _resolve_target, default_threads
     from compiler.sources import resolve
     from targets.latency import bench_runner
@@ -378,9 +378,9 @@ def gate_cmd(
     junit: Path | None,
 ) -> None:
     """Re-judge an existing report.json against budgets (exit 3 when one fails)."""
-    from compiler.errors import InvalidInput
     from compiler.gates import judge, junit_xml
-    from compiler.io import atomic_write_text
+    from compiler.ground.errors import InvalidInput
+    from compiler.ground.io import atomic_write_text
 
     budgets = Budgets(
         max_size_mb=max_size_mb, max_latency_ms=max_latency_ms, min_accuracy=min_accuracy

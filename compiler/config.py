@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from compiler.errors import UsageError
+from compiler.ground.errors import UsageError
 
 PRECISIONS = ("fp32", "fp16", "int8", "auto")
 REPORT_FORMATS = ("json", "md", "html")

@@ -48,6 +48,8 @@ from typing import Any
 import numpy as np
 import onnx
 
+from compiler.ground.sessions import open_session, session_options
+
 log = logging.getLogger(__name__)
 
 #: Tolerances for comparing our optimized model's float outputs with the original's.
@@ -204,14 +206,7 @@ def _to_feed(value: Any) -> Any:
 
 
 def _session(data: bytes):
-    import onnxruntime as ort
-
-    so = ort.SessionOptions()
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    so.intra_op_num_threads = 1
-    so.inter_op_num_threads = 1
-    so.log_severity_level = 4
-    return ort.InferenceSession(data, so, providers=["CPUExecutionProvider"])
+    return open_session(data, session_options(threads=1, level="none", log_severity=4))
 
 
 def _is_float(a: np.ndarray) -> bool:

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from compiler.errors import InvalidInput, UsageError
+from compiler.ground.errors import InvalidInput, UsageError
 
 _NP_DTYPES = {
     onnx.TensorProto.FLOAT: np.float32,

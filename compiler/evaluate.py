@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from compiler.errors import InvalidInput
+from compiler.ground.errors import InvalidInput
 
 if TYPE_CHECKING:
     from targets.base import Runner

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import numpy as np
 import onnx
 
-from compiler.errors import InvalidInput, first_line
+from compiler.ground.errors import InvalidInput, first_line
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,8 @@ from typing import Any
 import numpy as np
 import onnx
 
-from compiler.errors import first_line
+from compiler.ground.errors import first_line
+from compiler.ground.sessions import CPU, open_session
 from compiler.sources import ModelSource
 
 
@@ -73,13 +74,9 @@ def target_compatibility(proto: onnx.ModelProto) -> dict[str, str]:
 
 
 def _loads_in_ort(proto: onnx.ModelProto, target: Any) -> str:
-    import onnxruntime as ort
-
-    providers = getattr(target, "providers", ["CPUExecutionProvider"])
-    so = ort.SessionOptions()
-    so.log_severity_level = 3
+    providers = getattr(target, "providers", CPU)
     try:
-        ort.InferenceSession(proto.SerializeToString(), so, providers=list(providers))
+        open_session(proto.SerializeToString(), providers=providers)
     except Exception as e:
         first = first_line(e)
         return f"not supported: {first[:200]}"

@@ -34,10 +34,10 @@ from compiler.data import (
     random_feeds,
     whole_batches,
 )
-from compiler.errors import InvalidInput, TargetUnavailable, UsageError
 from compiler.evaluate import compare_outputs, run_batched
 from compiler.gates import GateResult, judge
-from compiler.io import sha256_file
+from compiler.ground.errors import InvalidInput, TargetUnavailable, UsageError
+from compiler.ground.io import sha256_file
 from compiler.recording import PassRecord, RecordingPass
 from compiler.report import empty_report, write_reports
 from compiler.sources import ModelSource, resolve
@@ -264,7 +264,7 @@ def compile_model(config: CompileConfig, progress: Progress | None = None) -> Co
         interrupt.check()  # never publish after a Ctrl-C, even a swallowed one
         if config.junit is not None:
             from compiler.gates import junit_xml
-            from compiler.io import atomic_write_text
+            from compiler.ground.io import atomic_write_text
 
             atomic_write_text(config.junit, junit_xml(gates, suite=f"edgec.{source.name}"))
         _publish(staging, out_dir)
@@ -541,12 +541,7 @@ def reference_outputs(
     if source.torch_module is not None:
         ref: Runner = _TorchReference(source.torch_module, source.input_names)
     else:
-        import onnxruntime as ort
-
-        ref = OrtRunner(
-            source.proto.SerializeToString(),
-            graph_optimization_level=ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
-        )
+        ref = OrtRunner(source.proto.SerializeToString(), level="none")
     with ref as runner:
         return run_batched(
             runner,

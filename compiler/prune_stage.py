@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import onnx_ir as ir
 
-from compiler.errors import UsageError
+from compiler.ground.errors import UsageError
 from compiler.recording import PassRecord, RecordingPass
 
 log = logging.getLogger(__name__)

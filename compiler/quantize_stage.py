@@ -22,7 +22,7 @@ import numpy as np
 import onnx_ir as ir
 
 from compiler.config import CompileConfig
-from compiler.errors import UsageError
+from compiler.ground.errors import UsageError
 from compiler.sources import ModelSource
 
 log = logging.getLogger(__name__)

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from compiler.io import atomic_write_text
+from compiler.ground.io import atomic_write_text
 
 REPORT_KEYS = (
     "edgec_version",

@@ -18,9 +18,9 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from compiler.errors import InvalidInput, UsageError
 from compiler.export import export_torch
-from compiler.io import load_onnx_proto, sha256_file
+from compiler.ground.errors import InvalidInput, UsageError
+from compiler.ground.io import load_onnx_proto, sha256_file
 
 log = logging.getLogger(__name__)
 

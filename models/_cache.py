@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from compiler.io import atomic_torch_save
+from compiler.ground.io import atomic_torch_save
 
 log = logging.getLogger(__name__)
 

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from compiler.errors import UsageError
+from compiler.ground.errors import UsageError
 from models._cache import deterministic_torch, load_or_create
 from models.registry import InputSpec, ModelSpec, register
 

@@ -26,6 +26,8 @@ import numpy as np
 import onnx
 import onnx_ir as ir
 
+from compiler.ground.sessions import open_session, session_options
+
 __all__ = ["PassChangedFunction", "check_equivalent"]
 
 _OTHER_DYNAMIC_DIM = 4
@@ -60,15 +62,8 @@ def _serialize(model: onnx.ModelProto | ir.Model) -> bytes:
 
 
 def _session(data: bytes, which: str):
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    options.intra_op_num_threads = 1
-    options.inter_op_num_threads = 1
-    options.log_severity_level = 3
     try:
-        return ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
+        return open_session(data, session_options(threads=1, level="none"))
     except Exception as e:
         raise PassChangedFunction(
             f"onnxruntime cannot load the {which} model: {type(e).__name__}: {e}"

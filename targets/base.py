@@ -15,7 +15,7 @@ from typing import Protocol
 import numpy as np
 import onnx_ir as ir
 
-from compiler.errors import InvalidInput
+from compiler.ground.errors import InvalidInput
 
 
 @dataclass(frozen=True)

@@ -30,8 +30,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 import onnx_ir as ir
 
-from compiler.errors import InvalidInput, TargetUnavailable, UsageError
-from compiler.io import atomic_path, save_onnx
+from compiler.ground.errors import InvalidInput, TargetUnavailable, UsageError
+from compiler.ground.io import atomic_path, save_onnx
+from compiler.ground.sessions import Level, open_session, session_options
 from targets.base import Artifact, check_feeds, register
 
 if TYPE_CHECKING:
@@ -81,24 +82,12 @@ def _check_stem(stem: str) -> str:
     return stem
 
 
-def _session_options(
-    threads: int | None, level: ort.GraphOptimizationLevel | None
-) -> ort.SessionOptions:
-    import onnxruntime as ort
-
+def _session_options(threads: int | None, level: Level) -> ort.SessionOptions:
     if threads is not None and threads < 1:
         raise UsageError(
             f"threads must be at least 1 (got {threads}); leave it unset for the default"
         )
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads or 0  # 0: onnxruntime's default (physical cores)
-    opts.inter_op_num_threads = 1
-    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    opts.graph_optimization_level = (
-        ort.GraphOptimizationLevel.ORT_ENABLE_ALL if level is None else level
-    )
-    opts.log_severity_level = _ORT_LOG_SEVERITY
-    return opts
+    return session_options(threads=threads, level=level, log_severity=_ORT_LOG_SEVERITY)
 
 
 class OrtRunner:
@@ -118,7 +107,7 @@ class OrtRunner:
         *,
         providers: Sequence[str] = ("CPUExecutionProvider",),
         threads: int | None = None,
-        graph_optimization_level: ort.GraphOptimizationLevel | None = None,
+        level: Level = "all",
         name: str | None = None,
     ) -> None:
         if not providers:
@@ -133,7 +122,7 @@ class OrtRunner:
             self.name = name or self.path.name
         self.providers = tuple(providers)
         self.threads = threads
-        self.graph_optimization_level = graph_optimization_level
+        self.level = level
         self.input_names: list[str] = []
         self.output_names: list[str] = []
         self.last_inference_ms: float | None = None
@@ -144,16 +133,15 @@ class OrtRunner:
         return self._session is not None
 
     def activate(self) -> None:
-        import onnxruntime as ort
 
         if self._session is not None:
             return
         if self.path is not None and not self.path.is_file():
             raise InvalidInput(f"artifact {self.path} does not exist or is not a file")
         model = str(self.path) if self._model_bytes is None else self._model_bytes
-        opts = _session_options(self.threads, self.graph_optimization_level)
+        opts = _session_options(self.threads, self.level)
         try:
-            session = ort.InferenceSession(model, opts, providers=list(self.providers))
+            session = open_session(model, opts, providers=self.providers)
         except Exception as e:  # onnxruntime raises its own pybind exception types
             raise InvalidInput(f"onnxruntime cannot load {self.name}: {ort_error_line(e)}") from e
         wanted = self.providers[0]
@@ -229,14 +217,13 @@ class CpuTarget:
 
 def _convert_to_ort_format(onnx_path: Path, final: Path) -> Artifact:
     """Optimize `onnx_path` offline and save the result in ORT format, atomically."""
-    import onnxruntime as ort
 
-    opts = _session_options(None, ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED)
+    opts = _session_options(None, "extended")
     opts.add_session_config_entry("session.save_model_format", "ORT")
     with atomic_path(final) as tmp:
         opts.optimized_model_filepath = str(tmp)
         try:
-            ort.InferenceSession(str(onnx_path), opts, providers=["CPUExecutionProvider"])
+            open_session(onnx_path, opts)
         except Exception as e:
             raise InvalidInput(
                 f"onnxruntime cannot convert {onnx_path.name} to ORT format: {ort_error_line(e)}"

@@ -26,11 +26,12 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import onnx_ir as ir
 
-from compiler.errors import TargetUnavailable, UsageError
+from compiler.ground.errors import TargetUnavailable, UsageError
+from compiler.ground.sessions import open_session
 from targets.base import Artifact, register
 from targets.cpu import OrtRunner, lower_onnx, ort_error_line
 
@@ -96,9 +97,7 @@ def probe_cuda() -> str | None:
     with _captured_stderr() as captured:
         _preload_pip_cuda_libraries(ort)
         try:
-            session = ort.InferenceSession(
-                _tiny_model_bytes(), _probe_options(ort), providers=[_PROVIDER]
-            )
+            session = open_session(_tiny_model_bytes(), providers=[_PROVIDER])
             providers = session.get_providers()
             error = None
         except Exception as e:
@@ -127,12 +126,6 @@ def _preload_pip_cuda_libraries(ort: ModuleType) -> None:
         return
     with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(Exception):
         preload()
-
-
-def _probe_options(ort: ModuleType) -> Any:
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    return opts
 
 
 def _tiny_model_bytes() -> bytes:

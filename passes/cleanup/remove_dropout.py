@@ -28,7 +28,7 @@ import logging
 
 import onnx_ir as ir
 
-from passes.fusion import _common
+from passes import graph_tools
 
 logger = logging.getLogger(__name__)
 
@@ -38,8 +38,8 @@ class RemoveDropoutPass(ir.passes.InPlacePass):
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         count = 0
-        for node in _common.graph_nodes(model):
-            if not _common.is_op(node, "Dropout"):
+        for node in graph_tools.graph_nodes(model):
+            if not graph_tools.is_op(node, "Dropout"):
                 continue
             reason = self._refusal(node)
             if reason:
@@ -47,11 +47,11 @@ class RemoveDropoutPass(ir.passes.InPlacePass):
                 continue
             x, y = node.inputs[0], node.outputs[0]
             assert x is not None and node.graph is not None
-            _common.bypass(y, x)
+            graph_tools.bypass(y, x)
             graph = node.graph
             old_inputs = list(node.inputs[1:])
             graph.remove(node, safe=True)
-            _common.remove_dead(old_inputs)
+            graph_tools.remove_dead(old_inputs)
             count += 1
         if count:
             logger.info("removed %d Dropout nodes", count)
@@ -64,13 +64,13 @@ class RemoveDropoutPass(ir.passes.InPlacePass):
         if node.attributes.get_int("is_test", 1) == 0:
             return "is_test=0 (legacy training mode)"
         if len(node.inputs) > 2 and node.inputs[2] is not None:
-            training = _common.constant(node.inputs[2])
+            training = graph_tools.constant(node.inputs[2])
             if training is None:
                 return "training_mode is not a constant"
             if training.size != 1 or bool(training.reshape(())):
                 return "training_mode is true"
         if any(out.uses() or out.is_graph_output() for out in node.outputs[1:]):
             return "the mask output is used"
-        if not _common.can_bypass(node.outputs[0], node.inputs[0]):
+        if not graph_tools.can_bypass(node.outputs[0], node.inputs[0]):
             return "the output is a graph output that the input cannot take over"
         return None

@@ -19,7 +19,7 @@ Identity whose output y is a graph output when x is
   outer value is renamed for the outer graph too, and onnxruntime refuses a
   subgraph output that is an outer-scope value (``test_affine_grid_3d_expanded``).
 
-Refuses (node kept, logged at debug level), via `passes.fusion._common.can_bypass`:
+Refuses (node kept, logged at debug level), via `passes.graph_tools.can_bypass`:
 y is a graph output and x is a graph input, an initializer, another graph output,
 or defined outside y's graph.
 """
@@ -31,13 +31,13 @@ from collections.abc import Iterator
 
 import onnx_ir as ir
 
-from passes.fusion import _common
+from passes import graph_tools
 
 logger = logging.getLogger(__name__)
 
 
 def _nodes(model: ir.Model) -> Iterator[ir.Node]:
-    yield from _common.graph_nodes(model)
+    yield from graph_tools.graph_nodes(model)
     for function in model.functions.values():
         for node in list(ir.traversal.RecursiveGraphIterator(function)):
             if node.graph is not None:
@@ -50,12 +50,12 @@ class RemoveIdentityPass(ir.passes.InPlacePass):
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         count = 0
         for node in _nodes(model):
-            if not _common.is_op(node, "Identity"):
+            if not graph_tools.is_op(node, "Identity"):
                 continue
             if len(node.inputs) != 1 or node.inputs[0] is None or len(node.outputs) != 1:
                 continue
             x, y = node.inputs[0], node.outputs[0]
-            if not _common.can_bypass(y, x):
+            if not graph_tools.can_bypass(y, x):
                 logger.debug(
                     "not removing %s: its output is a graph output its input cannot take over",
                     node.name,
@@ -63,7 +63,7 @@ class RemoveIdentityPass(ir.passes.InPlacePass):
                 continue
             graph = node.graph
             assert graph is not None
-            _common.bypass(y, x)
+            graph_tools.bypass(y, x)
             graph.remove(node, safe=True)
             count += 1
         if count:

@@ -37,7 +37,7 @@ import logging
 import numpy as np
 import onnx_ir as ir
 
-from passes.fusion import _common
+from passes import graph_tools
 
 logger = logging.getLogger(__name__)
 
@@ -56,8 +56,8 @@ class FuseConvBatchNormPass(ir.passes.InPlacePass):
     """Conv → BatchNormalization becomes one Conv with folded weights and bias."""
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
-        opset_version = _common.opset(model)
-        return _common.rewrite_nodes(
+        opset_version = graph_tools.opset(model)
+        return graph_tools.rewrite_nodes(
             model,
             lambda node: self._fold(node, opset_version),
             log=logger,
@@ -67,26 +67,26 @@ class FuseConvBatchNormPass(ir.passes.InPlacePass):
 
     def _fold(self, bn: ir.Node, opset_version: int) -> str | None:
         """Fold `bn` into its Conv; return None when done, a reason (or "") when not."""
-        conv = _common.batchnorm_producer(bn, ("Conv",))
+        conv = graph_tools.batchnorm_producer(bn, ("Conv",))
         if isinstance(conv, str):
             return conv
-        if not _common.can_bypass(bn.outputs[0], conv.outputs[0]):
+        if not graph_tools.can_bypass(bn.outputs[0], conv.outputs[0]):
             return "the BN output is a graph output that the Conv output cannot take over"
         w_value = conv.inputs[1]
         b_value = conv.inputs[2] if len(conv.inputs) > 2 else None
-        weight = _common.constant(w_value)
+        weight = graph_tools.constant(w_value)
         if weight is None or w_value is None:
             return "the Conv weight is not a constant"
-        if weight.dtype not in _common.FLOAT_DTYPES or weight.ndim < 3:
+        if weight.dtype not in graph_tools.FLOAT_DTYPES or weight.ndim < 3:
             return "the Conv weight is not a float tensor of rank >= 3"
-        if not _common.only_used_by(w_value, conv):
+        if not graph_tools.only_used_by(w_value, conv):
             return "the Conv weight is shared with other nodes"
         bias = None
         if b_value is not None:
-            bias = _common.exclusive_constant(b_value, conv, "the Conv bias")
+            bias = graph_tools.exclusive_constant(b_value, conv, "the Conv bias")
             if isinstance(bias, str):
                 return bias
-        affine = _common.batchnorm_affine(bn, opset_version)
+        affine = graph_tools.batchnorm_affine(bn, opset_version)
         if isinstance(affine, str):
             return affine
         scale, shift = affine
@@ -105,12 +105,12 @@ class FuseConvBatchNormPass(ir.passes.InPlacePass):
         bias = m.shift if m.bias is None else m.bias.astype(np.float64) * m.scale + m.shift
         old_inputs = list(m.conv.inputs[1:]) + list(m.bn.inputs[1:])
         base = m.conv.name or m.bn.outputs[0].name or "conv"
-        w_new = _common.new_initializer(graph, f"{base}_weight_bn", weight)
-        b_new = _common.new_initializer(graph, f"{base}_bias_bn", bias.astype(dtype))
+        w_new = graph_tools.new_initializer(graph, f"{base}_weight_bn", weight)
+        b_new = graph_tools.new_initializer(graph, f"{base}_bias_bn", bias.astype(dtype))
         if len(m.conv.inputs) < 3:
             m.conv.resize_inputs(3)
         m.conv.replace_input_with(1, w_new)
         m.conv.replace_input_with(2, b_new)
-        _common.bypass(m.bn.outputs[0], m.conv.outputs[0])
+        graph_tools.bypass(m.bn.outputs[0], m.conv.outputs[0])
         graph.remove(m.bn, safe=True)
-        _common.remove_dead(old_inputs)
+        graph_tools.remove_dead(old_inputs)

@@ -38,7 +38,7 @@ import logging
 import numpy as np
 import onnx_ir as ir
 
-from passes.fusion import _common
+from passes import graph_tools
 
 logger = logging.getLogger(__name__)
 
@@ -59,8 +59,8 @@ class FuseGemmBatchNormPass(ir.passes.InPlacePass):
     """Gemm → BatchNormalization (or 2-D MatMul → BN) becomes one Gemm."""
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
-        opset_version = _common.opset(model)
-        return _common.rewrite_nodes(
+        opset_version = graph_tools.opset(model)
+        return graph_tools.rewrite_nodes(
             model,
             lambda node: self._fold(node, opset_version),
             log=logger,
@@ -70,26 +70,26 @@ class FuseGemmBatchNormPass(ir.passes.InPlacePass):
 
     def _fold(self, bn: ir.Node, opset_version: int) -> str | None:
         """Fold `bn` into its Gemm/MatMul; return None when done, a reason (or "") when not."""
-        producer = _common.batchnorm_producer(bn, ("Gemm", "MatMul"))
+        producer = graph_tools.batchnorm_producer(bn, ("Gemm", "MatMul"))
         if isinstance(producer, str):
             return producer
-        is_gemm = _common.is_op(producer, "Gemm")
-        if not _common.can_bypass(bn.outputs[0], producer.outputs[0]):
+        is_gemm = graph_tools.is_op(producer, "Gemm")
+        if not graph_tools.can_bypass(bn.outputs[0], producer.outputs[0]):
             return "the BN output is a graph output the producer's output cannot take over"
         if len(producer.inputs) < 2 or producer.inputs[0] is None:
             return "malformed producer"
         w_value = producer.inputs[1]
         c_value = producer.inputs[2] if len(producer.inputs) > 2 else None
-        weight = _common.constant(w_value)
+        weight = graph_tools.constant(w_value)
         if weight is None or w_value is None:
             return "the weight is not a constant"
-        if weight.dtype not in _common.FLOAT_DTYPES or weight.ndim != 2:
+        if weight.dtype not in graph_tools.FLOAT_DTYPES or weight.ndim != 2:
             return "the weight is not a 2-D float tensor"
-        if not _common.only_used_by(w_value, producer):
+        if not graph_tools.only_used_by(w_value, producer):
             return "the weight is shared with other nodes"
         bias = None
         if c_value is not None:
-            bias = _common.exclusive_constant(c_value, producer, "the Gemm C input")
+            bias = graph_tools.exclusive_constant(c_value, producer, "the Gemm C input")
             if isinstance(bias, str):
                 return bias
         if is_gemm:
@@ -102,7 +102,7 @@ class FuseGemmBatchNormPass(ir.passes.InPlacePass):
             if weight.dtype not in (np.float32, np.float64):
                 return "a float16 MatMul would become a float16 Gemm (slow on ORT CPU)"
             trans_b, beta = False, 1.0
-        affine = _common.batchnorm_affine(bn, opset_version)
+        affine = graph_tools.batchnorm_affine(bn, opset_version)
         if isinstance(affine, str):
             return affine
         scale, shift = affine
@@ -128,9 +128,9 @@ class FuseGemmBatchNormPass(ir.passes.InPlacePass):
             bias = m.beta * m.bias.astype(np.float64) * m.scale + m.shift
         old_inputs = list(m.producer.inputs[1:]) + list(m.bn.inputs[1:])
         base = m.producer.name or m.bn.outputs[0].name or "gemm"
-        w_new = _common.new_initializer(graph, f"{base}_weight_bn", weight)
-        c_new = _common.new_initializer(graph, f"{base}_bias_bn", bias.astype(dtype))
-        if _common.is_op(m.producer, "Gemm"):
+        w_new = graph_tools.new_initializer(graph, f"{base}_weight_bn", weight)
+        c_new = graph_tools.new_initializer(graph, f"{base}_bias_bn", bias.astype(dtype))
+        if graph_tools.is_op(m.producer, "Gemm"):
             gemm = m.producer
             if len(gemm.inputs) < 3:
                 gemm.resize_inputs(3)
@@ -146,8 +146,8 @@ class FuseGemmBatchNormPass(ir.passes.InPlacePass):
             out.type = m.producer.outputs[0].type
             out.shape = m.producer.outputs[0].shape
             m.producer.outputs[0].name = None
-        _common.bypass(m.bn.outputs[0], out)
+        graph_tools.bypass(m.bn.outputs[0], out)
         graph.remove(m.bn, safe=True)
         if gemm is not m.producer:
             graph.remove(m.producer, safe=True)
-        _common.remove_dead(old_inputs)
+        graph_tools.remove_dead(old_inputs)

@@ -31,7 +31,7 @@ import logging
 import numpy as np
 import onnx_ir as ir
 
-from passes.fusion import _common
+from passes import graph_tools
 
 logger = logging.getLogger(__name__)
 
@@ -49,8 +49,8 @@ class FuseMatMulAddPass(ir.passes.InPlacePass):
     """MatMul(x, W) + c becomes Gemm(x, W, c) for rank-2 x and constant W, c."""
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
-        opset_version = _common.opset(model)
-        return _common.rewrite_nodes(
+        opset_version = graph_tools.opset(model)
+        return graph_tools.rewrite_nodes(
             model,
             lambda node: self._fuse(node, opset_version),
             log=logger,
@@ -60,11 +60,11 @@ class FuseMatMulAddPass(ir.passes.InPlacePass):
 
     def _fuse(self, add: ir.Node, opset_version: int) -> str | None:
         """Fuse `add` and its MatMul; return None when done, a reason (or "") when not."""
-        if not _common.is_op(add, "Add") or len(add.inputs) != 2:
+        if not graph_tools.is_op(add, "Add") or len(add.inputs) != 2:
             return ""
         for mm_index in (0, 1):
             value = add.inputs[mm_index]
-            if value is not None and _common.is_op(value.producer(), "MatMul"):
+            if value is not None and graph_tools.is_op(value.producer(), "MatMul"):
                 break
         else:
             return ""
@@ -73,17 +73,17 @@ class FuseMatMulAddPass(ir.passes.InPlacePass):
         bias = add.inputs[1 - mm_index]
         if opset_version < 11:
             return "opset below 11"
-        if not _common.single_use(value):
+        if not graph_tools.single_use(value):
             return "the MatMul output has other users or is a graph output"
         x, w_value = matmul.inputs[0], matmul.inputs[1]
         if x is None or x.shape is None or len(x.shape) != 2:
             return "the MatMul input is not known to be rank 2"
-        weight = _common.constant(w_value)
+        weight = graph_tools.constant(w_value)
         if weight is None or weight.ndim != 2:
             return "the MatMul weight is not a constant 2-D tensor"
         if weight.dtype not in _GEMM_DTYPES:
             return "dtype is not float or double"
-        c = _common.constant(bias)
+        c = graph_tools.constant(bias)
         if c is None or bias is None:
             return "the bias is not a constant"
         columns = weight.shape[1]
@@ -100,6 +100,6 @@ class FuseMatMulAddPass(ir.passes.InPlacePass):
         out, old = gemm.outputs[0], m.add.outputs[0]
         out.type, out.shape = old.type, old.shape
         name = old.name
-        _common.bypass(old, out)
+        graph_tools.bypass(old, out)
         old.name, out.name = None, name
         graph.remove([m.add, m.matmul], safe=True)

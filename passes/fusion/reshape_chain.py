@@ -35,7 +35,7 @@ import logging
 
 import onnx_ir as ir
 
-from passes.fusion import _common
+from passes import graph_tools
 
 logger = logging.getLogger(__name__)
 
@@ -43,7 +43,7 @@ logger = logging.getLogger(__name__)
 def _target(node: ir.Node) -> list[int] | None:
     if len(node.inputs) < 2:
         return None
-    shape = _common.constant(node.inputs[1])
+    shape = graph_tools.constant(node.inputs[1])
     if shape is None or shape.ndim != 1:
         return None
     return [int(d) for d in shape]
@@ -70,7 +70,7 @@ class FoldReshapeChainPass(ir.passes.InPlacePass):
     """Reshape → Reshape becomes one Reshape; a shape-preserving Reshape is dropped."""
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
-        return _common.rewrite_nodes(
+        return graph_tools.rewrite_nodes(
             model,
             self._fold,
             log=logger,
@@ -80,7 +80,7 @@ class FoldReshapeChainPass(ir.passes.InPlacePass):
 
     def _fold(self, second: ir.Node) -> str | None:
         """Rewrite around `second`; return None when done, a reason (or "") when not."""
-        if not _common.is_op(second, "Reshape") or second.inputs[0] is None:
+        if not graph_tools.is_op(second, "Reshape") or second.inputs[0] is None:
             return ""
         target = _target(second)
         if target is None:
@@ -88,8 +88,12 @@ class FoldReshapeChainPass(ir.passes.InPlacePass):
         mid = second.inputs[0]
         assert mid is not None
         first = mid.producer()
-        if _common.is_op(first, "Reshape") and first is not None and first.inputs[0] is not None:
-            if not _common.single_use(mid):
+        if (
+            graph_tools.is_op(first, "Reshape")
+            and first is not None
+            and first.inputs[0] is not None
+        ):
+            if not graph_tools.single_use(mid):
                 return "the intermediate value has other users or is a graph output"
             if 0 in target and not second.attributes.get_int("allowzero", 0):
                 return "the target copies a dim (0) of the intermediate value"
@@ -98,7 +102,7 @@ class FoldReshapeChainPass(ir.passes.InPlacePass):
             graph = first.graph
             assert graph is not None
             graph.remove(first, safe=True)
-            _common.remove_dead([old_shape])
+            graph_tools.remove_dead([old_shape])
             # The collapsed Reshape may itself be a no-op now.
             self._drop_noop(second, target)
             return None
@@ -109,12 +113,12 @@ class FoldReshapeChainPass(ir.passes.InPlacePass):
         assert x is not None
         if not _is_noop(node, target):
             return ""
-        if not _common.can_bypass(out, x):
+        if not graph_tools.can_bypass(out, x):
             return "the no-op's output is a graph output that its input cannot take over"
         graph = node.graph
         assert graph is not None
         shape = node.inputs[1]
-        _common.bypass(out, x)
+        graph_tools.bypass(out, x)
         graph.remove(node, safe=True)
-        _common.remove_dead([shape])
+        graph_tools.remove_dead([shape])
         return None

@@ -29,7 +29,7 @@ from collections.abc import Sequence
 
 import onnx_ir as ir
 
-from passes.fusion import _common
+from passes import graph_tools
 
 logger = logging.getLogger(__name__)
 
@@ -42,7 +42,7 @@ class FoldTransposeChainPass(ir.passes.InPlacePass):
     """Transpose → Transpose becomes one Transpose, or nothing when they cancel."""
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
-        return _common.rewrite_nodes(
+        return graph_tools.rewrite_nodes(
             model,
             self._fold,
             log=logger,
@@ -52,14 +52,14 @@ class FoldTransposeChainPass(ir.passes.InPlacePass):
 
     def _fold(self, second: ir.Node) -> str | None:
         """Rewrite around `second`; return None when done, a reason (or "") when not."""
-        if not _common.is_op(second, "Transpose") or second.inputs[0] is None:
+        if not graph_tools.is_op(second, "Transpose") or second.inputs[0] is None:
             return ""
         mid = second.inputs[0]
         assert mid is not None
         first = mid.producer()
-        if not _common.is_op(first, "Transpose") or first is None or first.inputs[0] is None:
+        if not graph_tools.is_op(first, "Transpose") or first is None or first.inputs[0] is None:
             return self._drop_identity(second)
-        if not _common.single_use(mid):
+        if not graph_tools.single_use(mid):
             return "the intermediate value has other users or is a graph output"
         x = first.inputs[0]
         p1_attr = first.attributes.get_ints("perm", None)
@@ -74,11 +74,11 @@ class FoldTransposeChainPass(ir.passes.InPlacePass):
             perm = [p1[j] for j in p2]
         if perm is None or perm == list(range(len(perm))):
             out = second.outputs[0]
-            if not _common.can_bypass(out, x):
+            if not graph_tools.can_bypass(out, x):
                 return "the identity's output is a graph output that its input cannot take over"
             graph = second.graph
             assert graph is not None
-            _common.bypass(out, x)
+            graph_tools.bypass(out, x)
             graph.remove([second, first], safe=True)
             return None
         second.replace_input_with(0, x)
@@ -94,10 +94,10 @@ class FoldTransposeChainPass(ir.passes.InPlacePass):
             return ""
         x, out = node.inputs[0], node.outputs[0]
         assert x is not None
-        if not _common.can_bypass(out, x):
+        if not graph_tools.can_bypass(out, x):
             return "the identity's output is a graph output that its input cannot take over"
         graph = node.graph
         assert graph is not None
-        _common.bypass(out, x)
+        graph_tools.bypass(out, x)
         graph.remove(node, safe=True)
         return None

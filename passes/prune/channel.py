@@ -49,7 +49,7 @@ from typing import Any, Literal
 import numpy as np
 import onnx_ir as ir
 
-from passes.prune._common import constant_initializer, set_initializer
+from passes.graph_tools import constant_initializer, set_initializer
 from passes.prune.channel_groups import ChannelAnalysis, Source
 
 logger = logging.getLogger(__name__)

@@ -41,7 +41,7 @@ from collections.abc import Callable
 import numpy as np
 import onnx_ir as ir
 
-from passes.prune._common import (
+from passes.graph_tools import (
     attr_int,
     attr_ints,
     constant_initializer,

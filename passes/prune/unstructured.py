@@ -38,7 +38,7 @@ import numpy as np
 import onnx
 import onnx_ir as ir
 
-from passes.prune._common import WeightSlot, constant_initializer, set_initializer, weight_slot
+from passes.graph_tools import WeightSlot, constant_initializer, set_initializer, weight_slot
 
 logger = logging.getLogger(__name__)
 

@@ -27,7 +27,7 @@ import torch
 import torch.fx as fx
 from torch import nn
 
-from compiler.errors import first_line
+from compiler.ground.errors import first_line
 from passes.qat.fake_quant import FOLDABLE_NORMS, WEIGHTED, QuantLayer
 
 TAP_DOMAIN = "edgec.qat"

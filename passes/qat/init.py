@@ -67,8 +67,8 @@ def init_from_ptq(
     bounds of Clips that equalization moved (the torch activation becomes a
     Hardtanh with the new bounds; see `apply_structure`).
     """
+    from passes.graph_tools import activation_bounds
     from passes.quantize import quantize
-    from passes.quantize._graph import activation_bounds
 
     if any(layer.bn is not None for layer in qm.node_layers.values()):
         raise ValueError(

@@ -19,7 +19,7 @@ import numpy as np
 import onnx_ir as ir
 from torch import nn
 
-from compiler.errors import UsageError
+from compiler.ground.errors import UsageError
 from passes.qat.graph import QatUnsupported
 from passes.qat.train import QatOptions, QatProgress, qat
 from passes.quantize.spec import QuantSpec, spec_by_name

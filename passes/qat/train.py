@@ -54,7 +54,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from compiler.io import atomic_torch_save
+from compiler.ground.io import atomic_torch_save
+from compiler.ground.sessions import open_session, session_options
 from passes.qat.export import export_qat
 from passes.qat.fake_quant import QuantLayer
 from passes.qat.graph import QUANTIZERS
@@ -455,13 +456,8 @@ def _top1(logits: torch.Tensor, target: torch.Tensor) -> float:
 
 
 def _run_onnx(model: ir.Model, x: np.ndarray, opts: QatOptions) -> np.ndarray:
-    import onnxruntime as ort
-
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = opts.threads or 0
-    so.log_severity_level = 3
-    sess = ort.InferenceSession(
-        ir.to_proto(model).SerializeToString(), so, providers=["CPUExecutionProvider"]
+    sess = open_session(
+        ir.to_proto(model).SerializeToString(), session_options(threads=opts.threads)
     )
     name = sess.get_inputs()[0].name
     b = opts.eval_batch_size

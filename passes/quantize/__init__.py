@@ -57,8 +57,8 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import onnx_ir as ir
 
-from compiler.errors import InvalidInput, UsageError
-from passes.quantize import _graph
+from compiler.ground.errors import InvalidInput, UsageError
+from passes import graph_tools
 from passes.quantize.bias_correction import copy_biases, correct_bias
 from passes.quantize.calibrate import METHODS, Histogram, run_with_outputs
 from passes.quantize.data import CalibrationSource, CalibrationStream, model_inputs
@@ -162,8 +162,8 @@ def quantize(
             "the model is already quantized (it holds QuantizeLinear/DequantizeLinear nodes)"
         )
     seconds: dict[str, float] = {}
-    work = _graph.clone(model)
-    _graph.ensure_types(work)
+    work = graph_tools.clone(model)
+    graph_tools.ensure_types(work)
     ir.passes.common.NameFixPass()(work)
     unknown = set(exclude) - {n.name for n in work.graph}
     if unknown:
@@ -251,13 +251,13 @@ def quantize(
         seconds["rounding"] = time.perf_counter() - t
 
     def build(float_model: ir.Model, keep_float: frozenset[str] = excluded) -> ir.Model:
-        q = _graph.clone(float_model)
+        q = graph_tools.clone(float_model)
         InsertQdqPass(spec, ranges, exclude=keep_float, weights=weights)(q)
         return q
 
     # 4. bias correction (of the fully quantized model; redone below if layers stay float)
     wants_sensitivity = sensitivity or min_sqnr_db is not None or min_agreement is not None
-    uncorrected = _graph.clone(work) if bias_correction and wants_sensitivity else work
+    uncorrected = graph_tools.clone(work) if bias_correction and wants_sensitivity else work
     # quantized nodes, and float-compute nodes whose weights are still int8
     bias_targets = list(dict.fromkeys([*plan.nodes, *(w.node.name or "" for w in plan.weights)]))
 
@@ -290,7 +290,7 @@ def quantize(
             # One layer int8 (with its own bias correction) in an otherwise exact FP32
             # model: other layers' weights stay float, or their int8 weights and
             # biases corrected for *their* quantization would set a common floor.
-            variant = _graph.clone(uncorrected)
+            variant = graph_tools.clone(uncorrected)
             if bias_correction:
                 copy_biases(work, variant, set(layers) - others)
             InsertQdqPass(
@@ -315,7 +315,7 @@ def quantize(
             )
             if kept and bias_correction:
                 # the corrections were measured with these layers quantized: measure again
-                work = _graph.clone(uncorrected)
+                work = graph_tools.clone(uncorrected)
                 correct(work, excluded | frozenset(kept))
                 final_score = evaluator(build(work, excluded | frozenset(kept)))
         seconds["sensitivity"] = time.perf_counter() - t

@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterable, Mapping
 import numpy as np
 import onnx_ir as ir
 
-from passes.quantize import _graph
+from passes import graph_tools
 from passes.quantize.calibrate import run_with_outputs
 
 logger = logging.getLogger(__name__)
@@ -55,16 +55,16 @@ def correctable_nodes(model: ir.Model, names: Iterable[str]) -> list[ir.Node]:
     wanted = set(names)
     out = []
     for node in model.graph:
-        if node.name not in wanted or not _graph.is_std(node, "Conv", "Gemm"):
+        if node.name not in wanted or not graph_tools.is_std(node, "Conv", "Gemm"):
             continue
-        if _graph.is_std(node, "Gemm") and (
-            _graph.attr_float(node, "alpha", 1.0) != 1.0
-            or _graph.attr_float(node, "beta", 1.0) != 1.0
+        if graph_tools.is_std(node, "Gemm") and (
+            graph_tools.attr_float(node, "alpha", 1.0) != 1.0
+            or graph_tools.attr_float(node, "beta", 1.0) != 1.0
         ):
             continue
         if len(node.inputs) > 2 and node.inputs[2] is not None:
             b = node.inputs[2]
-            arr = _graph.constant(b)
+            arr = graph_tools.constant(b)
             if arr is None or arr.ndim != 1 or len(b.uses()) != 1:
                 continue
         out.append(node)
@@ -89,7 +89,7 @@ def correct_bias(
     if not targets:
         return {}
     removed: dict[str, float] = {n.name or "": 0.0 for n in targets}
-    reference = _graph.clone(model)  # shadows keep the original float biases
+    reference = graph_tools.clone(model)  # shadows keep the original float biases
     for r in range(rounds):
         qmodel = quantize(model)
         pairs = _add_shadows(qmodel, reference, {n.name or "" for n in targets})
@@ -116,7 +116,7 @@ def copy_biases(source: ir.Model, target: ir.Model, names: Iterable[str]) -> Non
     are left alone."""
     wanted = set(names)
     biases = {
-        n.name: _graph.constant(n.inputs[2])
+        n.name: graph_tools.constant(n.inputs[2])
         for n in source.graph
         if n.name in wanted and len(n.inputs) > 2 and n.inputs[2] is not None
     }
@@ -125,7 +125,7 @@ def copy_biases(source: ir.Model, target: ir.Model, names: Iterable[str]) -> Non
         if new is None:
             continue
         has = len(node.inputs) > 2 and node.inputs[2] is not None
-        old = _graph.constant(node.inputs[2]) if has else None
+        old = graph_tools.constant(node.inputs[2]) if has else None
         _subtract_bias(target, node, (old if old is not None else 0) - new.astype(np.float64))
 
 
@@ -135,7 +135,7 @@ def _add_shadows(qmodel: ir.Model, model: ir.Model, names: set[str]) -> dict[str
     Returns {node name: (quantized output, shadow output)}."""
     floats = {n.name: n for n in model.graph if n.name in names}
     graph = qmodel.graph
-    taken = _graph.value_names(graph)
+    taken = graph_tools.value_names(graph)
     pairs: dict[str, tuple[str, str]] = {}
     for node in list(graph):
         if node.name not in floats or not node.outputs:
@@ -143,20 +143,20 @@ def _add_shadows(qmodel: ir.Model, model: ir.Model, names: set[str]) -> dict[str
         ref = floats[node.name]
         x = node.inputs[0]
         dq = x.producer() if x is not None else None
-        if dq is not None and _graph.is_std(dq, "DequantizeLinear"):
+        if dq is not None and graph_tools.is_std(dq, "DequantizeLinear"):
             q = dq.inputs[0].producer() if dq.inputs[0] is not None else None
-            if q is not None and _graph.is_std(q, "QuantizeLinear"):
+            if q is not None and graph_tools.is_std(q, "QuantizeLinear"):
                 x = q.inputs[0]
         inputs: list[ir.Value | None] = [x]
         for i in range(1, len(ref.inputs)):
-            arr = _graph.constant(ref.inputs[i])
+            arr = graph_tools.constant(ref.inputs[i])
             if arr is None:
                 break
-            v = _graph.new_initializer(graph, f"{node.name}_shadow_in{i}", arr)
+            v = graph_tools.new_initializer(graph, f"{node.name}_shadow_in{i}", arr)
             taken.add(v.name or "")
             inputs.append(v)
         else:
-            out = ir.Value(name=_graph.unique_name(graph, f"{node.name}_shadow", taken))
+            out = ir.Value(name=graph_tools.unique_name(graph, f"{node.name}_shadow", taken))
             shadow = ir.Node(
                 node.domain,
                 node.op_type,
@@ -174,16 +174,16 @@ def _subtract_bias(model: ir.Model, node: ir.Node, shift: np.ndarray) -> None:
     graph = model.graph
     if len(node.inputs) > 2 and node.inputs[2] is not None:
         old = node.inputs[2]
-        b = _graph.constant(old)
+        b = graph_tools.constant(old)
         assert b is not None
         new = (b.astype(np.float64) - shift).astype(b.dtype)
         if old.const_value is not None and old.is_initializer():
             old.const_value = ir.tensor(new, name=old.name)
             return
     else:
-        w = _graph.constant(node.inputs[1])
+        w = graph_tools.constant(node.inputs[1])
         dtype = w.dtype if w is not None else np.float32
         new = (-shift).astype(dtype)
         if len(node.inputs) < 3:
             node.resize_inputs(3)
-    node.replace_input_with(2, _graph.new_initializer(graph, f"{node.name}_bias", new))
+    node.replace_input_with(2, graph_tools.new_initializer(graph, f"{node.name}_bias", new))

@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import onnx_ir as ir
 
-from passes.quantize import _graph
+from passes import graph_tools
 
 logger = logging.getLogger(__name__)
 
@@ -273,7 +273,7 @@ def run_with_outputs(
     """
     graph_inputs = {v.name for v in model.graph.inputs}
     fetch = [n for n in names if n not in graph_inputs]
-    session = _graph.ort_session(_graph.model_bytes(model, fetch), threads=threads)
+    session = graph_tools.ort_session(graph_tools.model_bytes(model, fetch), threads=threads)
     out_names = [o.name for o in session.get_outputs()]
     done = 0
     for feeds in _split(batches, max_batch):

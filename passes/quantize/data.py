@@ -16,7 +16,7 @@ all. Accepted sources:
   the caller must supply — the model's own preprocessing, e.g. the zoo's.
 
 Every batch is checked before it reaches the model; a problem raises
-`compiler.errors.InvalidInput` (exit code 4) with a one-line message: a shape
+`compiler.ground.errors.InvalidInput` (exit code 4) with a one-line message: a shape
 that does not match the model's fixed dimensions, an integer dtype for a float
 input, NaN or Inf, an empty array, file or folder, an unreadable image.
 """
@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import onnx_ir as ir
 
-from compiler.errors import InvalidInput, UsageError
+from compiler.ground.errors import InvalidInput, UsageError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 

@@ -58,7 +58,7 @@ from dataclasses import dataclass
 import numpy as np
 import onnx_ir as ir
 
-from passes.quantize import _graph
+from passes import graph_tools
 from passes.quantize.calibrate import run_with_outputs
 
 logger = logging.getLogger(__name__)
@@ -76,8 +76,8 @@ class EqualizePair:
 
     @property
     def depthwise_consumer(self) -> bool:
-        w = _graph.constant(self.consumer.inputs[1])
-        group = _graph.attr_int(self.consumer, "group", 1)
+        w = graph_tools.constant(self.consumer.inputs[1])
+        group = graph_tools.attr_int(self.consumer, "group", 1)
         return w is not None and group > 1 and w.shape[1] == 1
 
 
@@ -87,27 +87,27 @@ def find_pairs(
     """Every Conv → Relu/Clip(0, ·) → Conv chain that can be equalized (module docstring)."""
     pairs = []
     for act in model.graph:
-        if not _graph.is_std(act, "Relu", "Clip") or not act.inputs or act.inputs[0] is None:
+        if not graph_tools.is_std(act, "Relu", "Clip") or not act.inputs or act.inputs[0] is None:
             continue
-        bounds = _graph.activation_bounds(act)
+        bounds = graph_tools.activation_bounds(act)
         if bounds is None or bounds[0] != 0.0:
             continue
         producer = act.inputs[0].producer()
-        if producer is None or not _graph.is_std(producer, "Conv") or producer.name in exclude:
+        if producer is None or not graph_tools.is_std(producer, "Conv") or producer.name in exclude:
             continue
         z, a = producer.outputs[0], act.outputs[0]
         if z.is_graph_output() or len(z.uses()) != 1 or a.is_graph_output() or len(a.uses()) != 1:
             continue
         use = next(iter(a.uses()))
         consumer = use.node
-        if not _graph.is_std(consumer, "Conv") or use.idx != 0 or consumer.name in exclude:
+        if not graph_tools.is_std(consumer, "Conv") or use.idx != 0 or consumer.name in exclude:
             continue
         if not (_ok_weight(producer) and _ok_weight(consumer) and _ok_bias(producer)):
             continue
-        w_p = _graph.constant(producer.inputs[1])
-        w_c = _graph.constant(consumer.inputs[1])
+        w_p = graph_tools.constant(producer.inputs[1])
+        w_c = graph_tools.constant(consumer.inputs[1])
         assert w_p is not None and w_c is not None
-        group = _graph.attr_int(consumer, "group", 1)
+        group = graph_tools.attr_int(consumer, "group", 1)
         channels = w_p.shape[0]
         if channels % group or w_c.shape[1] * group != channels or w_c.shape[0] % group:
             continue
@@ -119,9 +119,9 @@ def _ok_weight(node: ir.Node) -> bool:
     w = node.inputs[1] if len(node.inputs) > 1 else None
     return (
         w is not None
-        and _graph.constant(w) is not None
+        and graph_tools.constant(w) is not None
         and len(w.uses()) == 1
-        and _graph.is_float(w)
+        and graph_tools.is_float(w)
     )
 
 
@@ -129,7 +129,7 @@ def _ok_bias(node: ir.Node) -> bool:
     if len(node.inputs) < 3 or node.inputs[2] is None:
         return True
     b = node.inputs[2]
-    return _graph.constant(b) is not None and len(b.uses()) == 1
+    return graph_tools.constant(b) is not None and len(b.uses()) == 1
 
 
 def _fold_channel_max(acc: dict[str, np.ndarray], name: str, a: np.ndarray) -> None:
@@ -191,7 +191,7 @@ class EqualizeCrossLayerPass(ir.passes.InPlacePass):
 
     def scales(self, pair: EqualizePair, m: np.ndarray) -> tuple[np.ndarray, float]:
         """(s_c, T) for a pair whose activation channels peak at m."""
-        bounds = _graph.activation_bounds(pair.activation)
+        bounds = graph_tools.activation_bounds(pair.activation)
         assert bounds is not None
         top = float(m.max()) if m.size else 0.0
         if top <= 0:
@@ -206,8 +206,8 @@ class EqualizeCrossLayerPass(ir.passes.InPlacePass):
 
     def _equalize(self, model: ir.Model, pair: EqualizePair, m: np.ndarray) -> bool:
         s, top = self.scales(pair, m)
-        w_p = _graph.constant(pair.producer.inputs[1])
-        w_c = _graph.constant(pair.consumer.inputs[1])
+        w_p = graph_tools.constant(pair.producer.inputs[1])
+        w_c = graph_tools.constant(pair.consumer.inputs[1])
         assert w_p is not None and w_c is not None
         if m.shape != (w_p.shape[0],):
             return False
@@ -217,11 +217,11 @@ class EqualizeCrossLayerPass(ir.passes.InPlacePass):
         shape_p = (-1,) + (1,) * (w_p.ndim - 1)
         new_wp = (w_p.astype(np.float64) / s.reshape(shape_p)).astype(dtype)
         b = (
-            _graph.constant(pair.producer.inputs[2])
+            graph_tools.constant(pair.producer.inputs[2])
             if len(pair.producer.inputs) > 2 and pair.producer.inputs[2] is not None
             else None
         )
-        group = _graph.attr_int(pair.consumer, "group", 1)
+        group = graph_tools.attr_int(pair.consumer, "group", 1)
         cpg = w_c.shape[1]  # input channels per group
         out_pg = w_c.shape[0] // group
         new_wc = w_c.astype(np.float64).copy()
@@ -234,7 +234,7 @@ class EqualizeCrossLayerPass(ir.passes.InPlacePass):
         if b is not None:
             _set_const(graph, pair.producer, 2, (b.astype(np.float64) / s).astype(b.dtype))
         _set_const(graph, pair.consumer, 1, new_wc.astype(w_c.dtype))
-        if _graph.is_std(pair.activation, "Clip"):
+        if graph_tools.is_std(pair.activation, "Clip"):
             _set_clip_max(graph, pair.activation, float(np.max(m / s)))
         return True
 
@@ -245,7 +245,9 @@ def _set_const(graph: ir.Graph, node: ir.Node, idx: int, array: np.ndarray) -> N
     if value.is_initializer() and value.const_value is not None:
         value.const_value = ir.tensor(array, name=value.name)
         return
-    node.replace_input_with(idx, _graph.new_initializer(graph, f"{node.name}_in{idx}_eq", array))
+    node.replace_input_with(
+        idx, graph_tools.new_initializer(graph, f"{node.name}_in{idx}_eq", array)
+    )
 
 
 def _set_clip_max(graph: ir.Graph, clip: ir.Node, top: float) -> None:
@@ -255,13 +257,13 @@ def _set_clip_max(graph: ir.Graph, clip: ir.Node, top: float) -> None:
     old = clip.inputs[2] if len(clip.inputs) > 2 else None
     dtype = old.dtype.numpy() if old is not None and old.dtype is not None else np.float32
     arr = np.asarray(top, dtype=dtype)
-    new = _graph.new_initializer(graph, f"{clip.name or 'clip'}_max_eq", arr)
+    new = graph_tools.new_initializer(graph, f"{clip.name or 'clip'}_max_eq", arr)
     if len(clip.inputs) < 3:
         clip.resize_inputs(3)
     clip.replace_input_with(2, new)
     if old is not None and not old.uses():
         producer = old.producer()
-        if producer is not None and _graph.is_std(producer, "Constant"):
+        if producer is not None and graph_tools.is_std(producer, "Constant"):
             graph.remove(producer, safe=True)
         elif old.name in graph.initializers and not old.is_graph_input():
             graph.initializers.pop(old.name)
@@ -306,16 +308,16 @@ def find_streams(
 
     for node in graph:
         if (
-            _graph.is_std(node, "Add")
+            graph_tools.is_std(node, "Add")
             and len(node.inputs) == 2
             and all(v is not None for v in node.inputs)
         ):
             a, b = node.inputs
             assert a is not None and b is not None
-            if _graph.constant(a) is None and _graph.constant(b) is None:
+            if graph_tools.constant(a) is None and graph_tools.constant(b) is None:
                 union(a, b)
                 union(a, node.outputs[0])
-        elif _graph.is_std(node, "Conv") and node.outputs:
+        elif graph_tools.is_std(node, "Conv") and node.outputs:
             find(node.outputs[0])
     groups: dict[int, list[ir.Value]] = {}
     for k in list(parent):
@@ -343,25 +345,26 @@ def _check_stream(
         p = v.producer()
         if p is None or p.name in exclude:
             return None
-        if _graph.is_std(p, "Conv"):
+        if graph_tools.is_std(p, "Conv"):
             if not (_ok_weight(p) and _ok_bias(p)):
                 return None
-            w = _graph.constant(p.inputs[1])
+            w = graph_tools.constant(p.inputs[1])
             assert w is not None
             if channels is not None and w.shape[0] != channels:
                 return None
             channels = w.shape[0]
             producers.append(p)
         elif not (
-            _graph.is_std(p, "Add") and all(i is not None and id(i) in members for i in p.inputs)
+            graph_tools.is_std(p, "Add")
+            and all(i is not None and id(i) in members for i in p.inputs)
         ):
             return None
         for use in v.uses():
             u = use.node
-            if _graph.is_std(u, "Add") and id(u.outputs[0]) in members:
+            if graph_tools.is_std(u, "Add") and id(u.outputs[0]) in members:
                 continue
             if (
-                not _graph.is_std(u, "Conv")
+                not graph_tools.is_std(u, "Conv")
                 or use.idx != 0
                 or u.name in exclude
                 or not _ok_weight(u)
@@ -372,9 +375,9 @@ def _check_stream(
     if not producers or not consumers or channels is None:
         return None
     for c in consumers:
-        w = _graph.constant(c.inputs[1])
+        w = graph_tools.constant(c.inputs[1])
         assert w is not None
-        group = _graph.attr_int(c, "group", 1)
+        group = graph_tools.attr_int(c, "group", 1)
         if w.shape[1] * group != channels or w.shape[0] % group:
             return None
     return LinearStream(values, producers, consumers, channels)
@@ -446,7 +449,7 @@ class EqualizeStreamPass(ir.passes.InPlacePass):
                 continue
             graph = model.graph
             for p in stream.producers:
-                w = _graph.constant(p.inputs[1])
+                w = graph_tools.constant(p.inputs[1])
                 assert w is not None
                 _set_const(
                     graph,
@@ -455,14 +458,14 @@ class EqualizeStreamPass(ir.passes.InPlacePass):
                     (w.astype(np.float64) / s.reshape((-1,) + (1,) * (w.ndim - 1))).astype(w.dtype),
                 )
                 if len(p.inputs) > 2 and p.inputs[2] is not None:
-                    b = _graph.constant(p.inputs[2])
+                    b = graph_tools.constant(p.inputs[2])
                     assert b is not None
                     _set_const(graph, p, 2, (b.astype(np.float64) / s).astype(b.dtype))
                 p.metadata_props[MARK] = "1"
             for c in stream.consumers:
-                w = _graph.constant(c.inputs[1])
+                w = graph_tools.constant(c.inputs[1])
                 assert w is not None
-                _set_const(graph, c, 1, _scale_columns(w, s, _graph.attr_int(c, "group", 1)))
+                _set_const(graph, c, 1, _scale_columns(w, s, graph_tools.attr_int(c, "group", 1)))
             changed += 1
         if changed:
             logger.info("equalized %d linear streams", changed)

@@ -23,7 +23,7 @@ from __future__ import annotations
 import numpy as np
 import onnx_ir as ir
 
-from passes.quantize import _graph
+from passes import graph_tools
 
 __all__ = ["fold_float_weights", "int8_weight", "runs_integer"]
 
@@ -32,7 +32,7 @@ _WEIGHTED = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 
 def _from_dq(value: ir.Value | None) -> ir.Node | None:
     p = value.producer() if value is not None else None
-    return p if p is not None and _graph.is_std(p, "DequantizeLinear") else None
+    return p if p is not None and graph_tools.is_std(p, "DequantizeLinear") else None
 
 
 def _output_quantized(node: ir.Node) -> bool:
@@ -42,9 +42,9 @@ def _output_quantized(node: ir.Node) -> bool:
         if out is None:
             return False
         users = [u.node for u in out.uses()]
-        if users and all(_graph.is_std(u, "QuantizeLinear") for u in users):
+        if users and all(graph_tools.is_std(u, "QuantizeLinear") for u in users):
             return True
-        if len(users) != 1 or not _graph.is_std(users[0], "Relu", "Clip"):
+        if len(users) != 1 or not graph_tools.is_std(users[0], "Relu", "Clip"):
             return False
         out = users[0].outputs[0]
     return False
@@ -57,55 +57,58 @@ def runs_integer(node: ir.Node) -> bool:
     only the DQ input."""
     if not node.inputs or _from_dq(node.inputs[0]) is None:
         return False
-    return _graph.is_std(node, "Gemm", "MatMul") or _output_quantized(node)
+    return graph_tools.is_std(node, "Gemm", "MatMul") or _output_quantized(node)
 
 
 def _folds(dq: ir.Node) -> bool:
     """A constant int8/int32 DQ with zero point 0 read only by float-computing layers."""
     src = dq.inputs[0]
-    if src is None or _graph.constant(src) is None:
+    if src is None or graph_tools.constant(src) is None:
         return False
     if src.dtype not in (ir.DataType.INT8, ir.DataType.INT32):
         return False
     if len(dq.inputs) > 2 and dq.inputs[2] is not None:
-        zp = _graph.constant(dq.inputs[2])
+        zp = graph_tools.constant(dq.inputs[2])
         if zp is None or np.any(zp != 0):
             return False
     users = list(dq.outputs[0].uses())
     return bool(users) and all(
-        _graph.is_std(u.node, *_WEIGHTED) and u.idx > 0 and not runs_integer(u.node) for u in users
+        graph_tools.is_std(u.node, *_WEIGHTED) and u.idx > 0 and not runs_integer(u.node)
+        for u in users
     )
 
 
 def fold_float_weights(graph: ir.Graph) -> int:
     """Rewrite the weight (and int32 bias) DQs of float-computing layers as Cast → Mul;
     returns how many. Numerically identical: float(q) * s either way."""
-    taken = _graph.value_names(graph)
+    taken = graph_tools.value_names(graph)
     taken.update(n.name for n in graph if n.name)
     done = 0
-    for dq in [n for n in graph if _graph.is_std(n, "DequantizeLinear")]:
+    for dq in [n for n in graph if graph_tools.is_std(n, "DequantizeLinear")]:
         if not _folds(dq):
             continue
-        q = _graph.constant(dq.inputs[0])
-        scale = _graph.constant(dq.inputs[1])
+        q = graph_tools.constant(dq.inputs[0])
+        scale = graph_tools.constant(dq.inputs[1])
         assert q is not None and scale is not None
         shape = [1] * q.ndim
         if scale.ndim and q.ndim:
-            shape[_graph.attr_int(dq, "axis", 1) % q.ndim] = -1
+            shape[graph_tools.attr_int(dq, "axis", 1) % q.ndim] = -1
         base = dq.name or "weight"
-        s = _graph.new_initializer(graph, f"{base}_scale", scale.reshape(shape))
+        s = graph_tools.new_initializer(graph, f"{base}_scale", scale.reshape(shape))
         taken.add(s.name or "")
-        cast_out = ir.Value(name=_graph.unique_name(graph, f"{base}_cast", taken))
+        cast_out = ir.Value(name=graph_tools.unique_name(graph, f"{base}_cast", taken))
         cast_out.type = ir.TensorType(ir.DataType.FLOAT)
         cast = ir.node(
             "Cast",
             [dq.inputs[0]],
             {"to": ir.DataType.FLOAT},
             outputs=[cast_out],
-            name=_graph.unique_name(graph, f"{base}_Cast", taken),
+            name=graph_tools.unique_name(graph, f"{base}_Cast", taken),
         )
-        mul = ir.node("Mul", [cast_out, s], name=_graph.unique_name(graph, f"{base}_Mul", taken))
-        mul.outputs[0].name = _graph.unique_name(graph, f"{base}_folded", taken)
+        mul = ir.node(
+            "Mul", [cast_out, s], name=graph_tools.unique_name(graph, f"{base}_Mul", taken)
+        )
+        mul.outputs[0].name = graph_tools.unique_name(graph, f"{base}_folded", taken)
         mul.outputs[0].type = dq.outputs[0].type
         mul.outputs[0].shape = dq.outputs[0].shape
         graph.insert_before(dq, [cast, mul])
@@ -125,17 +128,17 @@ def int8_weight(value: ir.Value | None) -> tuple[np.ndarray, np.ndarray, int] | 
     p = value.producer() if value is not None else None
     if p is None:
         return None
-    if _graph.is_std(p, "DequantizeLinear"):
-        q, s = _graph.constant(p.inputs[0]), _graph.constant(p.inputs[1])
+    if graph_tools.is_std(p, "DequantizeLinear"):
+        q, s = graph_tools.constant(p.inputs[0]), graph_tools.constant(p.inputs[1])
         if q is None or s is None:
             return None
-        return q, s, _graph.attr_int(p, "axis", 1) % max(q.ndim, 1)
-    if _graph.is_std(p, "Mul"):
+        return q, s, graph_tools.attr_int(p, "axis", 1) % max(q.ndim, 1)
+    if graph_tools.is_std(p, "Mul"):
         cast = p.inputs[0].producer() if p.inputs[0] is not None else None
-        s = _graph.constant(p.inputs[1])
-        if cast is None or not _graph.is_std(cast, "Cast") or s is None:
+        s = graph_tools.constant(p.inputs[1])
+        if cast is None or not graph_tools.is_std(cast, "Cast") or s is None:
             return None
-        q = _graph.constant(cast.inputs[0])
+        q = graph_tools.constant(cast.inputs[0])
         if q is None:
             return None
         channel_axes = [i for i, d in enumerate(s.shape) if d != 1]

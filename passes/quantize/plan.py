@@ -49,7 +49,7 @@ from dataclasses import dataclass, field
 
 import onnx_ir as ir
 
-from passes.quantize import _graph
+from passes import graph_tools
 from passes.quantize.spec import QuantSpec
 
 logger = logging.getLogger(__name__)
@@ -100,16 +100,16 @@ class QuantPlan:
 
 def _weight_index(node: ir.Node) -> int | None:
     """Index of the constant weight of a weighted op, or None."""
-    if _graph.is_std(node, "Conv", "ConvTranspose", "Gemm"):
+    if graph_tools.is_std(node, "Conv", "ConvTranspose", "Gemm"):
         idx = 1
-    elif _graph.is_std(node, "MatMul"):
-        idx = 1 if _graph.constant(node.inputs[1]) is not None else 0
+    elif graph_tools.is_std(node, "MatMul"):
+        idx = 1 if graph_tools.constant(node.inputs[1]) is not None else 0
     else:
         return None
     if len(node.inputs) <= idx or node.inputs[idx] is None:
         return None
     value = node.inputs[idx]
-    if not _graph.is_float(value) or _graph.constant(value) is None:
+    if not graph_tools.is_float(value) or graph_tools.constant(value) is None:
         return None
     return idx
 
@@ -117,19 +117,19 @@ def _weight_index(node: ir.Node) -> int | None:
 def _weight_axis(spec: QuantSpec, node: ir.Node, index: int, rank: int) -> int | None:
     if not spec.weight_per_channel or rank < 2:
         return None
-    if _graph.is_std(node, "MatMul"):
+    if graph_tools.is_std(node, "MatMul"):
         return rank - 1 if index == 1 else None  # a constant left operand has no output channel
-    if _graph.is_std(node, "Gemm"):
-        trans_b = bool(_graph.attr_int(node, "transB", 0))
+    if graph_tools.is_std(node, "Gemm"):
+        trans_b = bool(graph_tools.attr_int(node, "transB", 0))
         return spec.weight_axis("Gemm", trans_b=trans_b)
     return spec.weight_axis(node.op_type)
 
 
 def _gemm_bias_ok(node: ir.Node) -> bool:
     return (
-        _graph.attr_float(node, "alpha", 1.0) == 1.0
-        and _graph.attr_float(node, "beta", 1.0) == 1.0
-        and not _graph.attr_int(node, "transA", 0)
+        graph_tools.attr_float(node, "alpha", 1.0) == 1.0
+        and graph_tools.attr_float(node, "beta", 1.0) == 1.0
+        and not graph_tools.attr_int(node, "transA", 0)
     )
 
 
@@ -141,7 +141,7 @@ def plan_quantization(
     excluded_weights: bool = True,
 ) -> QuantPlan:
     """Apply `spec` to `graph` (see the module docstring for the rules). Values need
-    their element types (run `_graph.ensure_types` first): untyped ones are left float.
+    their element types (run `graph_tools.ensure_types` first): untyped ones are left float.
 
     With `excluded_weights`, the constant weights of excluded weighted ops are still
     stored as int8 (weight-only: DQ → float op), so a fallback keeps the artifact small.
@@ -155,7 +155,11 @@ def plan_quantization(
     quantized: list[str] = []
 
     def want(value: ir.Value | None, node: ir.Node | None, idx: int | None, bounds=None) -> bool:  # type: ignore[no-untyped-def]
-        if value is None or not _graph.is_float(value) or _graph.constant(value) is not None:
+        if (
+            value is None
+            or not graph_tools.is_float(value)
+            or graph_tools.constant(value) is not None
+        ):
             return False
         site = acts.get(value.name or "")
         if site is None:
@@ -164,7 +168,7 @@ def plan_quantization(
             site = acts[value.name] = ActivationSite(value)
             producer = value.producer()
             if producer is not None:
-                b = _graph.activation_bounds(producer)
+                b = graph_tools.activation_bounds(producer)
                 if b is not None:
                     site.bounds = b
         if node is not None and idx is not None and (node, idx) not in site.edges:
@@ -180,7 +184,7 @@ def plan_quantization(
             if excluded_weights and node.op_type in spec.weighted_ops:
                 w_idx = _weight_index(node)
                 if w_idx is not None:
-                    w_arr = _graph.constant(node.inputs[w_idx])
+                    w_arr = graph_tools.constant(node.inputs[w_idx])
                     assert w_arr is not None
                     weights.append(
                         WeightSite(node, w_idx, _weight_axis(spec, node, w_idx, w_arr.ndim))
@@ -198,7 +202,7 @@ def plan_quantization(
                 if i != w_idx and not want(v, node, i):
                     ok = False
             if w_idx is not None:
-                w_arr = _graph.constant(node.inputs[w_idx])
+                w_arr = graph_tools.constant(node.inputs[w_idx])
                 assert w_arr is not None
                 rank = w_arr.ndim
                 weights.append(WeightSite(node, w_idx, _weight_axis(spec, node, w_idx, rank)))
@@ -209,11 +213,11 @@ def plan_quantization(
                     and has_bias
                     and ok
                     and x is not None
-                    and _graph.constant(node.inputs[2]) is not None
+                    and graph_tools.constant(node.inputs[2]) is not None
                     and (op != "Gemm" or _gemm_bias_ok(node))
-                    and (op != "ConvTranspose" or _graph.attr_int(node, "group", 1) == 1)
+                    and (op != "ConvTranspose" or graph_tools.attr_int(node, "group", 1) == 1)
                 ):
-                    bias = _graph.constant(node.inputs[2])
+                    bias = graph_tools.constant(node.inputs[2])
                     if bias is not None and bias.ndim == 1:
                         biases.append(BiasSite(node, 2, x, w_idx))
             runs_quantized = ok
@@ -222,7 +226,7 @@ def plan_quantization(
         elif op == "Add" and spec.residual_add != "none":
             inputs = [v for v in node.inputs if v is not None]
             if len(inputs) == 2 and all(
-                _graph.is_float(v) and _graph.constant(v) is None for v in inputs
+                graph_tools.is_float(v) and graph_tools.constant(v) is None for v in inputs
             ):
                 if spec.residual_add == "all":
                     runs_quantized = all(want(v, node, i) for i, v in enumerate(node.inputs))
@@ -231,9 +235,11 @@ def plan_quantization(
                     want(node.inputs[r], node, r)
         elif op in spec.input_ops:
             ins = [
-                (i, v) for i, v in enumerate(node.inputs) if v is not None and _graph.is_float(v)
+                (i, v)
+                for i, v in enumerate(node.inputs)
+                if v is not None and graph_tools.is_float(v)
             ]
-            if ins and all(_graph.constant(v) is None for _, v in ins):
+            if ins and all(graph_tools.constant(v) is None for _, v in ins):
                 runs_quantized = all([want(v, node, i) for i, v in ins])
         if op in spec.output_ops and runs_quantized:
             out, bounds = _fused_output(node, spec)
@@ -260,9 +266,9 @@ def _chained_add(node: ir.Node) -> bool:
     """Whether an Add reads another Add's output or writes one that an Add reads."""
     for v in node.inputs:
         producer = v.producer() if v is not None else None
-        if producer is not None and _graph.is_std(producer, "Add"):
+        if producer is not None and graph_tools.is_std(producer, "Add"):
             return True
-    return any(_graph.is_std(u.node, "Add") for out in node.outputs for u in out.uses())
+    return any(graph_tools.is_std(u.node, "Add") for out in node.outputs for u in out.uses())
 
 
 def _residual_index(node: ir.Node, spec: QuantSpec, order: dict[int, int]) -> int:
@@ -288,7 +294,7 @@ def _fused_output(
         user = uses[0].node
         if user.op_type not in spec.fused_activations or uses[0].idx != 0:
             break
-        b = _graph.activation_bounds(user)
+        b = graph_tools.activation_bounds(user)
         if b is None:
             break
         bounds = b if bounds is None else (max(bounds[0], b[0]), min(bounds[1], b[1]))
@@ -300,7 +306,11 @@ def _shared_ranges(acts: dict[str, ActivationSite]) -> dict[str, str]:
     share: dict[str, str] = {}
     for name, site in acts.items():
         producer = site.value.producer()
-        if producer is None or not _graph.is_std(producer, *PASSTHROUGH_OPS) or not producer.inputs:
+        if (
+            producer is None
+            or not graph_tools.is_std(producer, *PASSTHROUGH_OPS)
+            or not producer.inputs
+        ):
             continue
         src = producer.inputs[0]
         if src is not None and src.name in acts:
@@ -326,7 +336,7 @@ def stem_nodes(graph: ir.Graph) -> list[str]:
     out: list[str] = []
     inputs = {id(v) for v in graph.inputs}
     for node in graph:
-        if not _graph.is_std(node, "Conv") or not node.inputs or node.inputs[0] is None:
+        if not graph_tools.is_std(node, "Conv") or not node.inputs or node.inputs[0] is None:
             continue
         if id(node.inputs[0]) not in inputs or not node.name:
             continue
@@ -335,18 +345,18 @@ def stem_nodes(graph: ir.Graph) -> list[str]:
         while True:
             value = current.outputs[0]
             uses = list(value.uses())
-            if len(uses) != 1 or not _graph.is_std(uses[0].node, "Relu", "Clip"):
+            if len(uses) != 1 or not graph_tools.is_std(uses[0].node, "Relu", "Clip"):
                 break
             act_uses = list(uses[0].node.outputs[0].uses())
             if len(act_uses) != 1:
                 break
             nxt = act_uses[0].node
             w = (
-                _graph.constant(nxt.inputs[1])
-                if _graph.is_std(nxt, "Conv") and len(nxt.inputs) > 1
+                graph_tools.constant(nxt.inputs[1])
+                if graph_tools.is_std(nxt, "Conv") and len(nxt.inputs) > 1
                 else None
             )
-            group = _graph.attr_int(nxt, "group", 1) if w is not None else 1
+            group = graph_tools.attr_int(nxt, "group", 1) if w is not None else 1
             if w is None or group <= 1 or w.shape[1] != 1 or not nxt.name:
                 break
             out.append(nxt.name)

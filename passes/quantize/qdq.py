@@ -30,7 +30,7 @@ from collections.abc import Mapping
 import numpy as np
 import onnx_ir as ir
 
-from passes.quantize import _graph
+from passes import graph_tools
 from passes.quantize.fold import fold_float_weights, int8_weight
 from passes.quantize.params import activation_qparams, quantize_bias, quantize_weight
 from passes.quantize.plan import QuantPlan, plan_quantization
@@ -42,7 +42,7 @@ QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")
 
 
 def is_quantized(model: ir.Model) -> bool:
-    return any(_graph.is_std(n, *QDQ_OPS) for n in model.graph)
+    return any(graph_tools.is_std(n, *QDQ_OPS) for n in model.graph)
 
 
 class InsertQdqPass(ir.passes.InPlacePass):
@@ -80,7 +80,7 @@ class InsertQdqPass(ir.passes.InPlacePass):
             raise ValueError(
                 f"INT8 Q/DQ needs opset 13 or newer, the model has opset {opset}; upgrade it first"
             )
-        _graph.ensure_types(model)
+        graph_tools.ensure_types(model)
         plan = plan_quantization(
             graph, self.spec, self.exclude, excluded_weights=self.excluded_weights
         )
@@ -120,12 +120,12 @@ class _Inserter:
     ):
         self.graph, self.spec, self.plan, self.rounded = graph, spec, plan, weights
         self.params = activation_params(plan, spec, ranges)
-        self.taken = _graph.value_names(graph)
+        self.taken = graph_tools.value_names(graph)
         self.taken.update(n.name for n in graph if n.name)
         self.dq_of: dict[str, ir.Value] = {}
 
     def _init(self, base: str, array: np.ndarray) -> ir.Value:
-        name = _graph.unique_name(self.graph, base, self.taken)
+        name = graph_tools.unique_name(self.graph, base, self.taken)
         tensor = ir.tensor(array, name=name)
         value = ir.Value(
             name=name,
@@ -139,9 +139,9 @@ class _Inserter:
     def _node(
         self, op: str, inputs: list[ir.Value], base: str, out_type: ir.DataType, shape, axis=None
     ) -> ir.Node:  # type: ignore[no-untyped-def]
-        name = _graph.unique_name(self.graph, f"{base}_{op}", self.taken)
+        name = graph_tools.unique_name(self.graph, f"{base}_{op}", self.taken)
         out = ir.Value(
-            name=_graph.unique_name(
+            name=graph_tools.unique_name(
                 self.graph, f"{base}_{'q' if op == 'QuantizeLinear' else 'dq'}", self.taken
             )
         )
@@ -187,7 +187,7 @@ class _Inserter:
     def _weight(self, site) -> None:  # type: ignore[no-untyped-def]
         node: ir.Node = site.node
         value = node.inputs[site.index]
-        arr = _graph.constant(value)
+        arr = graph_tools.constant(value)
         if value is None or arr is None:
             return
         key = f"{value.name}|{site.axis}"
@@ -244,8 +244,8 @@ class _Inserter:
         x = site.activation
         x_name = x.name or ""
         bias_value = node.inputs[site.index]
-        b = _graph.constant(bias_value)
-        w = _graph.constant(node.inputs[site.weight_index])
+        b = graph_tools.constant(bias_value)
+        w = graph_tools.constant(node.inputs[site.weight_index])
         if x_name not in self.params or b is None or w is None or bias_value is None:
             return False
         w_site = next(s for s in self.plan.weights if s.node is node)
@@ -265,7 +265,7 @@ def _drop_if_unused(graph: ir.Graph, value: ir.Value | None) -> None:
     if value is None or value.uses() or value.is_graph_output() or value.is_graph_input():
         return
     producer = value.producer()
-    if producer is not None and _graph.is_std(producer, "Constant"):
+    if producer is not None and graph_tools.is_std(producer, "Constant"):
         graph.remove(producer, safe=True)
     elif value.name in graph.initializers:
         graph.initializers.pop(value.name)
@@ -276,17 +276,17 @@ def count_qdq(model: ir.Model) -> dict[str, dict[str, int]]:
     int8 weights, int32 biases, and outputs that feed a QuantizeLinear (directly or
     through a fused Relu/Clip). Plus totals under ``"QuantizeLinear"``/``"DequantizeLinear"``."""
     counts: dict[str, Counter[str]] = {}
-    total = Counter(n.op_type for n in model.graph if _graph.is_std(n, *QDQ_OPS))
+    total = Counter(n.op_type for n in model.graph if graph_tools.is_std(n, *QDQ_OPS))
     for node in model.graph:
-        if _graph.is_std(node, *QDQ_OPS, "Constant"):
+        if graph_tools.is_std(node, *QDQ_OPS, "Constant"):
             continue
         c = Counter()  # type: ignore[var-annotated]
         for v in node.inputs:
             p = v.producer() if v is not None else None
-            if p is not None and _graph.is_std(p, "Mul") and (w := int8_weight(v)) is not None:
+            if p is not None and graph_tools.is_std(p, "Mul") and (w := int8_weight(v)) is not None:
                 c["bias" if w[0].dtype == np.int32 else "weight"] += 1  # folded (fold.py)
                 continue
-            if p is None or not _graph.is_std(p, "DequantizeLinear"):
+            if p is None or not graph_tools.is_std(p, "DequantizeLinear"):
                 continue
             src = p.inputs[0]
             const = src is not None and src.is_initializer()
@@ -300,15 +300,15 @@ def count_qdq(model: ir.Model) -> dict[str, dict[str, int]]:
         hops = 0
         while out is not None and hops < 3:
             users = [u.node for u in out.uses()]
-            if any(_graph.is_std(u, "QuantizeLinear") for u in users):
+            if any(graph_tools.is_std(u, "QuantizeLinear") for u in users):
                 c["output"] += 1
                 break
-            if len(users) == 1 and _graph.is_std(users[0], "Relu", "Clip"):
+            if len(users) == 1 and graph_tools.is_std(users[0], "Relu", "Clip"):
                 out = users[0].outputs[0]
                 hops += 1
                 continue
             break
-        if c and not (set(c) == {"output"} and _graph.is_std(node, "Relu", "Clip")):
+        if c and not (set(c) == {"output"} and graph_tools.is_std(node, "Relu", "Clip")):
             entry = counts.setdefault(node.op_type, Counter())
             entry["nodes"] += 1
             entry.update(c)

@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterable, Mapping
 import numpy as np
 import onnx_ir as ir
 
-from passes.quantize import _graph
+from passes import graph_tools
 from passes.quantize.calibrate import Histogram, run_with_outputs
 from passes.quantize.params import activation_qparams
 from passes.quantize.plan import QuantPlan
@@ -77,38 +77,38 @@ def _reader(node: ir.Node, index: int) -> Reader | None:
     import torch
     import torch.nn.functional as F
 
-    if _graph.is_std(node, "GlobalAveragePool"):
+    if graph_tools.is_std(node, "GlobalAveragePool"):
         return lambda e: e.mean(dim=tuple(range(2, e.dim())))
-    if index == 0 and _graph.is_std(node, "Conv") and len(node.inputs) > 1:
-        w = _graph.constant(node.inputs[1])
+    if index == 0 and graph_tools.is_std(node, "Conv") and len(node.inputs) > 1:
+        w = graph_tools.constant(node.inputs[1])
         if w is None or w.ndim not in (3, 4, 5):
             return None
-        if _graph.attr_str(node, "auto_pad", "NOTSET") not in ("NOTSET", ""):
+        if graph_tools.attr_str(node, "auto_pad", "NOTSET") not in ("NOTSET", ""):
             return None
         spatial = w.ndim - 2
-        pads = _graph.attr_ints(node, "pads", [0] * 2 * spatial)
+        pads = graph_tools.attr_ints(node, "pads", [0] * 2 * spatial)
         begin, end = pads[:spatial], pads[spatial:]
         conv = (F.conv1d, F.conv2d, F.conv3d)[spatial - 1]
         weight = torch.from_numpy(np.array(w, dtype=np.float32))
-        stride = _graph.attr_ints(node, "strides", [1] * spatial)
-        dilation = _graph.attr_ints(node, "dilations", [1] * spatial)
-        group = _graph.attr_int(node, "group", 1)
+        stride = graph_tools.attr_ints(node, "strides", [1] * spatial)
+        dilation = graph_tools.attr_ints(node, "dilations", [1] * spatial)
+        group = graph_tools.attr_int(node, "group", 1)
         torch_pad = [p for b, e in zip(reversed(begin), reversed(end), strict=True) for p in (b, e)]
 
         def apply(e):  # type: ignore[no-untyped-def]
             return conv(F.pad(e, torch_pad), weight, None, stride, 0, dilation, group)
 
         return apply
-    if _graph.is_std(node, "Gemm") and index == 0 and len(node.inputs) > 1:
-        w = _graph.constant(node.inputs[1])
-        if w is None or w.ndim != 2 or _graph.attr_int(node, "transA", 0):
+    if graph_tools.is_std(node, "Gemm") and index == 0 and len(node.inputs) > 1:
+        w = graph_tools.constant(node.inputs[1])
+        if w is None or w.ndim != 2 or graph_tools.attr_int(node, "transA", 0):
             return None
         mat = torch.from_numpy(np.array(w, dtype=np.float32))
-        mat = mat.t() if _graph.attr_int(node, "transB", 0) else mat
-        alpha = _graph.attr_float(node, "alpha", 1.0)
+        mat = mat.t() if graph_tools.attr_int(node, "transB", 0) else mat
+        alpha = graph_tools.attr_float(node, "alpha", 1.0)
         return lambda e: alpha * (e @ mat)
-    if _graph.is_std(node, "MatMul") and index == 0 and len(node.inputs) > 1:
-        w = _graph.constant(node.inputs[1])
+    if graph_tools.is_std(node, "MatMul") and index == 0 and len(node.inputs) > 1:
+        w = graph_tools.constant(node.inputs[1])
         if w is None or w.ndim != 2:
             return None
         mat = torch.from_numpy(np.array(w, dtype=np.float32))
@@ -168,7 +168,7 @@ def search_ranges(
         if name in plan.share or name not in ranges or name not in stats:
             continue
         producer = site.value.producer()
-        if producer is not None and _graph.is_std(producer, "Add", "Sum"):
+        if producer is not None and graph_tools.is_std(producer, "Add", "Sum"):
             continue  # the residual stream: see the module docstring
         h = stats[name]
         if not np.isfinite(h.min) or not np.isfinite(h.max):

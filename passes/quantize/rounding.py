@@ -34,7 +34,7 @@ from dataclasses import dataclass
 import numpy as np
 import onnx_ir as ir
 
-from passes.quantize import _graph
+from passes import graph_tools
 from passes.quantize.params import quantize_weight
 from passes.quantize.plan import QuantPlan
 from passes.quantize.spec import QuantSpec
@@ -74,10 +74,10 @@ class HessianCollector:
             if x is None or not x.name or site.axis is None:
                 continue
             w = node.inputs[site.index]
-            arr = _graph.constant(w)
+            arr = graph_tools.constant(w)
             if w is None or arr is None:
                 continue
-            if _graph.is_std(node, "Conv") and arr.ndim in (3, 4):
+            if graph_tools.is_std(node, "Conv") and arr.ndim in (3, 4):
                 k = tuple(arr.shape[2:])
                 nd = len(k)
                 pads = (
@@ -106,16 +106,16 @@ class HessianCollector:
                         tuple(node.attributes["dilations"].as_ints())
                         if "dilations" in node.attributes
                         else (1,) * nd,
-                        _graph.attr_int(node, "group", 1),
+                        graph_tools.attr_int(node, "group", 1),
                     )
                 )
             elif (
-                _graph.is_std(node, "Gemm")
+                graph_tools.is_std(node, "Gemm")
                 and arr.ndim == 2
-                and not _graph.attr_int(node, "transA", 0)
+                and not graph_tools.attr_int(node, "transA", 0)
             ):
                 self.layers.append(_Layer(node, x.name, w, "gemm"))
-            elif _graph.is_std(node, "MatMul") and arr.ndim == 2:
+            elif graph_tools.is_std(node, "MatMul") and arr.ndim == 2:
                 self.layers.append(_Layer(node, x.name, w, "matmul"))
         self.by_input: dict[str, list[_Layer]] = {}
         for layer in self.layers:
@@ -239,12 +239,12 @@ def _round_weights(
     for layer in collector.layers:
         if layer.hessian is None or not layer.weight.name or layer.weight.name in out:
             continue
-        w = _graph.constant(layer.weight)
+        w = graph_tools.constant(layer.weight)
         assert w is not None
         axis = (
             0
             if layer.kind == "conv"
-            or (layer.kind == "gemm" and _graph.attr_int(layer.node, "transB", 0))
+            or (layer.kind == "gemm" and graph_tools.attr_int(layer.node, "transB", 0))
             else 1
         )
         _, scale = quantize_weight(w, axis, spec)

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 import onnx_ir as ir
 
-from passes.quantize import _graph
+from passes import graph_tools
 
 logger = logging.getLogger(__name__)
 
@@ -40,7 +40,7 @@ class Score:
 def _outputs(
     model: ir.Model, feeds: list[Mapping[str, np.ndarray]], threads: int
 ) -> list[np.ndarray]:
-    session = _graph.ort_session(_graph.model_bytes(model), threads=threads)
+    session = graph_tools.ort_session(graph_tools.model_bytes(model), threads=threads)
     runs = [session.run(None, dict(f)) for f in feeds]
     return [np.concatenate([r[i] for r in runs]) for i in range(len(runs[0]))]
 

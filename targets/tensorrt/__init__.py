@@ -25,8 +25,8 @@ from typing import TYPE_CHECKING
 import onnx
 import onnx_ir as ir
 
-from compiler.errors import TargetUnavailable, UsageError
-from compiler.io import load_onnx_proto
+from compiler.ground.errors import TargetUnavailable, UsageError
+from compiler.ground.io import load_onnx_proto
 from targets.base import Artifact, register
 from targets.cpu import _check_stem
 from targets.profiles import DeviceProfile

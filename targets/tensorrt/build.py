@@ -37,8 +37,8 @@ from typing import Any
 
 import onnx
 
-from compiler.errors import InvalidInput, TargetUnavailable
-from compiler.io import atomic_write_bytes
+from compiler.ground.errors import InvalidInput, TargetUnavailable
+from compiler.ground.io import atomic_write_bytes
 from targets.tensorrt.settings import BuilderSettings
 
 logger = logging.getLogger(__name__)

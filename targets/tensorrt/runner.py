@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from compiler.errors import InvalidInput, TargetUnavailable
+from compiler.ground.errors import InvalidInput, TargetUnavailable
 from targets.base import check_feeds
 from targets.tensorrt.build import import_tensorrt, trt_logger
 

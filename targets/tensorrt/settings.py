@@ -56,7 +56,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, numpy_helper
 
-from compiler.errors import InvalidInput, UsageError
+from compiler.ground.errors import InvalidInput, UsageError
 
 if TYPE_CHECKING:
     from targets.profiles import DeviceProfile

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from compiler.config import load_config_file, merge, parse_shape
-from compiler.errors import UsageError
+from compiler.ground.errors import UsageError
 
 
 def test_parse_shape_forms() -> None:

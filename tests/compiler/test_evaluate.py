@@ -10,8 +10,8 @@ import onnx.parser
 import onnx_ir as ir
 import pytest
 
-from compiler.errors import InvalidInput
 from compiler.evaluate import SQNR_CAP_DB, Accuracy, compare_outputs, run_batched
+from compiler.ground.errors import InvalidInput
 from targets.cpu import CpuTarget
 
 ACCURACY_KEYS = {

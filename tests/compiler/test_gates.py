@@ -5,8 +5,8 @@ import xml.etree.ElementTree as ET
 import pytest
 
 from compiler.config import Budgets
-from compiler.errors import UsageError
 from compiler.gates import judge, junit_xml
+from compiler.ground.errors import UsageError
 
 REPORT = {
     "artifact": {"size_bytes": 3_500_000},

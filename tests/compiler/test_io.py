@@ -7,8 +7,8 @@ import onnx
 import pytest
 from onnx import helper, numpy_helper
 
-from compiler.errors import InvalidInput
-from compiler.io import atomic_path, atomic_write_bytes, load_onnx_proto
+from compiler.ground.errors import InvalidInput
+from compiler.ground.io import atomic_path, atomic_write_bytes, load_onnx_proto
 
 
 def test_atomic_write_leaves_nothing_on_failure(tmp_path: Path) -> None:

@@ -89,7 +89,7 @@ def test_subgraph_output_of_outer_value_is_kept(kit):
     ids=["dropout", "transpose"],
 )
 def test_other_bypassing_passes_keep_subgraph_outputs_local(kit, pass_, op):
-    """`_common.can_bypass` refuses an outer-scope value as a subgraph's output."""
+    """`graph_tools.can_bypass` refuses an outer-scope value as a subgraph's output."""
     m = kit.build(OUTER.replace("Identity (r)", op))
     kit.assert_refused(pass_, m, "graph output")
     onnx.checker.check_model(m, full_check=True)

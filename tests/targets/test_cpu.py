@@ -5,7 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from compiler.errors import InvalidInput, UsageError
+from compiler.ground.errors import InvalidInput, UsageError
 from targets.base import get_target
 from targets.cpu import CpuTarget, OrtRunner, ort_error_line
 from tests.targets.conftest import TinyModel

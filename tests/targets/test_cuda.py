@@ -5,7 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from compiler.errors import TargetUnavailable, UsageError
+from compiler.ground.errors import TargetUnavailable, UsageError
 from targets.base import get_target
 from targets.cpu import CpuTarget, OrtRunner
 from targets.cuda import CudaTarget, probe_cuda

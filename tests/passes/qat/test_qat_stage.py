@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from compiler.errors import UsageError
+from compiler.ground.errors import UsageError
 from models.registry import get_model
 from passes.qat import run_qat_stage
 from passes.quantize.qdq import count_qdq

@@ -126,11 +126,11 @@ def images(n: int, seed: int = 1) -> np.ndarray:
 
 
 def run(model: ir.Model, feeds: dict[str, np.ndarray], *, optimize: bool = False) -> np.ndarray:
-    from passes.quantize import _graph
+    from passes import graph_tools
 
-    return _graph.ort_session(_graph.model_bytes(model), threads=1, optimize=optimize).run(
-        None, feeds
-    )[0]
+    return graph_tools.ort_session(
+        graph_tools.model_bytes(model), threads=1, optimize=optimize
+    ).run(None, feeds)[0]
 
 
 def sqnr_db(ref: np.ndarray, out: np.ndarray) -> float:

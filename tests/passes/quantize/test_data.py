@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from compiler.errors import InvalidInput, UsageError
+from compiler.ground.errors import InvalidInput, UsageError
 from passes.quantize.data import CalibrationStream, InputSignature
 
 SIG = [InputSignature("x", (None, 3, 8, 8), np.dtype(np.float32))]

@@ -6,7 +6,7 @@ import numpy as np
 import onnx
 import onnx_ir as ir
 
-from passes.quantize import _graph
+from passes import graph_tools
 from passes.quantize.equalize import (
     EqualizeCrossLayerPass,
     EqualizeStreamPass,
@@ -43,12 +43,12 @@ def test_pair_equalization_preserves_the_function_on_its_statistics() -> None:
     ref = _models.run(model, {"x": x})
     pairs = find_pairs(model)
     maxima = channel_maxima(model, pairs, _feeds(x))
-    before = _graph.constant(pairs[0].producer.inputs[1]).copy()
+    before = graph_tools.constant(pairs[0].producer.inputs[1]).copy()
     result = EqualizeCrossLayerPass(maxima, alpha_dense=1.0, headroom=1.0)(model)
     assert result.modified
     onnx.checker.check_model(ir.to_proto(model), full_check=True)
     np.testing.assert_allclose(_models.run(model, {"x": x}), ref, rtol=RTOL, atol=ATOL)
-    after = _graph.constant(pairs[0].producer.inputs[1])
+    after = graph_tools.constant(pairs[0].producer.inputs[1])
     assert not np.allclose(before, after)
     # every channel of the activation now peaks at the same value: the Clip's new bound
     m = channel_maxima(model, find_pairs(model), _feeds(x))

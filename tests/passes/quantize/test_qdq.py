@@ -7,7 +7,8 @@ import onnx
 import onnx_ir as ir
 import pytest
 
-from passes.quantize import CPU_SPEC, TENSORRT_SPEC, InsertQdqPass, _graph, count_qdq
+from passes import graph_tools
+from passes.quantize import CPU_SPEC, TENSORRT_SPEC, InsertQdqPass, count_qdq
 from passes.quantize.fold import int8_weight
 from passes.quantize.plan import plan_quantization
 from tests.passes.quantize import _models
@@ -19,10 +20,10 @@ TRT = TENSORRT_SPEC.replace(float_stem=False)
 
 def _ranges(model: ir.Model, spec, x: np.ndarray) -> dict[str, tuple[float, float]]:
     """Min/max ranges from a direct run (the calibrators have their own tests)."""
-    _graph.ensure_types(model)
+    graph_tools.ensure_types(model)
     plan = plan_quantization(model.graph, spec)
     names = plan.calibrated
-    sess = _graph.ort_session(_graph.model_bytes(model, names))
+    sess = graph_tools.ort_session(graph_tools.model_bytes(model, names))
     outs = dict(zip([o.name for o in sess.get_outputs()], sess.run(None, {"x": x}), strict=True))
     outs["x"] = x
     return {n: (float(outs[n].min()), float(outs[n].max())) for n in names}
@@ -32,7 +33,7 @@ def _quantized(spec, model=None, exclude=()):  # type: ignore[no-untyped-def]
     model = model or _models.block_model()
     x = _models.images(16)
     ranges = _ranges(model, spec, x)
-    q = _graph.clone(model)
+    q = graph_tools.clone(model)
     result = InsertQdqPass(spec, ranges, exclude=set(exclude))(q)
     assert result.modified
     onnx.checker.check_model(ir.to_proto(q), full_check=True)
@@ -127,9 +128,9 @@ def test_tensorrt_flavour_rules() -> None:
 def test_weight_axis_follows_output_channels(spec, gemm_axis, matmul_axis) -> None:  # type: ignore[no-untyped-def]
     model = _models.dense_model()
     x = np.random.default_rng(0).standard_normal((8, 16)).astype(np.float32)
-    _graph.ensure_types(model)
+    graph_tools.ensure_types(model)
     plan = plan_quantization(model.graph, spec)
-    sess = _graph.ort_session(_graph.model_bytes(model, plan.calibrated))
+    sess = graph_tools.ort_session(graph_tools.model_bytes(model, plan.calibrated))
     outs = dict(zip([o.name for o in sess.get_outputs()], sess.run(None, {"x": x}), strict=True))
     outs["x"] = x
     ranges = {n: (float(outs[n].min()), float(outs[n].max())) for n in plan.calibrated}
@@ -160,7 +161,7 @@ def test_weights_are_stored_as_int8_and_the_file_shrinks() -> None:
     }
     model = _models.from_text(text, weights)
     before = len(ir.to_proto(model).SerializeToString())
-    _graph.ensure_types(model)
+    graph_tools.ensure_types(model)
     plan = plan_quantization(model.graph, CPU)
     InsertQdqPass(CPU, {n: (-4.0, 4.0) for n in plan.calibrated})(model)
     after = len(ir.to_proto(model).SerializeToString())
@@ -216,7 +217,7 @@ def _ort_optimized(
     opts = ort.SessionOptions()
     opts.graph_optimization_level = getattr(ort.GraphOptimizationLevel, level)
     opts.optimized_model_filepath = str(tmp_path / "optimized.onnx")
-    ort.InferenceSession(_graph.model_bytes(model), opts, providers=["CPUExecutionProvider"])
+    ort.InferenceSession(graph_tools.model_bytes(model), opts, providers=["CPUExecutionProvider"])
     return onnx.load(tmp_path / "optimized.onnx")
 
 

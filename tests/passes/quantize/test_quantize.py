@@ -7,8 +7,9 @@ import onnx
 import onnx_ir as ir
 import pytest
 
-from compiler.errors import InvalidInput, UsageError
-from passes.quantize import TENSORRT_SPEC, _graph, quantize
+from compiler.ground.errors import InvalidInput, UsageError
+from passes import graph_tools
+from passes.quantize import TENSORRT_SPEC, quantize
 from tests.passes.quantize import _models
 
 
@@ -114,7 +115,9 @@ def test_digits_cnn_loses_at_most_half_a_point() -> None:
     q, summary = quantize(model, cal)
     fp = _models.run(model, {name: x}).argmax(1)
     int8 = (
-        _graph.ort_session(_graph.model_bytes(q), optimize=True).run(None, {name: x})[0].argmax(1)
+        graph_tools.ort_session(graph_tools.model_bytes(q), optimize=True)
+        .run(None, {name: x})[0]
+        .argmax(1)
     )
     assert (int8 == labels).mean() >= (fp == labels).mean() - 0.005
     assert summary.qdq_counts["Conv"]["nodes"] == summary.qdq_counts["Conv"]["weight"] == 3
@@ -125,7 +128,9 @@ def test_digits_gru_quantizes_its_dense_layers() -> None:
     q, summary = quantize(model, cal)
     assert summary.qdq_counts["Gemm"]["weight"] == 1
     int8 = (
-        _graph.ort_session(_graph.model_bytes(q), optimize=True).run(None, {name: x})[0].argmax(1)
+        graph_tools.ort_session(graph_tools.model_bytes(q), optimize=True)
+        .run(None, {name: x})[0]
+        .argmax(1)
     )
     assert (int8 == labels).mean() >= 0.9
 
@@ -143,7 +148,7 @@ def test_mobilenet_v2_int8_tracks_fp32() -> None:
     model = ir.from_proto(proto)
     q, summary = quantize(model, cal)
     ref = _models.run(model, {"input": x})
-    out = _graph.ort_session(_graph.model_bytes(q), threads=2, optimize=True).run(
+    out = graph_tools.ort_session(graph_tools.model_bytes(q), threads=2, optimize=True).run(
         None, {"input": x}
     )[0]
     assert summary.seconds["total"] < 120

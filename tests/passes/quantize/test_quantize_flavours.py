@@ -8,7 +8,7 @@ import onnx_ir as ir
 import pytest
 from onnx import numpy_helper
 
-from compiler.errors import InvalidInput
+from compiler.ground.errors import InvalidInput
 from compiler.pipeline import optimize
 from compiler.sources import resolve
 from passes.quantize import CPU_SPEC, TENSORRT_SPEC, count_qdq, quantize

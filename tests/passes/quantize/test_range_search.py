@@ -6,7 +6,8 @@ import numpy as np
 import onnx_ir as ir
 import pytest
 
-from passes.quantize import CPU_SPEC, TENSORRT_SPEC, InsertQdqPass, _graph
+from passes import graph_tools
+from passes.quantize import CPU_SPEC, TENSORRT_SPEC, InsertQdqPass
 from passes.quantize.bias_correction import copy_biases
 from passes.quantize.calibrate import collect_stats
 from passes.quantize.fold import int8_weight
@@ -58,7 +59,7 @@ def test_candidates_span_the_calibrated_range_to_the_extremes() -> None:
 
 def test_search_keeps_the_outlier_channel_that_percentile_clips() -> None:
     model, x = _outlier_model()
-    _graph.ensure_types(model)
+    graph_tools.ensure_types(model)
     feeds = [{"x": x[i : i + 8]} for i in range(0, 32, 8)]
     plan = plan_quantization(model.graph, CPU_SPEC)
     result = collect_stats(model, plan.calibrated, feeds)
@@ -67,7 +68,7 @@ def test_search_keeps_the_outlier_channel_that_percentile_clips() -> None:
     assert searched["r1"][1] > base["r1"][1]
 
     def error(ranges: dict[str, tuple[float, float]]) -> float:
-        q = _graph.clone(model)
+        q = graph_tools.clone(model)
         InsertQdqPass(CPU_SPEC, ranges)(q)
         held_out = {"x": x[32:]}
         return _models.sqnr_db(_models.run(model, held_out), _models.run(q, held_out))
@@ -78,7 +79,7 @@ def test_search_keeps_the_outlier_channel_that_percentile_clips() -> None:
 
 def test_search_leaves_the_residual_stream_alone() -> None:
     model = _models.block_model()
-    _graph.ensure_types(model)
+    graph_tools.ensure_types(model)
     x = _models.images(16)
     feeds = [{"x": x}]
     plan = plan_quantization(model.graph, CPU_SPEC)
@@ -91,7 +92,7 @@ def test_search_leaves_the_residual_stream_alone() -> None:
 
 def test_search_symmetric_flavour_stays_symmetric() -> None:
     model, x = _outlier_model()
-    _graph.ensure_types(model)
+    graph_tools.ensure_types(model)
     feeds = [{"x": x[:16]}]
     plan = plan_quantization(model.graph, TENSORRT_SPEC)
     result = collect_stats(model, plan.calibrated, feeds)
@@ -104,13 +105,13 @@ def test_search_symmetric_flavour_stays_symmetric() -> None:
 
 def test_excluded_weights_can_stay_float() -> None:
     model = _models.block_model()
-    _graph.ensure_types(model)
+    graph_tools.ensure_types(model)
     x = _models.images(8)
     plan = plan_quantization(model.graph, CPU_SPEC)
     ranges = collect_stats(model, plan.calibrated, [{"x": x}]).ranges("minmax")
     conv = "Conv_2"  # the depthwise Conv
     others = frozenset(n for n in plan.nodes if n != conv)
-    q = _graph.clone(model)
+    q = graph_tools.clone(model)
     InsertQdqPass(CPU_SPEC, ranges, exclude=others, excluded_weights=False)(q)
     # (either stored form: Conv_2 alone writes float, so its weight is folded, fold.py)
     readers = {
@@ -124,10 +125,10 @@ def test_excluded_weights_can_stay_float() -> None:
 def test_copy_biases_moves_only_the_named_nodes() -> None:
     a, b = _models.block_model(0), _models.block_model(1)
     copy_biases(a, b, {"Conv_0"})
-    bias = {n.name: _graph.constant(n.inputs[2]) for n in b.graph if n.op_type == "Conv"}
-    source = {n.name: _graph.constant(n.inputs[2]) for n in a.graph if n.op_type == "Conv"}
+    bias = {n.name: graph_tools.constant(n.inputs[2]) for n in b.graph if n.op_type == "Conv"}
+    source = {n.name: graph_tools.constant(n.inputs[2]) for n in a.graph if n.op_type == "Conv"}
     original = {
-        n.name: _graph.constant(n.inputs[2])
+        n.name: graph_tools.constant(n.inputs[2])
         for n in _models.block_model(1).graph
         if n.op_type == "Conv"
     }

@@ -6,7 +6,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from passes.quantize import CPU_SPEC, InsertQdqPass, _graph
+from passes import graph_tools
+from passes.quantize import CPU_SPEC, InsertQdqPass
 from passes.quantize.bias_correction import correct_bias
 from passes.quantize.calibrate import collect_stats, run_with_outputs
 from passes.quantize.plan import plan_quantization
@@ -47,7 +48,7 @@ def test_depthwise_moments_match_im2col() -> None:
 
 def _setup():  # type: ignore[no-untyped-def]
     model = _models.block_model()
-    _graph.ensure_types(model)
+    graph_tools.ensure_types(model)
     x = _models.images(64)
     feeds = [{"x": x[i : i + 16]} for i in range(0, 64, 16)]
     plan = plan_quantization(model.graph, CPU_SPEC.replace(float_stem=False))
@@ -63,7 +64,7 @@ def test_gptq_rounding_lowers_the_output_error() -> None:
     rounded = round_weights(hc, CPU_SPEC)
     assert len(rounded) == 4  # three Convs and the Gemm
     ref = _models.run(model, {"x": x})
-    q_rtn, q_gptq = _graph.clone(model), _graph.clone(model)
+    q_rtn, q_gptq = graph_tools.clone(model), graph_tools.clone(model)
     spec = CPU_SPEC.replace(float_stem=False)
     InsertQdqPass(spec, ranges)(q_rtn)
     InsertQdqPass(spec, ranges, weights=rounded)(q_gptq)
@@ -77,13 +78,13 @@ def test_bias_correction_removes_the_mean_shift() -> None:
     model, x, feeds, plan, ranges = _setup()
 
     def build(m):  # type: ignore[no-untyped-def]
-        q = _graph.clone(m)
+        q = graph_tools.clone(m)
         InsertQdqPass(CPU_SPEC.replace(float_stem=False), ranges)(q)
         return q
 
     ref = _models.run(model, {"x": x})
     before = _models.run(build(model), {"x": x})
-    corrected = _graph.clone(model)
+    corrected = graph_tools.clone(model)
     removed = correct_bias(corrected, build, plan.nodes, lambda: feeds)
     assert set(removed) == {"Conv_0", "Conv_2", "Conv_4", "Gemm_8"}
     after = _models.run(build(corrected), {"x": x})

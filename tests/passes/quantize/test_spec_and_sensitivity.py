@@ -7,7 +7,8 @@ import dataclasses
 import numpy as np
 import pytest
 
-from passes.quantize import CPU_SPEC, TENSORRT_SPEC, InsertQdqPass, QuantSpec, _graph, spec_by_name
+from passes import graph_tools
+from passes.quantize import CPU_SPEC, TENSORRT_SPEC, InsertQdqPass, QuantSpec, spec_by_name
 from passes.quantize.calibrate import collect_stats
 from passes.quantize.plan import plan_quantization
 from passes.quantize.sensitivity import Evaluator, auto_fallback, layer_sensitivity, score
@@ -40,14 +41,14 @@ def test_score() -> None:
 
 def test_sensitivity_and_auto_fallback() -> None:
     model = _models.block_model()
-    _graph.ensure_types(model)
+    graph_tools.ensure_types(model)
     x = _models.images(32)
     feeds = [{"x": x[:16]}, {"x": x[16:]}]
     plan = plan_quantization(model.graph, CPU_SPEC)
     ranges = collect_stats(model, plan.calibrated, feeds).ranges("percentile", percentile=99.0)
 
     def build(m, exclude):  # type: ignore[no-untyped-def]
-        q = _graph.clone(m)
+        q = graph_tools.clone(m)
         InsertQdqPass(CPU_SPEC, ranges, exclude=exclude)(q)
         return q
 

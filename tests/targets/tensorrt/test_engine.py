@@ -15,7 +15,7 @@ import onnx
 import onnx_ir as ir
 import pytest
 
-from compiler.errors import InvalidInput
+from compiler.ground.errors import InvalidInput
 from targets.cpu import CpuTarget
 from targets.tensorrt import TensorRTTarget, probe_tensorrt
 from targets.tensorrt.runner import TrtRunner

@@ -10,7 +10,7 @@ import onnxruntime as ort
 import pytest
 from onnx import numpy_helper
 
-from compiler.errors import InvalidInput, UsageError
+from compiler.ground.errors import InvalidInput, UsageError
 from targets.profiles import get_profile
 from targets.tensorrt.settings import (
     DEFAULT_WORKSPACE_BYTES,

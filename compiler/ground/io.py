@@ -14,7 +14,7 @@ from pathlib import Path
 import onnx
 import onnx_ir as ir
 
-from compiler.errors import InvalidInput, UsageError
+from compiler.ground.errors import InvalidInput, UsageError
 
 # Protobuf refuses messages over 2 GiB; larger models must use external data.
 _MAX_PROTO_BYTES = 2**31 - 1
