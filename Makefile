@@ -30,6 +30,8 @@ test-slow: install
 lint: install
 	$(BIN)/ruff check compiler passes targets models tests bench
 	$(BIN)/ruff format --check compiler passes targets models tests bench
+	$(BIN)/mypy
+	$(BIN)/lint-imports --no-logo
 
 bench: install
 	$(BIN)/python -m bench.run $(SUITES)
