@@ -10,11 +10,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import onnx
 
 from compiler.ground.errors import InvalidInput, UsageError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from compiler.config import CompileConfig
+    from compiler.sources import ModelSource
 
 _NP_DTYPES = {
     onnx.TensorProto.FLOAT: np.float32,
@@ -252,3 +257,18 @@ def validate_arrays(data: dict[str, np.ndarray], infos: list[InputInfo], *, what
         counts.add(arr.shape[0])
     if len(counts) > 1:
         raise InvalidInput(f"{what}: inputs have different sample counts {sorted(counts)}")
+
+
+def training_inputs(config: CompileConfig, source: ModelSource) -> np.ndarray:
+    """Unlabeled training data for fine-tuning: the calibration side of the zoo, or --calib."""
+    spec = source.zoo_spec
+    if config.calib_source not in (None, "zoo"):
+        infos = graph_inputs(source.proto, config.input_shape)
+        data, _ = load_arrays(Path(config.calib_source), infos)
+        validate_arrays(data, infos, what="training data")
+        return next(iter(data.values()))
+    if spec is None:
+        raise UsageError(
+            "--finetune-epochs on a module:factory source needs --calib PATH (.npy/.npz)"
+        )
+    return spec.calibration_data(config.calib_samples or spec.default_calib_samples)  # type: ignore[attr-defined]

@@ -32,6 +32,7 @@ from compiler.data import (
     fixed_batch,
     graph_inputs,
     random_feeds,
+    training_inputs,
     whole_batches,
 )
 from compiler.evaluate import compare_outputs, run_batched
@@ -173,7 +174,7 @@ def compile_model(config: CompileConfig, progress: Progress | None = None) -> Co
 
             t_cal = time.perf_counter()
             if config.qat:
-                candidates["int8"], report["quantization"] = _qat(
+                candidates["int8"], report["quantization"] = quantize_stage.run_qat(
                     config, source, evalset, target, out_dir, threads, progress
                 )
             else:
@@ -380,7 +381,7 @@ def _prune(
             raise UsageError(
                 "--finetune-epochs needs a single-input torch source (zoo name or module:factory)"
             )
-        train = _training_inputs(config, source)
+        train = training_inputs(config, source)
         module, finetune = prune_stage.finetune_torch(
             source.torch_module,
             float(config.prune_ratio or 0.0),
@@ -408,70 +409,6 @@ def _prune(
     )
     outcome.finetune = finetune
     return model, outcome
-
-
-def _qat(
-    config: CompileConfig,
-    source: ModelSource,
-    evalset: EvalSet,
-    target: Target,
-    out_dir: Path,
-    threads: int,
-    progress: Progress,
-) -> tuple[ir.Model, dict[str, Any]]:
-    """Quantization-aware training in torch, exported to the same Q/DQ form as PTQ.
-
-    Checkpoints live in `<out>/qat_checkpoints/` (outside the staging folder) so
-    an interrupted run can continue with `--resume`.
-    """
-    if source.torch_module is None:
-        raise UsageError(
-            "--qat needs a torch source (a zoo name or module:factory); a plain .onnx "
-            "file has no trainable module: use post-training --precision int8 instead"
-        )
-    if len(evalset.inputs) != 1:
-        raise UsageError("--qat supports single-input models")
-    from passes.qat.stage import run_qat_stage
-
-    model, section = run_qat_stage(
-        source.torch_module,  # type: ignore[arg-type]
-        target.quant_spec,  # type: ignore[attr-defined]
-        train_inputs=_training_inputs(config, source),
-        train_labels=None,
-        eval_inputs=next(iter(evalset.inputs.values())),
-        eval_labels=evalset.labels,
-        epochs=config.epochs or 2,
-        lr=config.lr,
-        checkpoint_dir=out_dir / "qat_checkpoints",
-        resume=config.resume,
-        input_names=source.input_names,
-        output_names=[o.name for o in source.proto.graph.output],
-        opset=config.opset,
-        threads=threads,
-        status=lambda p: progress(
-            f"qat|epoch {p.epoch}/{p.epochs} loss {p.loss:.4f} agreement {p.agreement:.3f}",
-            (p.epoch - 1) * p.steps + p.step,
-            p.epochs * p.steps,
-        ),
-    )
-    return model, {"method": "qat (distillation from the fp32 model)", **section}
-
-
-def _training_inputs(config: CompileConfig, source: ModelSource) -> np.ndarray:
-    """Unlabeled training data for fine-tuning: the calibration side of the zoo, or --calib."""
-    spec = source.zoo_spec
-    if config.calib_source not in (None, "zoo"):
-        from compiler.data import graph_inputs, load_arrays, validate_arrays
-
-        infos = graph_inputs(source.proto, config.input_shape)
-        data, _ = load_arrays(Path(config.calib_source), infos)
-        validate_arrays(data, infos, what="training data")
-        return next(iter(data.values()))
-    if spec is None:
-        raise UsageError(
-            "--finetune-epochs on a module:factory source needs --calib PATH (.npy/.npz)"
-        )
-    return spec.calibration_data(config.calib_samples or spec.default_calib_samples)  # type: ignore[attr-defined]
 
 
 def _make_staging(out_dir: Path) -> Path:

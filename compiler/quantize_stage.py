@@ -22,8 +22,10 @@ import numpy as np
 import onnx_ir as ir
 
 from compiler.config import CompileConfig
+from compiler.data import EvalSet, training_inputs
 from compiler.ground.errors import UsageError
 from compiler.sources import ModelSource
+from targets.base import Target
 
 log = logging.getLogger(__name__)
 
@@ -85,3 +87,50 @@ def run(
     )
     section = {"calibration_data": description, **summary.to_dict()}
     return quantized, section
+
+
+def run_qat(
+    config: CompileConfig,
+    source: ModelSource,
+    evalset: EvalSet,
+    target: Target,
+    out_dir: Path,
+    threads: int,
+    progress: Callable[[str, int, int], None],
+) -> tuple[ir.Model, dict[str, Any]]:
+    """Quantization-aware training in torch, exported to the same Q/DQ form as PTQ.
+
+    Checkpoints live in `<out>/qat_checkpoints/` (outside the staging folder) so
+    an interrupted run can continue with `--resume`.
+    """
+    if source.torch_module is None:
+        raise UsageError(
+            "--qat needs a torch source (a zoo name or module:factory); a plain .onnx "
+            "file has no trainable module: use post-training --precision int8 instead"
+        )
+    if len(evalset.inputs) != 1:
+        raise UsageError("--qat supports single-input models")
+    from passes.qat.stage import run_qat_stage
+
+    model, section = run_qat_stage(
+        source.torch_module,  # type: ignore[arg-type]
+        target.quant_spec,  # type: ignore[attr-defined]
+        train_inputs=training_inputs(config, source),
+        train_labels=None,
+        eval_inputs=next(iter(evalset.inputs.values())),
+        eval_labels=evalset.labels,
+        epochs=config.epochs or 2,
+        lr=config.lr,
+        checkpoint_dir=out_dir / "qat_checkpoints",
+        resume=config.resume,
+        input_names=source.input_names,
+        output_names=[o.name for o in source.proto.graph.output],
+        opset=config.opset,
+        threads=threads,
+        status=lambda p: progress(
+            f"qat|epoch {p.epoch}/{p.epochs} loss {p.loss:.4f} agreement {p.agreement:.3f}",
+            (p.epoch - 1) * p.steps + p.step,
+            p.epochs * p.steps,
+        ),
+    )
+    return model, {"method": "qat (distillation from the fp32 model)", **section}
