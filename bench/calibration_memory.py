@@ -25,7 +25,7 @@ _CHILD = textwrap.dedent(
     import json, resource, sys, time
     import onnx_ir as ir
     from compiler.sources import resolve
-    from compiler.pipeline import optimize
+    from compiler.stages.optimize import optimize
     from passes.quantize import CPU_SPEC, quantize
 
     path, samples = sys.argv[1], int(sys.argv[2])

@@ -56,7 +56,7 @@ def _dense_model(name: str) -> tuple[onnx.ModelProto, np.ndarray, Any]:
     proto = export_torch(spec.build(), [example], input_names=[spec.inputs[0].name])
     model = ir.from_proto(proto)
     try:
-        from compiler.pipeline import optimize
+        from compiler.stages.optimize import optimize
 
         model, _ = optimize(model)
     except ImportError:  # the exporter already folds BN in eval mode

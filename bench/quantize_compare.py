@@ -102,8 +102,8 @@ def run(out_path: Path) -> dict[str, Any]:
     )
 
     from compiler.ground.io import atomic_write_text, save_onnx
-    from compiler.pipeline import optimize
     from compiler.sources import resolve
+    from compiler.stages.optimize import optimize
     from passes.quantize import quantize
     from targets.latency import latency_ratio
 

@@ -10,7 +10,7 @@ with inputs and the outputs the ONNX reference computes. For each case,
    test case, as ONNX's backend runner does). When onnxruntime cannot load or
    run the model, or disagrees with the reference, the case is *skipped* with
    that reason: it is onnxruntime's limitation, not ours.
-2. **Ours.** Run the cleanup + fusion pipeline (`compiler.pipeline.optimize`) on
+2. **Ours.** Run the cleanup + fusion pipeline (`compiler.stages.optimize.optimize`) on
    ``ir.from_proto(model)``, run the result in onnxruntime on the same inputs
    and compare with the *original's onnxruntime outputs*: same count, dtype and
    shape; integers, bools and strings exactly equal; floats within
@@ -298,7 +298,7 @@ def run_case(case: Any) -> tuple[str, str]:
 def _run_case(case: Any) -> tuple[str, str]:
     import onnx_ir as ir
 
-    from compiler.pipeline import optimize
+    from compiler.stages.optimize import optimize
 
     model: onnx.ModelProto = case.model
     if any(n.op_type in RANDOM_OPS for n in _all_nodes(model.graph)):

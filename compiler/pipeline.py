@@ -21,7 +21,6 @@ from typing import Any
 
 import numpy as np
 import onnx_ir as ir
-import onnx_ir.passes as irp
 
 from compiler import __version__, interrupt
 from compiler.config import CompileConfig
@@ -32,16 +31,15 @@ from compiler.data import (
     fixed_batch,
     graph_inputs,
     random_feeds,
-    training_inputs,
     whole_batches,
 )
 from compiler.evaluate import compare_outputs, run_batched
 from compiler.gates import GateResult, judge
-from compiler.ground.errors import InvalidInput, TargetUnavailable, UsageError
+from compiler.ground.errors import TargetUnavailable, UsageError
 from compiler.ground.io import sha256_file
-from compiler.recording import PassRecord, RecordingPass
 from compiler.report import empty_report, write_reports
 from compiler.sources import ModelSource, resolve
+from compiler.stages.optimize import optimize
 from passes.prune.unstructured import compressed_size
 from targets.base import Artifact, Runner, Target, get_target
 from targets.cpu import OrtRunner
@@ -75,37 +73,6 @@ def default_threads() -> int:
     return max(
         1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     )
-
-
-def build_passes() -> list[irp.PassBase]:
-    """Cleanup, then fusions, then cleanup again to sweep what fusions left."""
-    from passes.cleanup import cleanup_passes
-    from passes.fusion import fusion_passes
-
-    return [*cleanup_passes(), *fusion_passes(), *cleanup_passes()]
-
-
-def optimize(
-    model: ir.Model, *, verify: bool = False, seed: int = 0
-) -> tuple[ir.Model, list[PassRecord]]:
-    """Run cleanup and fusion under onnx-ir's PassManager, recording each pass."""
-    records: list[PassRecord] = []
-    verifier = _verifier(seed) if verify else None
-    wrapped = [RecordingPass(p, records, verifier=verifier) for p in build_passes()]
-    result = irp.PassManager(wrapped, steps=1)(model)
-    return result.model, records
-
-
-def _verifier(seed: int) -> Callable[[ir.Model, ir.Model, str], float]:
-    from passes.verify import check_equivalent
-
-    def verify(before: ir.Model, after: ir.Model, name: str) -> float:
-        try:
-            return float(check_equivalent(before, after, seed=seed))
-        except AssertionError as e:
-            raise InvalidInput(f"--verify: pass {name} changed the model's function: {e}") from None
-
-    return verify
 
 
 def _resolve_target(name: str) -> Target:
@@ -157,8 +124,10 @@ def compile_model(config: CompileConfig, progress: Progress | None = None) -> Co
         fp32_model = model
         progress("passes", 1, 1)
         pruning = None
+        from compiler import prune_stage
+
         if config.prune_mode is not None or config.prune_ratio is not None:
-            model, pruning = _prune(
+            model, pruning = prune_stage.run_prune(
                 config, source, evalset, target.name, records, progress, fp32_model
             )
         report["passes"] = [r.to_dict() for r in records]
@@ -361,56 +330,6 @@ def choose_precision(
     return best["precision"], {"chosen": best["precision"], "candidates": rows}
 
 
-def _prune(
-    config: CompileConfig,
-    source: ModelSource,
-    evalset: EvalSet,
-    target_name: str,
-    records: list[PassRecord],
-    progress: Progress,
-    fp32_model: ir.Model,
-) -> tuple[ir.Model, Any]:
-    """Prune the optimized graph (after torch fine-tuning when asked)."""
-    from compiler import prune_stage
-
-    mode = config.prune_mode or "unstructured"
-    round_to = prune_stage.CHANNEL_MULTIPLE.get(target_name, 8)
-    finetune = None
-    if config.finetune_epochs:
-        if source.torch_module is None or len(evalset.inputs) != 1:
-            raise UsageError(
-                "--finetune-epochs needs a single-input torch source (zoo name or module:factory)"
-            )
-        train = training_inputs(config, source)
-        module, finetune = prune_stage.finetune_torch(
-            source.torch_module,
-            float(config.prune_ratio or 0.0),
-            epochs=config.finetune_epochs,
-            train_inputs=train,
-            eval_inputs=next(iter(evalset.inputs.values())),
-            eval_labels=evalset.labels,
-            round_to=round_to,
-            progress=progress,
-        )
-        from compiler.export import export_torch
-
-        proto = export_torch(
-            module,
-            [next(iter(evalset.inputs.values()))[:1]],
-            input_names=source.input_names,
-            output_names=[o.name for o in source.proto.graph.output],
-            opset=config.opset,
-        )
-        model, _ = optimize(ir.from_proto(proto), verify=config.verify, seed=config.seed)
-    else:
-        model = ir.from_proto(ir.to_proto(fp32_model))  # keep the unpruned baseline intact
-    model, outcome = prune_stage.prune_graph(
-        model, mode, config.prune_ratio, round_to=round_to, records=records
-    )
-    outcome.finetune = finetune
-    return model, outcome
-
-
 def _make_staging(out_dir: Path) -> Path:
     parent = out_dir.resolve().parent
     try:
@@ -528,4 +447,4 @@ def measure_contenders(
     return latencies
 
 
-__all__ = ["CompileResult", "build_passes", "compile_model", "optimize"]
+__all__ = ["CompileResult", "compile_model"]

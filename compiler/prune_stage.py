@@ -21,8 +21,14 @@ from typing import Any
 import numpy as np
 import onnx_ir as ir
 
+from compiler.config import CompileConfig
+from compiler.data import EvalSet, training_inputs
 from compiler.ground.errors import UsageError
 from compiler.recording import PassRecord, RecordingPass
+from compiler.sources import ModelSource
+from compiler.stages.optimize import optimize
+
+Progress = Callable[[str, int, int], None]
 
 log = logging.getLogger(__name__)
 
@@ -112,3 +118,51 @@ def prune_graph(
     return result.model, PruneOutcome(
         mode=mode, ratio=ratio if mode != "2:4" else 0.5, summary=summary
     )
+
+
+def run_prune(
+    config: CompileConfig,
+    source: ModelSource,
+    evalset: EvalSet,
+    target_name: str,
+    records: list[PassRecord],
+    progress: Progress,
+    fp32_model: ir.Model,
+) -> tuple[ir.Model, Any]:
+    """Prune the optimized graph (after torch fine-tuning when asked)."""
+    mode = config.prune_mode or "unstructured"
+    round_to = CHANNEL_MULTIPLE.get(target_name, 8)
+    finetune = None
+    if config.finetune_epochs:
+        if source.torch_module is None or len(evalset.inputs) != 1:
+            raise UsageError(
+                "--finetune-epochs needs a single-input torch source (zoo name or module:factory)"
+            )
+        train = training_inputs(config, source)
+        module, finetune = finetune_torch(
+            source.torch_module,
+            float(config.prune_ratio or 0.0),
+            epochs=config.finetune_epochs,
+            train_inputs=train,
+            eval_inputs=next(iter(evalset.inputs.values())),
+            eval_labels=evalset.labels,
+            round_to=round_to,
+            progress=progress,
+        )
+        from compiler.export import export_torch
+
+        proto = export_torch(
+            module,
+            [next(iter(evalset.inputs.values()))[:1]],
+            input_names=source.input_names,
+            output_names=[o.name for o in source.proto.graph.output],
+            opset=config.opset,
+        )
+        model, _ = optimize(ir.from_proto(proto), verify=config.verify, seed=config.seed)
+    else:
+        model = ir.from_proto(ir.to_proto(fp32_model))  # keep the unpruned baseline intact
+    model, outcome = prune_graph(
+        model, mode, config.prune_ratio, round_to=round_to, records=records
+    )
+    outcome.finetune = finetune
+    return model, outcome

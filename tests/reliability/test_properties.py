@@ -24,7 +24,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from onnx import TensorProto, helper, numpy_helper
 
-from compiler.pipeline import optimize
+from compiler.stages.optimize import optimize
 from passes.cleanup import (
     InferShapesPass,
     RemoveDropoutPass,

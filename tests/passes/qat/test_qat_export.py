@@ -24,7 +24,7 @@ import pytest
 import torch
 
 from compiler.export import export_torch
-from compiler.pipeline import optimize
+from compiler.stages.optimize import optimize
 from models.registry import get_model
 from passes.qat.export import export_qat
 from passes.qat.graph import QatUnsupported

@@ -15,7 +15,7 @@ import torch
 
 from compiler.evaluate import compare_outputs
 from compiler.export import export_torch
-from compiler.pipeline import optimize
+from compiler.stages.optimize import optimize
 from models.registry import get_model
 from passes.qat import DEFAULT_LR, QatOptions, qat
 from passes.quantize import CPU_SPEC, TENSORRT_SPEC, count_qdq, quantize

@@ -9,8 +9,8 @@ import pytest
 from onnx import numpy_helper
 
 from compiler.ground.errors import InvalidInput
-from compiler.pipeline import optimize
 from compiler.sources import resolve
+from compiler.stages.optimize import optimize
 from passes.quantize import CPU_SPEC, TENSORRT_SPEC, count_qdq, quantize
 
 

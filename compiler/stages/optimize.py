@@ -1,0 +1,47 @@
+"""The optimize stage: cleanup, then fusions, then cleanup again, each pass recorded.
+
+onnx-ir's PassManager runs the passes; `RecordingPass` times each one, counts
+nodes before and after and (with `--verify`) checks numerically that it kept
+the model's function.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import onnx_ir as ir
+import onnx_ir.passes as irp
+
+from compiler.ground.errors import InvalidInput
+from compiler.recording import PassRecord, RecordingPass
+
+
+def build_passes() -> list[irp.PassBase]:
+    """Cleanup, then fusions, then cleanup again to sweep what fusions left."""
+    from passes.cleanup import cleanup_passes
+    from passes.fusion import fusion_passes
+
+    return [*cleanup_passes(), *fusion_passes(), *cleanup_passes()]
+
+
+def optimize(
+    model: ir.Model, *, verify: bool = False, seed: int = 0
+) -> tuple[ir.Model, list[PassRecord]]:
+    """Run cleanup and fusion under onnx-ir's PassManager, recording each pass."""
+    records: list[PassRecord] = []
+    verifier = _verifier(seed) if verify else None
+    wrapped = [RecordingPass(p, records, verifier=verifier) for p in build_passes()]
+    result = irp.PassManager(wrapped, steps=1)(model)
+    return result.model, records
+
+
+def _verifier(seed: int) -> Callable[[ir.Model, ir.Model, str], float]:
+    from passes.verify import check_equivalent
+
+    def verify(before: ir.Model, after: ir.Model, name: str) -> float:
+        try:
+            return float(check_equivalent(before, after, seed=seed))
+        except AssertionError as e:
+            raise InvalidInput(f"--verify: pass {name} changed the model's function: {e}") from None
+
+    return verify
