@@ -63,7 +63,7 @@ def _add_model(opset: int = 17, ir_version: int = 8) -> onnx.ModelProto:
 
 def test_a_pass_that_changes_the_function_is_a_failure(monkeypatch: pytest.MonkeyPatch) -> None:
     """The runner catches a broken pipeline (here: every Add silently becomes Sub)."""
-    import compiler.pipeline
+    import compiler.stages.optimize
 
     def broken(model: ir.Model, **_: object) -> tuple[ir.Model, list]:
         for node in model.graph:
@@ -74,7 +74,7 @@ def test_a_pass_that_changes_the_function_is_a_failure(monkeypatch: pytest.Monke
     a, b = np.ones(3, np.float32), np.arange(3, dtype=np.float32)
     case = _case(_add_model(), [a, b], [a + b])
     assert run_case(case) == ("passed", "")
-    monkeypatch.setattr(compiler.pipeline, "optimize", broken)
+    monkeypatch.setattr(compiler.stages.optimize, "optimize", broken)
     status, reason = run_case(case)
     assert status == "failed" and "output 'c'" in reason
 
