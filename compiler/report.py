@@ -17,30 +17,6 @@ from typing import Any
 
 from compiler.ground.io import atomic_write_text
 
-REPORT_KEYS = (
-    "edgec_version",
-    "model",
-    "target",
-    "precision",
-    "passes",
-    "artifact",
-    "baseline",
-    "latency_ms",
-    "accuracy",
-    "gates",
-    "passed",
-    "seconds",
-)
-
-
-# Sections beyond the contract's keys, also always present (null when the stage did not run).
-EXTRA_KEYS = ("pruning", "quantization", "auto")
-
-
-def empty_report() -> dict[str, Any]:
-    """Every contract key present, null until a stage fills it."""
-    return {k: None for k in (*REPORT_KEYS, *EXTRA_KEYS)}
-
 
 def to_json(report: dict[str, Any]) -> str:
     return json.dumps(_finite(report), indent=2, sort_keys=False) + "\n"

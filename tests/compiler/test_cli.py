@@ -39,7 +39,7 @@ def test_compile_onnx_file_writes_artifact_and_report(small_cnn_onnx: Path, tmp_
     assert code == 0, text
     assert _digest(small_cnn_onnx) == before  # the input is never modified
     report = json.loads((out / "report.json").read_text())
-    from compiler.report import REPORT_KEYS
+    from compiler.report_schema import REPORT_KEYS
 
     assert set(REPORT_KEYS) <= set(report)
     artifact = Path(report["artifact"]["path"])
@@ -173,7 +173,7 @@ def test_inspect_and_bench(small_cnn_onnx: Path) -> None:
 
 
 def test_cuda_target_unavailable_exit_5(small_cnn_onnx: Path, tmp_path: Path) -> None:
-    from targets.base import get_target
+    from targets.registry import get_target
 
     if get_target("cuda").unavailable_reason() is None:
         pytest.skip("a CUDA GPU is present here")

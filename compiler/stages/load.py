@@ -1,0 +1,54 @@
+"""The load stage: the FP32 original, its inputs and the held-out evaluation set.
+
+Cheap, so it runs before anything expensive: a wrong path, shape or data file
+fails here in seconds. A model exported with a static batch takes exactly that
+many samples per run, so the evaluation set is cut to whole batches of it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from compiler.config import CompileConfig
+from compiler.data import (
+    EvalSet,
+    InputInfo,
+    evaluation_set,
+    fixed_batch,
+    graph_inputs,
+    whole_batches,
+)
+from compiler.sources import ModelSource, resolve
+from compiler.stages.progress import Progress
+
+#: Samples per evaluation run when the model does not fix its batch.
+EVAL_BATCH = 16
+
+
+@dataclass(frozen=True)
+class Loaded:
+    """What every later stage reads about the source."""
+
+    source: ModelSource
+    inputs: list[InputInfo]
+    evalset: EvalSet
+    eval_batch: int
+
+
+def load(config: CompileConfig, progress: Progress) -> Loaded:
+    """Resolve MODEL (zoo name, .onnx file, module:factory) and its evaluation data."""
+    progress("load", 0, 1)
+    source = resolve(config.model, input_shape=config.input_shape, opset=config.opset)
+    progress("load", 1, 1)
+    infos = graph_inputs(source.proto, config.input_shape)
+    static_batch = fixed_batch(source.proto, config.batch)
+    evalset = evaluation_set(
+        infos,
+        zoo_spec=source.zoo_spec,
+        eval_arg=config.eval_source,
+        samples=config.eval_samples,
+        seed=config.seed,
+    )
+    if static_batch:
+        evalset = whole_batches(evalset, static_batch)
+    return Loaded(source, infos, evalset, static_batch or EVAL_BATCH)
