@@ -11,6 +11,7 @@ import onnx
 from compiler.ground.errors import first_line
 from compiler.ground.sessions import CPU, open_session
 from compiler.sources import ModelSource
+from targets.base import Target
 
 
 def _shape(vi: onnx.ValueInfoProto) -> list[int | str]:
@@ -60,7 +61,7 @@ def inspect_source(source: ModelSource) -> dict[str, Any]:
 
 def target_compatibility(proto: onnx.ModelProto) -> dict[str, str]:
     """Per target: 'ok', or why it cannot run this model here."""
-    from targets.base import get_target, target_names
+    from targets.registry import get_target, target_names
 
     result = {}
     for name in target_names():
@@ -73,7 +74,7 @@ def target_compatibility(proto: onnx.ModelProto) -> dict[str, str]:
     return result
 
 
-def _loads_in_ort(proto: onnx.ModelProto, target: Any) -> str:
+def _loads_in_ort(proto: onnx.ModelProto, target: Target) -> str:
     providers = getattr(target, "providers", CPU)
     try:
         open_session(proto.SerializeToString(), providers=providers)

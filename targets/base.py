@@ -1,21 +1,32 @@
-"""The Target protocol and the name → Target registry.
+"""The Target protocol: everything the pipeline asks of a place models run.
 
-A target lowers an optimized ONNX model to its runtime's format and opens a
-runner on the artifact. Runners follow Polygraphy's shape: a context manager
-with `infer(feeds) -> outputs`; GPU libraries are imported lazily inside.
+A target says what it accepts (`precisions`, `formats`), how the passes should
+shape a model for it (`quant_spec`, `channel_multiple`), whether it can run
+here (`unavailable_reason`), and it lowers an optimized ONNX model to its
+runtime's format (`lower`) and opens a runner on the artifact (`runner`).
+Runners follow Polygraphy's shape: a context manager with
+`infer(feeds) -> outputs`; GPU libraries are imported lazily inside.
+
+Which targets exist is `targets.registry`'s table, not this module's.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 import onnx_ir as ir
 
 from compiler.ground.errors import InvalidInput
+
+if TYPE_CHECKING:
+    from passes.quantize.spec import QuantSpec
+
+#: What every target accepts for `--precision` today (fp16 is refused by the pipeline).
+DEFAULT_PRECISIONS: tuple[str, ...] = ("fp32", "int8", "auto")
 
 
 @dataclass(frozen=True)
@@ -50,9 +61,36 @@ def check_feeds(feeds: Mapping[str, np.ndarray], input_names: list[str], name: s
 
 
 class Target(Protocol):
-    """A place models run: onnxruntime CPU, onnxruntime CUDA, TensorRT."""
+    """A place models run: onnxruntime CPU, onnxruntime CUDA, TensorRT.
 
-    name: str
+    The data members are read-only; an implementation may use class attributes
+    or properties for them.
+    """
+
+    @property
+    def name(self) -> str:
+        """The `--target` name: "cpu", "cuda", "tensorrt"."""
+        ...
+
+    @property
+    def quant_spec(self) -> QuantSpec:
+        """The INT8 quantization this target runs fastest (what `--precision int8` inserts)."""
+        ...
+
+    @property
+    def channel_multiple(self) -> int:
+        """Channel counts structured pruning rounds to (the target's kernels prefer multiples)."""
+        ...
+
+    @property
+    def precisions(self) -> tuple[str, ...]:
+        """The `--precision` values this target accepts."""
+        ...
+
+    @property
+    def formats(self) -> tuple[str, ...]:
+        """The artifact formats `lower` can write; the first is the default."""
+        ...
 
     def unavailable_reason(self) -> str | None:
         """None when the target can run here, else a one-line reason with what to do."""
@@ -67,34 +105,3 @@ class Target(Protocol):
     def runner(self, artifact: Path, *, threads: int | None = None) -> Runner:
         """Open a runner on an artifact this target wrote (or any .onnx file)."""
         ...
-
-
-_REGISTRY: dict[str, Callable[[], Target]] = {}
-
-
-def register(name: str) -> Callable[[Callable[[], Target]], Callable[[], Target]]:
-    """Class decorator: make a target constructible by name."""
-
-    def wrap(factory: Callable[[], Target]) -> Callable[[], Target]:
-        _REGISTRY[name] = factory
-        return factory
-
-    return wrap
-
-
-def get_target(name: str) -> Target:
-    """The target called `name`; raises KeyError listing the known ones."""
-    _load_builtin_targets()
-    if name not in _REGISTRY:
-        raise KeyError(f"unknown target {name!r}; known: {', '.join(sorted(_REGISTRY))}")
-    return _REGISTRY[name]()
-
-
-def target_names() -> list[str]:
-    _load_builtin_targets()
-    return sorted(_REGISTRY)
-
-
-def _load_builtin_targets() -> None:
-    # Imported for their @register side effect; each imports its runtime lazily.
-    from targets import cpu, cuda, tensorrt  # noqa: F401

@@ -33,10 +33,12 @@ import onnx_ir as ir
 from compiler.ground.errors import InvalidInput, TargetUnavailable, UsageError
 from compiler.ground.io import atomic_path, save_onnx
 from compiler.ground.sessions import Level, open_session, session_options
-from targets.base import Artifact, check_feeds, register
+from targets.base import DEFAULT_PRECISIONS, Artifact, check_feeds
 
 if TYPE_CHECKING:
     import onnxruntime as ort
+
+    from passes.quantize.spec import QuantSpec
 
 logger = logging.getLogger(__name__)
 
@@ -45,7 +47,7 @@ logger = logging.getLogger(__name__)
 _ORT_LOG_SEVERITY = 3
 
 
-def ort_error_line(e: BaseException) -> str:
+def ort_error_line(e: BaseException | str) -> str:
     """onnxruntime's error message without its status prefix, source location and C++ signature.
 
     "[ONNXRuntimeError] : 1 : FAIL : /src/model.cc:256 onnxruntime::Model::Model(...) Unsupported
@@ -179,21 +181,22 @@ class OrtRunner:
         return [np.asarray(o) for o in outputs]
 
 
-@register("cpu")
 class CpuTarget:
     """onnxruntime on the CPU; artifacts: `.onnx`, or `.ort` with `fmt="ort"`."""
 
     name = "cpu"
+    #: channel pruning keeps channel counts in multiples of this
+    channel_multiple = 16
+    precisions: tuple[str, ...] = DEFAULT_PRECISIONS
+    formats: tuple[str, ...] = ("onnx", "ort")
+    providers: tuple[str, ...] = ("CPUExecutionProvider",)
 
     @property
     def quant_spec(self) -> QuantSpec:
-        """The quantization this target runs fastest (U8S8 Q/DQ that onnxruntime fuses into QLinear* kernels)."""
+        """U8S8 Q/DQ, which onnxruntime fuses into its QLinear* kernels."""
         from passes.quantize.spec import CPU_SPEC
 
         return CPU_SPEC
-
-    providers: tuple[str, ...] = ("CPUExecutionProvider",)
-    formats: tuple[str, ...] = ("onnx", "ort")
 
     def unavailable_reason(self) -> str | None:
         return None
@@ -231,7 +234,3 @@ def _convert_to_ort_format(onnx_path: Path, final: Path) -> Artifact:
         if not tmp.is_file() or tmp.stat().st_size == 0:
             raise InvalidInput(f"onnxruntime wrote no ORT-format file for {onnx_path.name}")
     return Artifact(path=final, format="ort")
-
-
-if TYPE_CHECKING:  # pragma: no cover
-    from passes.quantize.spec import QuantSpec

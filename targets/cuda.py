@@ -32,8 +32,11 @@ import onnx_ir as ir
 
 from compiler.ground.errors import TargetUnavailable, UsageError
 from compiler.ground.sessions import open_session
-from targets.base import Artifact, register
+from targets.base import DEFAULT_PRECISIONS, Artifact
 from targets.cpu import OrtRunner, lower_onnx, ort_error_line
+
+if TYPE_CHECKING:
+    from passes.quantize.spec import QuantSpec
 
 logger = logging.getLogger(__name__)
 
@@ -41,21 +44,22 @@ _PROVIDER = "CUDAExecutionProvider"
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
-@register("cuda")
 class CudaTarget:
     """onnxruntime on an NVIDIA GPU; artifact: `.onnx`."""
 
     name = "cuda"
+    #: channel pruning keeps channel counts in multiples of this
+    channel_multiple = 8
+    precisions: tuple[str, ...] = DEFAULT_PRECISIONS
+    formats: tuple[str, ...] = ("onnx",)
+    providers: tuple[str, ...] = (_PROVIDER,)
 
     @property
     def quant_spec(self) -> QuantSpec:
-        """The quantization this target runs fastest (symmetric int8, zero point 0: what NVIDIA GPU int8 kernels expect)."""
+        """Symmetric int8, zero point 0: what NVIDIA GPU int8 kernels expect."""
         from passes.quantize.spec import TENSORRT_SPEC
 
         return TENSORRT_SPEC
-
-    providers: tuple[str, ...] = (_PROVIDER,)
-    formats: tuple[str, ...] = ("onnx",)
 
     def unavailable_reason(self) -> str | None:
         return probe_cuda()
@@ -177,7 +181,3 @@ def _captured_stderr() -> Iterator[list[str]]:
             os.close(saved)
             tmp.seek(0)
             out.append(tmp.read().decode("utf-8", errors="replace"))
-
-
-if TYPE_CHECKING:  # pragma: no cover
-    from passes.quantize.spec import QuantSpec

@@ -6,7 +6,7 @@ GPU; `unavailable_reason()` says, in one line, what is missing here. Modules:
 (`EngineFromOnnx`), `runner` (`TrtRunner`). `tensorrt` and `cuda-python` are
 imported only when an engine is built or run.
 
-How the pipeline passes its flags: the registry builds `TensorRTTarget()` with
+How the pipeline passes its flags: `targets.registry` builds `TensorRTTarget()` with
 defaults (precision read from the model: Q/DQ → int8, float16 weights → fp16,
 else fp32; batch 1, engine valid up to batch 16, the pipeline's evaluation
 batch). A caller that knows better constructs `TensorRTTarget(precision=...,
@@ -27,7 +27,7 @@ import onnx_ir as ir
 
 from compiler.ground.errors import TargetUnavailable, UsageError
 from compiler.ground.io import load_onnx_proto
-from targets.base import Artifact, register
+from targets.base import DEFAULT_PRECISIONS, Artifact
 from targets.cpu import _check_stem
 from targets.profiles import DeviceProfile
 from targets.tensorrt.build import INSTALL_HINT, SUPPORTED_MAJOR, EngineFromOnnx
@@ -39,6 +39,9 @@ from targets.tensorrt.settings import (
     derive_settings,
     has_qdq,
 )
+
+if TYPE_CHECKING:
+    from passes.quantize.spec import QuantSpec
 
 __all__ = [
     "BuilderSettings",
@@ -95,20 +98,21 @@ def _infer_precision(proto: onnx.ModelProto) -> str:
     return "fp32"
 
 
-@register("tensorrt")
 class TensorRTTarget:
     """TensorRT on an NVIDIA GPU; artifact: `.engine` (for this GPU and TensorRT version)."""
 
     name = "tensorrt"
+    #: channel pruning keeps channel counts in multiples of this
+    channel_multiple = 8
+    precisions: tuple[str, ...] = DEFAULT_PRECISIONS
+    formats: tuple[str, ...] = ("engine",)
 
     @property
     def quant_spec(self) -> QuantSpec:
-        """The quantization this target runs fastest (TensorRT explicit quantization: symmetric int8, per-channel weights)."""
+        """TensorRT explicit quantization: symmetric int8, per-channel weights."""
         from passes.quantize.spec import TENSORRT_SPEC
 
         return TENSORRT_SPEC
-
-    formats: tuple[str, ...] = ("engine",)
 
     def __init__(
         self,
@@ -180,7 +184,3 @@ class TensorRTTarget:
             loader = EngineFromOnnx(proto, self.settings_for(proto), name=artifact.name)
             return TrtRunner(loader, name=artifact.name)
         return TrtRunner(artifact)
-
-
-if TYPE_CHECKING:  # pragma: no cover
-    from passes.quantize.spec import QuantSpec

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from compiler.ground.errors import InvalidInput, UsageError
-from targets.base import get_target
 from targets.cpu import CpuTarget, OrtRunner, ort_error_line
+from targets.registry import get_target
 from tests.targets.conftest import TinyModel
 
 # float32 kernels against a float64 numpy reference; outputs are O(10).

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from compiler.ground.errors import TargetUnavailable, UsageError
-from targets.base import get_target
 from targets.cpu import CpuTarget, OrtRunner
 from targets.cuda import CudaTarget, probe_cuda
+from targets.registry import get_target
 from tests.targets.conftest import TinyModel
 
 needs_no_gpu = pytest.mark.skipif(probe_cuda() is None, reason="a working CUDA GPU is present")

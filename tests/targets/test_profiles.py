@@ -4,8 +4,8 @@ import dataclasses
 
 import pytest
 
-from targets.base import target_names
 from targets.profiles import PROFILES, DeviceProfile, get_profile, profile_names
+from targets.registry import target_names
 
 BOARDS = [
     "jetson-orin-nano",

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from compiler.ground.errors import InvalidInput, TargetUnavailable, UsageError
-from targets.base import get_target, target_names
+from targets.registry import get_target, target_names
 from targets.tensorrt import TensorRTTarget, probe_tensorrt
 from targets.tensorrt.build import EngineFromOnnx, configure_builder, parser_error_line
 from targets.tensorrt.runner import TrtRunner
