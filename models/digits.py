@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from models._cache import deterministic_torch, load_or_create
-from models.registry import InputSpec, ModelSpec, register
+from models.spec import InputSpec, ModelSpec
 
 log = logging.getLogger(__name__)
 
@@ -292,7 +292,6 @@ def _spec(
     )
 
 
-@register("digits_cnn")
 def digits_cnn() -> ModelSpec:
     return _spec(
         "digits_cnn",
@@ -304,7 +303,6 @@ def digits_cnn() -> ModelSpec:
     )
 
 
-@register("digits_gru")
 def digits_gru() -> ModelSpec:
     return _spec(
         "digits_gru",

@@ -20,6 +20,7 @@ import inspect
 import logging
 from collections.abc import Callable
 from pathlib import Path
+from typing import TypedDict
 
 import numpy as np
 import torch
@@ -28,7 +29,7 @@ from torch import nn
 
 from compiler.ground.errors import UsageError
 from models._cache import deterministic_torch, load_or_create
-from models.registry import InputSpec, ModelSpec, register
+from models.spec import InputSpec, ModelSpec
 
 log = logging.getLogger(__name__)
 
@@ -311,8 +312,16 @@ EVALUATION_IMAGES: tuple[str, ...] = (
 CALIBRATION_SEED = 0
 EVALUATION_SEED = 1
 
-# Random-resized-crop ranges: fraction of the photo's area, aspect ratio, flip probability.
-_CROP_RECIPE = {"area": (0.2, 1.0), "aspect": (3 / 4, 4 / 3), "flip": 0.5}
+
+class _CropRecipe(TypedDict):
+    """Random-resized-crop ranges: fraction of the photo's area, aspect ratio, flip probability."""
+
+    area: tuple[float, float]
+    aspect: tuple[float, float]
+    flip: float
+
+
+_CROP_RECIPE: _CropRecipe = {"area": (0.2, 1.0), "aspect": (3 / 4, 4 / 3), "flip": 0.5}
 
 
 @functools.cache
@@ -415,7 +424,6 @@ def evaluation_data(n: int) -> tuple[np.ndarray, None]:
 _INPUTS = (InputSpec("input", INPUT_SHAPE),)
 
 
-@register("mobilenet_v2")
 def mobilenet_v2() -> ModelSpec:
     return ModelSpec(
         name="mobilenet_v2",
@@ -436,7 +444,6 @@ def mobilenet_v2() -> ModelSpec:
     )
 
 
-@register("resnet18")
 def resnet18() -> ModelSpec:
     return ModelSpec(
         name="resnet18",

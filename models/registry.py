@@ -1,77 +1,33 @@
-"""The zoo's registry: what a model is, how to build it, and its sample data.
+"""Which zoo models exist: the name → ModelSpec table.
 
-Every zoo model carries everything the compiler needs to measure it honestly:
-its input spec, a builder that returns the torch module with real (or stated)
-weights, and calibration/evaluation sets that never overlap.
+Adding a model means writing a function that returns a `models.spec.ModelSpec`
+and adding one line to `MODELS`. The functions are called on lookup: building
+a spec is cheap, the weights and data load when the spec's callables run.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
-import numpy as np
-import torch
+from models import digits, imagenet
+from models.spec import ModelSpec
 
-
-@dataclass(frozen=True)
-class InputSpec:
-    """One model input; `shape` is a batch-1 example, axis 0 is the dynamic batch."""
-
-    name: str
-    shape: tuple[int, ...]
-    dtype: str = "float32"
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    """A zoo entry.
-
-    `calibration_data(n)` returns n preprocessed inputs (N, *shape[1:]) for calibration;
-    `evaluation_data(n)` returns (inputs, labels or None) from a disjoint source.
-    """
-
-    name: str
-    task: str
-    description: str
-    inputs: tuple[InputSpec, ...]
-    output_names: tuple[str, ...]
-    weights_source: str
-    build: Callable[[], torch.nn.Module]
-    calibration_data: Callable[[int], np.ndarray]
-    evaluation_data: Callable[[int], tuple[np.ndarray, np.ndarray | None]]
-    default_calib_samples: int = 256
-    default_eval_samples: int = 64
-    tags: tuple[str, ...] = field(default_factory=tuple)
-    #: RGB uint8 (H, W, 3) image → one preprocessed sample; lets `--calib FOLDER` read photos.
-    preprocess: Callable[[np.ndarray], np.ndarray] | None = None
-
-
-_ZOO: dict[str, Callable[[], ModelSpec]] = {}
-
-
-def register(name: str) -> Callable[[Callable[[], ModelSpec]], Callable[[], ModelSpec]]:
-    """Decorator for a function returning a ModelSpec (called lazily, on lookup)."""
-
-    def wrap(fn: Callable[[], ModelSpec]) -> Callable[[], ModelSpec]:
-        _ZOO[name] = fn
-        return fn
-
-    return wrap
-
-
-def _load_builtin() -> None:
-    from models import digits, imagenet  # noqa: F401  (register on import)
+#: zoo name → the function returning its spec.
+MODELS: dict[str, Callable[[], ModelSpec]] = {
+    "digits_cnn": digits.digits_cnn,
+    "digits_gru": digits.digits_gru,
+    "mobilenet_v2": imagenet.mobilenet_v2,
+    "resnet18": imagenet.resnet18,
+}
 
 
 def model_names() -> list[str]:
-    _load_builtin()
-    return sorted(_ZOO)
+    """The zoo's model names, sorted."""
+    return sorted(MODELS)
 
 
 def get_model(name: str) -> ModelSpec:
     """The zoo entry `name`; KeyError lists the known names."""
-    _load_builtin()
-    if name not in _ZOO:
-        raise KeyError(f"unknown zoo model {name!r}; known: {', '.join(sorted(_ZOO))}")
-    return _ZOO[name]()
+    if name not in MODELS:
+        raise KeyError(f"unknown zoo model {name!r}; known: {', '.join(model_names())}")
+    return MODELS[name]()
