@@ -20,6 +20,7 @@ from compiler.ground.errors import InvalidInput, UsageError
 if TYPE_CHECKING:  # pragma: no cover
     from compiler.config import CompileConfig
     from compiler.sources import ModelSource
+    from models.spec import ModelSpec
 
 _NP_DTYPES = {
     onnx.TensorProto.FLOAT: np.float32,
@@ -154,17 +155,17 @@ def random_feeds(infos: list[InputInfo], batch: int, seed: int = 0) -> dict[str,
 def evaluation_set(
     infos: list[InputInfo],
     *,
-    zoo_spec: object | None,
+    zoo_spec: ModelSpec | None,
     eval_arg: str | None,
     samples: int | None,
     seed: int = 0,
 ) -> EvalSet:
     """The held-out set a run measures accuracy on (see module docstring)."""
     if eval_arg in (None, "zoo") and zoo_spec is not None:
-        n = samples or zoo_spec.default_eval_samples  # type: ignore[attr-defined]
-        x, labels = zoo_spec.evaluation_data(n)  # type: ignore[attr-defined]
+        n = samples or zoo_spec.default_eval_samples
+        x, labels = zoo_spec.evaluation_data(n)
         data = {infos[0].name: x}
-        src = f"zoo:{zoo_spec.name} held-out set"  # type: ignore[attr-defined]
+        src = f"zoo:{zoo_spec.name} held-out set"
     elif eval_arg == "zoo":
         raise UsageError("--eval zoo needs a zoo model; give --eval PATH (.npy/.npz) instead")
     elif eval_arg is None or eval_arg == "random":
@@ -271,4 +272,4 @@ def training_inputs(config: CompileConfig, source: ModelSource) -> np.ndarray:
         raise UsageError(
             "--finetune-epochs on a module:factory source needs --calib PATH (.npy/.npz)"
         )
-    return spec.calibration_data(config.calib_samples or spec.default_calib_samples)  # type: ignore[attr-defined]
+    return spec.calibration_data(config.calib_samples or spec.default_calib_samples)

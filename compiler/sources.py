@@ -14,6 +14,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import onnx
@@ -21,6 +22,9 @@ import onnx
 from compiler.export import export_torch
 from compiler.ground.errors import InvalidInput, UsageError
 from compiler.ground.io import load_onnx_proto, sha256_file
+
+if TYPE_CHECKING:
+    from models.spec import ModelSpec
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +40,7 @@ class ModelSource:
     proto: onnx.ModelProto
     sha256: str
     torch_module: object | None = None
-    zoo_spec: object | None = None  # models.registry.ModelSpec for zoo sources
+    zoo_spec: ModelSpec | None = None  # for zoo sources
 
     @property
     def input_names(self) -> list[str]:
@@ -96,9 +100,9 @@ def _apply_input_shape(proto: onnx.ModelProto, shape: tuple[int, ...]) -> None:
             )
 
 
-def _from_zoo(spec: object, input_shape: tuple[int, ...] | None, opset: int) -> ModelSource:
-    module = spec.build()  # type: ignore[attr-defined]
-    examples = [np.zeros(i.shape, dtype=i.dtype) for i in spec.inputs]  # type: ignore[attr-defined]
+def _from_zoo(spec: ModelSpec, input_shape: tuple[int, ...] | None, opset: int) -> ModelSource:
+    module = spec.build()
+    examples = [np.zeros(i.shape, dtype=i.dtype) for i in spec.inputs]
     if input_shape is not None:
         if len(examples) != 1:
             raise UsageError("--input-shape applies to models with exactly one input")
@@ -106,12 +110,12 @@ def _from_zoo(spec: object, input_shape: tuple[int, ...] | None, opset: int) -> 
     proto = export_torch(
         module,
         examples,
-        input_names=[i.name for i in spec.inputs],  # type: ignore[attr-defined]
-        output_names=list(spec.output_names),  # type: ignore[attr-defined]
+        input_names=[i.name for i in spec.inputs],
+        output_names=list(spec.output_names),
         opset=opset,
     )
     return ModelSource(
-        name=spec.name,  # type: ignore[attr-defined]
+        name=spec.name,
         kind="zoo",
         proto=proto,
         sha256=_proto_sha256(proto),
