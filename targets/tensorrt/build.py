@@ -90,7 +90,9 @@ def trt_logger(trt: ModuleType) -> Any:
         severity.VERBOSE: logging.DEBUG - 5,
     }
 
-    class EdgecTrtLogger(trt.ILogger):  # type: ignore[misc, name-defined]
+    ilogger: Any = trt.ILogger  # a class of the lazily imported module: untyped here
+
+    class EdgecTrtLogger(ilogger):
         def __init__(self) -> None:
             trt.ILogger.__init__(self)  # required by TensorRT's Python bindings
             self.state = _Log()

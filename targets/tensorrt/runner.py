@@ -26,6 +26,7 @@ grown when a larger batch arrives.
 
 from __future__ import annotations
 
+import importlib
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -50,13 +51,13 @@ CUDA_PYTHON_HINT = (
 def import_cudart() -> ModuleType:
     """cuda-python's runtime module, or TargetUnavailable with what to do."""
     try:
-        from cuda.bindings import runtime as cudart  # cuda-python >= 12.6
+        return importlib.import_module("cuda.bindings.runtime")  # cuda-python >= 12.6
     except ImportError:
-        try:
-            from cuda import cudart  # type: ignore[no-redef]  # cuda-python < 12.6
-        except ImportError as e:
-            raise TargetUnavailable(f"cuda-python is not installed; {CUDA_PYTHON_HINT}") from e
-    return cudart
+        pass
+    try:
+        return importlib.import_module("cuda.cudart")  # cuda-python < 12.6
+    except ImportError as e:
+        raise TargetUnavailable(f"cuda-python is not installed; {CUDA_PYTHON_HINT}") from e
 
 
 def cuda_call(cudart: ModuleType, result: tuple[Any, ...], what: str) -> Any:

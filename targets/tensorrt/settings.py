@@ -268,6 +268,36 @@ def derive_settings(
     dynamic dims without shapes) and InvalidInput for a model TensorRT cannot
     build as asked (illegal Q/DQ, int8 without Q/DQ).
     """
+    max_batch = _check_batch_flags(precision, batch, max_batch)
+    quantized = _check_quantization(model, precision)
+    int8 = quantized
+    fp16 = precision in ("fp16", "int8")
+    if quantized and precision == "fp32":
+        logger.info("the model holds Q/DQ nodes: building int8 layers despite precision fp32")
+    sparse = model_is_2_4_sparse(model)
+    workspace = DEFAULT_WORKSPACE_BYTES
+    if device_profile is not None:
+        fp16, sparse, workspace = _fit_device(
+            device_profile,
+            precision=precision,
+            fp16=fp16,
+            int8=int8,
+            sparse=sparse,
+            workspace=workspace,
+        )
+    profiles = _shape_profiles(model, batch, max_batch, input_shapes or {})
+    return BuilderSettings(
+        fp16=fp16,
+        int8=int8,
+        sparse_weights=sparse,
+        workspace_bytes=workspace,
+        profiles=profiles,
+        tf32=precision != "fp32",
+    )
+
+
+def _check_batch_flags(precision: str, batch: int, max_batch: int | None) -> int:
+    """Refuse an unknown precision or a bad batch range; returns max_batch (default: batch)."""
     if precision not in PRECISIONS:
         raise UsageError(f"precision {precision!r} is not one of {', '.join(PRECISIONS)}")
     if batch < 1:
@@ -275,7 +305,11 @@ def derive_settings(
     max_batch = batch if max_batch is None else max_batch
     if max_batch < batch:
         raise UsageError(f"max_batch ({max_batch}) must be at least batch ({batch})")
+    return max_batch
 
+
+def _check_quantization(model: onnx.ModelProto, precision: str) -> bool:
+    """Whether the model is explicitly quantized; refuses Q/DQ TensorRT rejects, or int8 without Q/DQ."""
     quantized = has_qdq(model)
     if quantized:
         problems = check_qdq_for_tensorrt(model)
@@ -292,44 +326,33 @@ def derive_settings(
             "(QuantizeLinear/DequantizeLinear), and this one has none; quantize it first "
             "(edgec compile --precision int8 --target tensorrt runs the quantize pass)"
         )
-    int8 = quantized
-    fp16 = precision in ("fp16", "int8")
-    if quantized and precision == "fp32":
-        logger.info("the model holds Q/DQ nodes: building int8 layers despite precision fp32")
-    sparse = model_is_2_4_sparse(model)
-    workspace = DEFAULT_WORKSPACE_BYTES
+    return quantized
 
-    if device_profile is not None:
-        d = device_profile
-        if "tensorrt" not in d.targets:
-            raise UsageError(
-                f"device {d.name} has no GPU that TensorRT can target (its targets: "
-                f"{', '.join(d.targets)}); choose --target {d.target}"
-            )
-        if fp16 and not d.supports_fp16 and precision == "fp16":
-            raise UsageError(f"device {d.name} does not run fp16; use --precision fp32")
-        fp16 = fp16 and d.supports_fp16
-        if int8 and not d.supports_int8:
-            raise UsageError(f"device {d.name} does not run int8; use an unquantized model")
-        if sparse and not d.supports_sparsity:
-            logger.warning(
-                "device %s has no 2:4 sparse tensor cores (Ampere or newer needed); "
-                "building without SPARSE_WEIGHTS",
-                d.name,
-            )
-            sparse = False
-        if d.max_workspace_bytes is not None:
-            workspace = min(workspace, d.max_workspace_bytes)
 
-    profiles = _shape_profiles(model, batch, max_batch, input_shapes or {})
-    return BuilderSettings(
-        fp16=fp16,
-        int8=int8,
-        sparse_weights=sparse,
-        workspace_bytes=workspace,
-        profiles=profiles,
-        tf32=precision != "fp32",
-    )
+def _fit_device(
+    d: DeviceProfile, *, precision: str, fp16: bool, int8: bool, sparse: bool, workspace: int
+) -> tuple[bool, bool, int]:
+    """(fp16, sparse, workspace) narrowed to what device `d` runs; refuses what it cannot."""
+    if "tensorrt" not in d.targets:
+        raise UsageError(
+            f"device {d.name} has no GPU that TensorRT can target (its targets: "
+            f"{', '.join(d.targets)}); choose --target {d.target}"
+        )
+    if fp16 and not d.supports_fp16 and precision == "fp16":
+        raise UsageError(f"device {d.name} does not run fp16; use --precision fp32")
+    fp16 = fp16 and d.supports_fp16
+    if int8 and not d.supports_int8:
+        raise UsageError(f"device {d.name} does not run int8; use an unquantized model")
+    if sparse and not d.supports_sparsity:
+        logger.warning(
+            "device %s has no 2:4 sparse tensor cores (Ampere or newer needed); "
+            "building without SPARSE_WEIGHTS",
+            d.name,
+        )
+        sparse = False
+    if d.max_workspace_bytes is not None:
+        workspace = min(workspace, d.max_workspace_bytes)
+    return fp16, sparse, workspace
 
 
 def model_is_2_4_sparse(model: onnx.ModelProto) -> bool:
