@@ -253,7 +253,7 @@ def models_cmd(as_json: bool) -> None:
     """List the model zoo: name, task, params, weights source."""
     from models.registry import get_model, model_names
 
-    rows = []
+    rows: list[dict[str, Any]] = []
     for name in model_names():
         spec = get_model(name)
         params = sum(p.numel() for p in spec.build().parameters())

@@ -53,7 +53,7 @@ def export_torch(
             torch.onnx.export(
                 module,
                 args,
-                buf,
+                buf,  # type: ignore[arg-type]  # torch's stub says path-only; the exporter writes file objects
                 dynamo=False,
                 opset_version=opset,
                 input_names=list(input_names),

@@ -43,6 +43,50 @@ def _fmt(v: Any, digits: int = 4) -> str:
     return str(v)
 
 
+def _pruning_row(pruning: dict[str, Any], a: dict[str, Any]) -> tuple[str, str]:
+    """What pruning did: mode, ratio, sparsity or channels, fine-tuning."""
+    text = f"{pruning.get('mode')} {pruning.get('ratio')}"
+    if pruning.get("sparsity") is not None:
+        text += f" · sparsity {_fmt(pruning.get('sparsity'))}"
+    if pruning.get("channels_before") is not None:
+        text += f" · channels {pruning.get('channels_before')} → {pruning.get('channels_after')}"
+    if a.get("compressed_size_bytes") is not None:
+        text += f" · compressed {_fmt(a['compressed_size_bytes'] / 1e6)} MB"
+    ft = pruning.get("finetune")
+    if ft:
+        text += (
+            f" · {ft['metric']} {ft['accuracy_unpruned']} → {ft['accuracy_pruned']} (pruned)"
+            f" → {ft['accuracy_finetuned']} after {ft['epochs']} epochs"
+        )
+    if pruning.get("note"):
+        text += f" · note: {pruning['note']}"
+    return ("pruning", text)
+
+
+def _quantization_row(q: dict[str, Any]) -> tuple[str, str]:
+    """The quantization spec, method, samples and the layers kept in float."""
+    kept = q.get("kept_float") or []
+    return (
+        "quantization",
+        f"{q.get('spec')} spec · {q.get('method')} on "
+        f"{q.get('samples') or q.get('train_samples')} samples · "
+        f"{len(kept)} layers kept float{(': ' + ', '.join(kept[:6])) if kept else ''}",
+    )
+
+
+def _auto_row(auto: dict[str, Any]) -> tuple[str, str]:
+    """`--precision auto`: the choice and every candidate's figures."""
+    return (
+        "auto precision",
+        f"chose {auto['chosen']} · "
+        + " · ".join(
+            f"{c['precision']} p50 {_fmt(c['p50_ms'])} ms {c['metric']} {_fmt(c['value'])}"
+            f"{'' if c['meets_budget'] else ' (below budget)'}"
+            for c in auto["candidates"]
+        ),
+    )
+
+
 def summary_rows(report: dict[str, Any]) -> list[tuple[str, str]]:
     """The key facts as (label, value) rows: used by md, html and the terminal table."""
     m = report.get("model") or {}
@@ -91,50 +135,12 @@ def summary_rows(report: dict[str, Any]) -> list[tuple[str, str]]:
                     f"{_fmt(acc.get('top1_accuracy'))} (fp32 original {_fmt(acc.get('baseline_top1_accuracy'))})",
                 )
             )
-    pruning = report.get("pruning")
-    if pruning:
-        text = f"{pruning.get('mode')} {pruning.get('ratio')}"
-        if pruning.get("sparsity") is not None:
-            text += f" · sparsity {_fmt(pruning.get('sparsity'))}"
-        if pruning.get("channels_before") is not None:
-            text += (
-                f" · channels {pruning.get('channels_before')} → {pruning.get('channels_after')}"
-            )
-        if a.get("compressed_size_bytes") is not None:
-            text += f" · compressed {_fmt(a['compressed_size_bytes'] / 1e6)} MB"
-        ft = pruning.get("finetune")
-        if ft:
-            text += (
-                f" · {ft['metric']} {ft['accuracy_unpruned']} → {ft['accuracy_pruned']} (pruned)"
-                f" → {ft['accuracy_finetuned']} after {ft['epochs']} epochs"
-            )
-        if pruning.get("note"):
-            text += f" · note: {pruning['note']}"
-        rows.append(("pruning", text))
-    q = report.get("quantization")
-    if q:
-        kept = q.get("kept_float") or []
-        rows.append(
-            (
-                "quantization",
-                f"{q.get('spec')} spec · {q.get('method')} on "
-                f"{q.get('samples') or q.get('train_samples')} samples · "
-                f"{len(kept)} layers kept float{(': ' + ', '.join(kept[:6])) if kept else ''}",
-            )
-        )
-    auto = report.get("auto")
-    if auto:
-        rows.append(
-            (
-                "auto precision",
-                f"chose {auto['chosen']} · "
-                + " · ".join(
-                    f"{c['precision']} p50 {_fmt(c['p50_ms'])} ms {c['metric']} {_fmt(c['value'])}"
-                    f"{'' if c['meets_budget'] else ' (below budget)'}"
-                    for c in auto["candidates"]
-                ),
-            )
-        )
+    if report.get("pruning"):
+        rows.append(_pruning_row(report["pruning"], a))
+    if report.get("quantization"):
+        rows.append(_quantization_row(report["quantization"]))
+    if report.get("auto"):
+        rows.append(_auto_row(report["auto"]))
     for g in report.get("gates") or []:
         rows.append(
             (
