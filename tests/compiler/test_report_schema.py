@@ -46,7 +46,17 @@ def key_shape(report: dict[str, Any]) -> dict[str, list[str]]:
 )
 def test_report_keys_match_the_pinned_schema(flags: tuple[str, ...], tmp_path: Path) -> None:
     out = tmp_path / "out"
-    args = ["compile", "digits_cnn", *flags, "--out", str(out), "--report", "json", "--threads", "2"]
+    args = [
+        "compile",
+        "digits_cnn",
+        *flags,
+        "--out",
+        str(out),
+        "--report",
+        "json",
+        "--threads",
+        "2",
+    ]
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
     shape = key_shape(json.loads((out / "report.json").read_text()))
