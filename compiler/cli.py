@@ -132,9 +132,9 @@ def _budget_options(fn: Callable[..., Any]) -> Callable[..., Any]:
 @click.option(
     "--format",
     "artifact_format",
-    type=click.Choice(["onnx", "ort"]),
+    type=click.Choice(["onnx", "ort", "engine"]),
     default=None,
-    help="Artifact format.",
+    help="Artifact format [the target's own: onnx; engine for tensorrt].",
 )
 @click.option(
     "--threads", type=int, default=None, help="Intra-op threads for measurement [all cores]."

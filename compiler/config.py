@@ -17,7 +17,7 @@ from compiler.ground.errors import UsageError
 
 PRECISIONS = ("fp32", "fp16", "int8", "auto")
 REPORT_FORMATS = ("json", "md", "html")
-ARTIFACT_FORMATS = ("onnx", "ort")
+ARTIFACT_FORMATS = ("onnx", "ort", "engine")
 CALIB_METHODS = ("minmax", "percentile", "entropy", "mse")
 
 
@@ -47,7 +47,8 @@ class CompileConfig:
     precision: str = "fp32"
     input_shape: tuple[int, ...] | None = None
     out_dir: Path | None = None
-    artifact_format: str = "onnx"
+    #: None: the target's own default (onnx for onnxruntime targets, engine for TensorRT)
+    artifact_format: str | None = None
     threads: int | None = None
     batch: int = 1
     eval_source: str | None = None
@@ -75,7 +76,7 @@ class CompileConfig:
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
             raise UsageError(f"--precision must be one of {', '.join(PRECISIONS)}")
-        if self.artifact_format not in ARTIFACT_FORMATS:
+        if self.artifact_format is not None and self.artifact_format not in ARTIFACT_FORMATS:
             raise UsageError(f"--format must be one of {', '.join(ARTIFACT_FORMATS)}")
         bad = [r for r in self.reports if r not in REPORT_FORMATS]
         if bad:

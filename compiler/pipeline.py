@@ -85,13 +85,28 @@ def _resolve_target(name: str) -> Target:
     return target
 
 
+def _check_fits_target(config: CompileConfig, target: Target) -> None:
+    """Refuse, before any work, a precision or format the target does not have."""
+    if config.precision == "fp16":
+        raise UsageError("--precision fp16 is not available yet; use fp32, int8 or auto")
+    if config.precision not in target.precisions:
+        raise UsageError(
+            f"target {target.name} does not run --precision {config.precision}; "
+            f"choose one of {', '.join(target.precisions)}"
+        )
+    if config.artifact_format is not None and config.artifact_format not in target.formats:
+        raise UsageError(
+            f"target {target.name} writes {', '.join(target.formats)} artifacts, "
+            f"not --format {config.artifact_format}"
+        )
+
+
 def compile_model(config: CompileConfig, progress: Progress | None = None) -> CompileResult:
     """Compile, measure, report and judge one model; raises EdgecError subclasses on bad input."""
     progress = progress or no_progress
     t0 = time.perf_counter()
     target = _resolve_target(config.target)
-    if config.precision == "fp16":
-        raise UsageError("--precision fp16 is not available yet; use fp32, int8 or auto")
+    _check_fits_target(config, target)
     loaded = load(config, progress)
     out_dir = config.out_dir or Path("build") / loaded.source.name
     threads = config.threads or default_threads()

@@ -133,6 +133,16 @@ def test_usage_errors_exit_2(small_cnn_onnx: Path, tmp_path: Path) -> None:
     assert _run("compile", str(small_cnn_onnx), "--target", "fpga")[0] == 2
 
 
+def test_a_format_the_target_does_not_write_is_refused_before_any_work(
+    small_cnn_onnx: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "o"
+    code, text = _run("compile", str(small_cnn_onnx), "--format", "engine", "--out", str(out))
+    assert code == 2, text
+    assert "target cpu writes onnx, ort artifacts, not --format engine" in text
+    assert not out.exists()
+
+
 def test_gate_failure_exit_3_with_verdicts(small_cnn_onnx: Path, tmp_path: Path) -> None:
     out = tmp_path / "o"
     junit = tmp_path / "gates.xml"
