@@ -113,14 +113,12 @@ def _channel(name: str, tmp: Path, rounds: int) -> dict[str, Any]:
     variants: dict[str, Any] = {}
     for round_to in (16, 8, 1):
         model = ir.from_proto(dense)
-        p = PruneChannelsPass(CHANNEL_RATIO, round_to=round_to)
-        p(model)
+        s = PruneChannelsPass(CHANNEL_RATIO, round_to=round_to)(model).summary.as_dict()
         proto = ir.to_proto(model)
         onnx.checker.check_model(proto, full_check=True)
         key = f"round_to_{round_to}"
         paths[key] = tmp / f"{name}_{key}.onnx"
         save_onnx(proto, paths[key])
-        s = p.summary
         prunable = [g for g in s["groups"] if g["status"] != "refused"]
         before = sum(g["channels_before"] for g in prunable)
         after = sum(g["channels_after"] for g in prunable)
@@ -164,8 +162,7 @@ def _unstructured(tmp: Path, rounds: int) -> dict[str, Any]:
     dense, example, spec = _dense_model("mobilenet_v2")
     input_name = spec.inputs[0].name
     model = ir.from_proto(dense)
-    p = PruneUnstructuredPass(UNSTRUCTURED_RATIO, scope="global")
-    p(model)
+    summary = PruneUnstructuredPass(UNSTRUCTURED_RATIO, scope="global")(model).summary
     sparse = ir.to_proto(model)
     paths = {"dense": tmp / "mnv2_dense.onnx", "sparse": tmp / "mnv2_sparse80.onnx"}
     save_onnx(dense, paths["dense"])
@@ -182,9 +179,9 @@ def _unstructured(tmp: Path, rounds: int) -> dict[str, Any]:
         "model": "mobilenet_v2",
         "ratio": UNSTRUCTURED_RATIO,
         "scope": "global",
-        "sparsity_of_pruned_layers": p.summary["sparsity"],
-        "layers_pruned": len(p.summary["layers"]),
-        "layers_refused": len(p.summary["refused"]),
+        "sparsity_of_pruned_layers": summary.sparsity,
+        "layers_pruned": len(summary.layers),
+        "layers_refused": len(summary.refused),
         "size_bytes_dense": paths["dense"].stat().st_size,
         "size_bytes_sparse": paths["sparse"].stat().st_size,
         "compressed_bytes_dense": c_dense,
@@ -205,15 +202,19 @@ def _unstructured(tmp: Path, rounds: int) -> dict[str, Any]:
 def _finetune(tmp: Path) -> dict[str, Any]:
     import torch
 
-    from passes.prune.finetune import FinetuneConfig, export_for_planning, prune_and_finetune
+    from compiler.prune_stage import export_for_planning
+    from passes.prune.finetune import FinetuneConfig, prune_and_finetune
 
     spec = get_model("digits_cnn")
     x_train = spec.calibration_data(1000)
     x_eval, y_eval = spec.evaluation_data(spec.default_eval_samples)
     t0 = time.perf_counter()
+    net = spec.build()
     result = prune_and_finetune(
-        spec.build(), 0.5, x_train, x_eval, y_eval, config=FinetuneConfig(epochs=15, lr=2e-3)
-    )
+        net, 0.5, x_train, x_eval, y_eval,
+        graph=export_for_planning(net, torch.from_numpy(x_train[:1].astype(np.float32))),
+        config=FinetuneConfig(epochs=15, lr=2e-3),
+    )  # fmt: skip
     seconds = time.perf_counter() - t0
     graph = export_for_planning(result.module, torch.from_numpy(x_eval[:1]))
     PruneChannelsPass(0.5, importance=result.keep_scores)(graph)
@@ -229,8 +230,8 @@ def _finetune(tmp: Path) -> dict[str, Any]:
         "accuracy_pruned": round(result.accuracy_pruned, 4),
         "accuracy_finetuned": round(result.accuracy_finetuned, 4),
         "accuracy_pruned_onnx": round(onnx_acc, 4),
-        "channels_before": result.plan_summary["channels_before"],
-        "channels_after": result.plan_summary["channels_after"],
+        "channels_before": result.plan_summary.channels_before,
+        "channels_after": result.plan_summary.channels_after,
         "seconds": round(seconds, 2),
         "passed": result.accuracy_finetuned >= result.accuracy_unpruned - 0.01,
     }

@@ -15,24 +15,29 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import onnx_ir as ir
 
 from compiler.config import CompileConfig
 from compiler.data import EvalSet, training_inputs
+from compiler.export import export_torch
 from compiler.ground.errors import UsageError
 from compiler.recording import PassRecord, RecordingPass
 from compiler.sources import ModelSource
+from compiler.stages.boundary import pass_errors
 from compiler.stages.optimize import optimize
+from passes.prune import PRUNE_MODES, PrunePassResult, PruneSummary, prune_pass
+
+if TYPE_CHECKING:
+    import torch
 
 Progress = Callable[[str, int, int], None]
 
 log = logging.getLogger(__name__)
 
-PRUNE_MODES = ("unstructured", "channel", "2:4")
 CHANNEL_MULTIPLE = {"cpu": 16, "cuda": 8, "tensorrt": 8}
 
 
@@ -42,14 +47,20 @@ class PruneOutcome:
 
     mode: str
     ratio: float | None
-    summary: dict[str, Any] = field(default_factory=dict)
+    summary: PruneSummary
     finetune: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"mode": self.mode, "ratio": self.ratio, **self.summary, "finetune": self.finetune}
+        return {
+            "mode": self.mode,
+            "ratio": self.ratio,
+            **self.summary.as_dict(),
+            "finetune": self.finetune,
+        }
 
 
 def validate(mode: str | None, ratio: float | None, finetune_epochs: int | None) -> None:
+    """The prune flags' checks (compiler/config.py still calls this; it is to own them)."""
     if mode is None and ratio is None and finetune_epochs is None:
         return
     if mode is not None and mode not in PRUNE_MODES:
@@ -62,6 +73,21 @@ def validate(mode: str | None, ratio: float | None, finetune_epochs: int | None)
         raise UsageError("--finetune-epochs applies to --prune-mode channel")
 
 
+def export_for_planning(module: torch.nn.Module, example: torch.Tensor) -> ir.Model:
+    """Export as the compiler does (`export_torch`: eval, opset 17, BN folded); training mode kept."""
+    was_training = module.training
+    try:
+        proto = export_torch(
+            module,
+            [example.detach().cpu().numpy()],
+            input_names=["input"],
+            output_names=["output"],
+        )
+    finally:
+        module.train(was_training)
+    return ir.from_proto(proto)
+
+
 def finetune_torch(
     module: Any,
     ratio: float,
@@ -71,21 +97,26 @@ def finetune_torch(
     eval_inputs: np.ndarray,
     eval_labels: np.ndarray | None,
     round_to: int,
-    progress: Callable[[str, int, int], None],
+    progress: Progress,
 ) -> tuple[Any, dict[str, Any]]:
     """Prune and fine-tune a torch module; returns the masked module and the accuracy story."""
+    import torch
+
     from passes.prune.finetune import FinetuneConfig, prune_and_finetune
 
-    result = prune_and_finetune(
-        module,
-        ratio,
-        train_inputs,
-        eval_inputs,
-        eval_labels,
-        round_to=round_to,
-        config=FinetuneConfig(epochs=epochs),
-        progress=lambda e, total, m: progress("finetune", e, total),
-    )
+    example = torch.as_tensor(np.asarray(train_inputs, dtype=np.float32))[:1]
+    with pass_errors():
+        result = prune_and_finetune(
+            module,
+            ratio,
+            train_inputs,
+            eval_inputs,
+            eval_labels,
+            graph=export_for_planning(module, example),
+            round_to=round_to,
+            config=FinetuneConfig(epochs=epochs),
+            progress=lambda e, total, m: progress("finetune", e, total),
+        )
     story = {
         "epochs": epochs,
         "metric": "top1_accuracy" if eval_labels is not None else "top1_agreement_with_unpruned",
@@ -105,19 +136,13 @@ def prune_graph(
     records: list[PassRecord],
 ) -> tuple[ir.Model, PruneOutcome]:
     """Apply the graph-level pruning pass, recorded like every other pass."""
-    from passes.prune import PruneChannelsPass, PruneSemiStructuredPass, PruneUnstructuredPass
-
-    if mode == "unstructured":
-        inner: Any = PruneUnstructuredPass(float(ratio or 0.0))
-    elif mode == "channel":
-        inner = PruneChannelsPass(float(ratio or 0.0), round_to=round_to)
-    else:
-        inner = PruneSemiStructuredPass()
-    result = RecordingPass(inner, records)(model)
-    summary = dict(inner.summary)
-    return result.model, PruneOutcome(
-        mode=mode, ratio=ratio if mode != "2:4" else 0.5, summary=summary
-    )
+    with pass_errors():
+        inner = prune_pass(mode, float(ratio or 0.0), round_to=round_to)
+        result = RecordingPass(inner, records)(model)
+    if not isinstance(result, PrunePassResult):
+        raise TypeError(f"{type(inner).__name__} returned no pruning summary")
+    outcome = PruneOutcome(mode=mode, ratio=ratio if mode != "2:4" else 0.5, summary=result.summary)
+    return result.model, outcome
 
 
 def run_prune(
@@ -128,37 +153,26 @@ def run_prune(
     records: list[PassRecord],
     progress: Progress,
     fp32_model: ir.Model,
-) -> tuple[ir.Model, Any]:
-    """Prune the optimized graph (after torch fine-tuning when asked)."""
+    *,
+    round_to: int | None = None,
+) -> tuple[ir.Model, PruneOutcome]:
+    """Prune the optimized graph (after torch fine-tuning when asked).
+
+    `round_to` is the channel multiple the target prefers (default: by target name).
+    """
     mode = config.prune_mode or "unstructured"
-    round_to = CHANNEL_MULTIPLE.get(target_name, 8)
+    if round_to is None:
+        round_to = CHANNEL_MULTIPLE.get(target_name, 8)
     finetune = None
     if config.finetune_epochs:
-        if source.torch_module is None or len(evalset.inputs) != 1:
-            raise UsageError(
-                "--finetune-epochs needs a single-input torch source (zoo name or module:factory)"
-            )
-        train = training_inputs(config, source)
-        module, finetune = finetune_torch(
-            source.torch_module,
-            float(config.prune_ratio or 0.0),
+        model, finetune = _finetuned_graph(
+            config,
+            source,
+            evalset,
             epochs=config.finetune_epochs,
-            train_inputs=train,
-            eval_inputs=next(iter(evalset.inputs.values())),
-            eval_labels=evalset.labels,
             round_to=round_to,
             progress=progress,
         )
-        from compiler.export import export_torch
-
-        proto = export_torch(
-            module,
-            [next(iter(evalset.inputs.values()))[:1]],
-            input_names=source.input_names,
-            output_names=[o.name for o in source.proto.graph.output],
-            opset=config.opset,
-        )
-        model, _ = optimize(ir.from_proto(proto), verify=config.verify, seed=config.seed)
     else:
         model = ir.from_proto(ir.to_proto(fp32_model))  # keep the unpruned baseline intact
     model, outcome = prune_graph(
@@ -166,3 +180,40 @@ def run_prune(
     )
     outcome.finetune = finetune
     return model, outcome
+
+
+def _finetuned_graph(
+    config: CompileConfig,
+    source: ModelSource,
+    evalset: EvalSet,
+    *,
+    epochs: int,
+    round_to: int,
+    progress: Progress,
+) -> tuple[ir.Model, dict[str, Any]]:
+    """Fine-tune the masked torch module, export and optimize it; the graph and the story."""
+    if source.torch_module is None or len(evalset.inputs) != 1:
+        raise UsageError(
+            "--finetune-epochs needs a single-input torch source (zoo name or module:factory)"
+        )
+    train = training_inputs(config, source)
+    eval_inputs = next(iter(evalset.inputs.values()))
+    module, story = finetune_torch(
+        source.torch_module,
+        float(config.prune_ratio or 0.0),
+        epochs=epochs,
+        train_inputs=train,
+        eval_inputs=eval_inputs,
+        eval_labels=evalset.labels,
+        round_to=round_to,
+        progress=progress,
+    )
+    proto = export_torch(
+        module,
+        [eval_inputs[:1]],
+        input_names=source.input_names,
+        output_names=[o.name for o in source.proto.graph.output],
+        opset=config.opset,
+    )
+    model, _ = optimize(ir.from_proto(proto), verify=config.verify, seed=config.seed)
+    return model, story

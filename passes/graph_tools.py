@@ -214,7 +214,7 @@ def batchnorm_affine(bn: ir.Node, opset_version: int) -> tuple[np.ndarray, np.nd
     params = [constant(v) for v in bn.inputs[1:]]
     if any(p is None for p in params):
         return "BatchNormalization parameters are not constants"
-    scale, bias, mean, var = (np.asarray(p, dtype=np.float64) for p in params)  # type: ignore[arg-type]
+    scale, bias, mean, var = (np.asarray(p, dtype=np.float64) for p in params)
     if any(p.ndim != 1 or p.shape != scale.shape for p in (scale, bias, mean, var)):
         return "BatchNormalization parameters are not 1-D tensors of one length"
     epsilon = bn.attributes.get_float("epsilon", 1e-5)

@@ -81,11 +81,13 @@ class FuseConvBatchNormPass(ir.passes.InPlacePass):
             return "the Conv weight is not a float tensor of rank >= 3"
         if not graph_tools.only_used_by(w_value, conv):
             return "the Conv weight is shared with other nodes"
-        bias = None
-        if b_value is not None:
-            bias = graph_tools.exclusive_constant(b_value, conv, "the Conv bias")
-            if isinstance(bias, str):
-                return bias
+        bias = (
+            None
+            if b_value is None
+            else graph_tools.exclusive_constant(b_value, conv, "the Conv bias")
+        )
+        if isinstance(bias, str):
+            return bias
         affine = graph_tools.batchnorm_affine(bn, opset_version)
         if isinstance(affine, str):
             return affine

@@ -87,11 +87,13 @@ class FuseGemmBatchNormPass(ir.passes.InPlacePass):
             return "the weight is not a 2-D float tensor"
         if not graph_tools.only_used_by(w_value, producer):
             return "the weight is shared with other nodes"
-        bias = None
-        if c_value is not None:
-            bias = graph_tools.exclusive_constant(c_value, producer, "the Gemm C input")
-            if isinstance(bias, str):
-                return bias
+        bias = (
+            None
+            if c_value is None
+            else graph_tools.exclusive_constant(c_value, producer, "the Gemm C input")
+        )
+        if isinstance(bias, str):
+            return bias
         if is_gemm:
             trans_b = bool(producer.attributes.get_int("transB", 0))
             beta = producer.attributes.get_float("beta", 1.0)

@@ -67,7 +67,7 @@ class FoldTransposeChainPass(ir.passes.InPlacePass):
         if p1_attr is None and p2_attr is None:
             perm = None  # reverse twice: identity whatever the rank
         else:
-            rank = len(p1_attr if p1_attr is not None else p2_attr)  # type: ignore[arg-type]
+            rank = len(p1_attr) if p1_attr is not None else len(p2_attr or ())
             p1, p2 = _perm(p1_attr, rank), _perm(p2_attr, rank)
             if sorted(p1) != list(range(rank)) or sorted(p2) != list(range(rank)):
                 return "perms are not permutations of one rank"

@@ -49,8 +49,10 @@ from typing import Any, Literal
 import numpy as np
 import onnx_ir as ir
 
+from passes.errors import PassOptionError
 from passes.graph_tools import constant_initializer, set_initializer
 from passes.prune.channel_groups import ChannelAnalysis, Source
+from passes.prune.result import PrunePassResult
 
 logger = logging.getLogger(__name__)
 
@@ -81,6 +83,43 @@ class ChannelGroup:
         }
 
 
+@dataclasses.dataclass(frozen=True)
+class ChannelSummary:
+    """What channel pruning decided, group by group (see `ChannelGroup`)."""
+
+    groups: tuple[ChannelGroup, ...]
+
+    @property
+    def groups_pruned(self) -> int:
+        return sum(g.status == "pruned" for g in self.groups)
+
+    @property
+    def groups_refused(self) -> int:
+        return sum(g.status == "refused" for g in self.groups)
+
+    @property
+    def channels_before(self) -> int:
+        return sum(g.channels for g in self.groups)
+
+    @property
+    def channels_after(self) -> int:
+        return sum(g.channels if g.keep is None else len(g.keep) for g in self.groups)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "groups": [g.as_dict() for g in self.groups],
+            "groups_pruned": self.groups_pruned,
+            "groups_refused": self.groups_refused,
+            "channels_before": self.channels_before,
+            "channels_after": self.channels_after,
+        }
+
+
+def node_name(node: ir.Node) -> str:
+    """A node's name as the plan keys it (`"<unnamed>"` when it has none)."""
+    return node.name or "<unnamed>"
+
+
 @dataclasses.dataclass
 class ChannelPlan:
     """The analysis plus a keep decision per group; `apply()` edits the model."""
@@ -96,7 +135,7 @@ class ChannelPlan:
             for src in self.analysis.sources(root):
                 mask = np.ones(src.channels, dtype=bool)
                 mask[keep] = False
-                out[src.node.name] = np.flatnonzero(mask)
+                out[node_name(src.node)] = np.flatnonzero(mask)
         return out
 
     def dropped_inputs(self) -> dict[str, np.ndarray]:
@@ -111,7 +150,7 @@ class ChannelPlan:
             mask = np.ones(width, dtype=bool)
             mask[a.positions(layout, self._kept)] = False
             if mask.any():
-                out[node.name] = np.flatnonzero(mask)
+                out[node_name(node)] = np.flatnonzero(mask)
         return out
 
     def keep_scores(self) -> dict[str, np.ndarray]:
@@ -123,7 +162,7 @@ class ChannelPlan:
         out: dict[str, np.ndarray] = {}
         for name, dropped in self.dropped().items():
             src = next(
-                s for r in self._kept for s in self.analysis.sources(r) if s.node.name == name
+                s for r in self._kept for s in self.analysis.sources(r) if node_name(s.node) == name
             )
             scores = np.ones(src.channels, dtype=np.float64)
             scores[dropped] = 0.0
@@ -133,7 +172,7 @@ class ChannelPlan:
     def kept(self) -> dict[str, np.ndarray]:
         """Kept output channels per source node name (pruned groups only)."""
         return {
-            src.node.name: keep
+            node_name(src.node): keep
             for root, keep in self._kept.items()
             for src in self.analysis.sources(root)
         }
@@ -161,17 +200,8 @@ class ChannelPlan:
                 value.shape = ir.Shape(dims)
         return True
 
-    def summary(self) -> dict[str, Any]:
-        pruned = [g for g in self.groups if g.status == "pruned"]
-        return {
-            "groups": [g.as_dict() for g in self.groups],
-            "groups_pruned": len(pruned),
-            "groups_refused": sum(g.status == "refused" for g in self.groups),
-            "channels_before": sum(g.channels for g in self.groups),
-            "channels_after": sum(
-                g.channels if g.keep is None else len(g.keep) for g in self.groups
-            ),
-        }
+    def summary(self) -> ChannelSummary:
+        return ChannelSummary(tuple(self.groups))
 
 
 def _is_identity(positions: np.ndarray, layout: tuple) -> bool:
@@ -208,7 +238,7 @@ def _scores(source: Source, importance: Importance) -> np.ndarray | None:
         if key and key in importance:
             s = np.asarray(importance[key], dtype=np.float64).reshape(-1)
             if s.shape[0] != source.channels:
-                raise ValueError(
+                raise PassOptionError(
                     f"importance for {key!r} has {s.shape[0]} entries but the layer has "
                     f"{source.channels} output channels; recompute the scores on this model"
                 )
@@ -235,9 +265,9 @@ def plan_channel_pruning(
 ) -> ChannelPlan:
     """Analyse `model` and decide which channels each group keeps (the model is not edited)."""
     if not 0.0 <= ratio < 1.0:
-        raise ValueError(f"channel pruning ratio must be in [0, 1), got {ratio}")
+        raise PassOptionError(f"channel pruning ratio must be in [0, 1), got {ratio}")
     if isinstance(importance, str) and importance not in ("l1", "l2"):
-        raise ValueError(
+        raise PassOptionError(
             f"importance must be 'l1', 'l2' or a mapping of scores, got {importance!r}"
         )
     analysis = ChannelAnalysis(model)
@@ -245,7 +275,7 @@ def plan_channel_pruning(
     kept: dict[int, np.ndarray] = {}
     for root in analysis.groups():
         sources = analysis.sources(root)
-        names = tuple(s.node.name or "<unnamed>" for s in sources)
+        names = tuple(node_name(s.node) for s in sources)
         size = analysis.size(root)
         original = _original_channels(sources)
         reasons = analysis.refusals(root)
@@ -275,8 +305,7 @@ def plan_channel_pruning(
 class PruneChannelsPass(ir.passes.InPlacePass):
     """Remove the least important output channels of every prunable group.
 
-    After `call`, `self.summary` holds the per-group decisions (see
-    `ChannelPlan.summary`).
+    The result's `summary` holds the per-group decisions (a `ChannelSummary`).
     """
 
     def __init__(
@@ -292,9 +321,8 @@ class PruneChannelsPass(ir.passes.InPlacePass):
         self.importance = importance
         self.round_to = round_to
         self.min_channels = min_channels
-        self.summary: dict[str, Any] = {}
 
-    def call(self, model: ir.Model) -> ir.passes.PassResult:
+    def call(self, model: ir.Model) -> PrunePassResult[ChannelSummary]:
         plan = plan_channel_pruning(
             model,
             self.ratio,
@@ -303,12 +331,12 @@ class PruneChannelsPass(ir.passes.InPlacePass):
             min_channels=self.min_channels,
         )
         modified = plan.apply()
-        self.summary = plan.summary()
+        summary = plan.summary()
         logger.info(
             "channel pruning: %d groups pruned, %d refused, channels %d → %d",
-            self.summary["groups_pruned"],
-            self.summary["groups_refused"],
-            self.summary["channels_before"],
-            self.summary["channels_after"],
+            summary.groups_pruned,
+            summary.groups_refused,
+            summary.channels_before,
+            summary.channels_after,
         )
-        return ir.passes.PassResult(model, modified)
+        return PrunePassResult(model, modified, summary)

@@ -36,6 +36,7 @@ Refused (every group reaching it is marked and kept whole, with the reason):
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable
 
 import numpy as np
@@ -96,7 +97,9 @@ class Source:
     def channels(self) -> int:
         shape = self.weight.shape
         assert shape is not None
-        return int(shape[self.out_axis])
+        dim = shape[self.out_axis]
+        assert isinstance(dim, int)  # a constant weight has a static shape
+        return dim
 
     def weight_array(self) -> np.ndarray:
         assert self.weight.const_value is not None
@@ -314,11 +317,11 @@ class ChannelAnalysis:
         if shape is None or axis % max(len(shape), 1) != 1:
             self._refuse_inputs(node, f"Flatten {node.name!r} not on axis 1 (or unknown rank)")
             return
-        spatial = shape[2:]
-        if any(d is None for d in spatial):
+        spatial = [d for d in shape[2:] if d is not None]
+        if len(spatial) != len(shape) - 2:
             self._refuse_inputs(node, f"Flatten {node.name!r} has dynamic spatial dims")
             return
-        inner = int(np.prod(spatial, dtype=np.int64)) if spatial else 1
+        inner = math.prod(spatial)
         layout = laid[0][1]
         self.layouts[node.outputs[0]] = tuple(
             Segment(s.group, s.size, s.inner * inner) for s in layout
@@ -461,7 +464,7 @@ class ChannelAnalysis:
                 self.edits.append(Edit(laid[0][1], self._slicer(w, in_axis)))
                 self.consumers.append((node, laid[0][1]))
                 self._handle(node, 0)
-        if in_axis is None or w_arr is None:
+        if in_axis is None or w_arr is None or w is None:
             return
         out_axis = {"Conv": 0, "Gemm": 1 - in_axis, "MatMul": 1}[op]
         channels = int(w_arr.shape[out_axis])
@@ -478,7 +481,7 @@ class ChannelAnalysis:
         if op != "Conv" and rank != 2:
             return
         g = self._new_group(channels)
-        self._sources[g].append(Source(node, w, out_axis, bias, bias_axis))  # type: ignore[arg-type]
+        self._sources[g].append(Source(node, w, out_axis, bias, bias_axis))
         self.layouts[node.outputs[0]] = (Segment(g, channels),)
 
     def _group_setter(self, node: ir.Node) -> Callable[[np.ndarray], None]:

@@ -3,7 +3,10 @@
 The channels are chosen by the *ONNX* planner (`channel.plan_channel_pruning`)
 on an export of the module, so torch and the graph pass agree on groups
 (residual Adds, depthwise chains, Concat offsets, Flatten→Linear blocks) and on
-importance.  In torch the plan is applied as permanent masks on the weights:
+importance.  The caller exports the module as the compiler will (eval mode,
+BatchNorm folded: `compiler.prune_stage.export_for_planning`) and passes that
+graph in; this module does no exporting of its own.  In torch the plan is
+applied as permanent masks on the weights:
 
   * every consumer layer (Conv group=1 / Linear reading pruned channels) has the
     weight columns of the dropped input positions held at 0, so the dropped
@@ -13,8 +16,8 @@ importance.  In torch the plan is applied as permanent masks on the weights:
     as the least important on a re-export.
 
 Masks are re-applied after every optimizer step.  The masked module is then
-*functionally identical* to the graph that `PruneChannelsPass` produces from its
-export with `importance=result.keep_scores` (the tests check this numerically),
+*functionally identical* to the graph that `PruneChannelsPass` produces from an
+export of it with `importance=result.keep_scores` (the tests check this numerically),
 so the accuracy measured here in torch is the pruned artifact's accuracy.
 
 Fine-tuning uses distillation (KL divergence between temperature-softened
@@ -39,7 +42,9 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import logging
+import operator
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal
 
@@ -49,8 +54,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from compiler.export import export_torch
-from passes.prune.channel import ChannelPlan, plan_channel_pruning
+from passes.errors import PassOptionError
+from passes.prune.channel import ChannelPlan, ChannelSummary, node_name, plan_channel_pruning
 
 logger = logging.getLogger(__name__)
 
@@ -73,7 +78,7 @@ class FinetuneConfig:
 
     def __post_init__(self) -> None:
         if self.epochs < 0 or self.lr <= 0 or self.batch_size < 1 or self.temperature <= 0:
-            raise ValueError(f"invalid fine-tuning settings: {self}")
+            raise PassOptionError(f"invalid fine-tuning settings: {self}")
 
 
 @dataclasses.dataclass
@@ -88,26 +93,11 @@ class FinetuneResult:
 
     module: nn.Module
     keep_scores: dict[str, np.ndarray]
-    plan_summary: dict[str, Any]
+    plan_summary: ChannelSummary
     accuracy_unpruned: float
     accuracy_pruned: float
     accuracy_finetuned: float
     history: list[dict[str, float]]
-
-
-def export_for_planning(module: nn.Module, example: torch.Tensor) -> ir.Model:
-    """Export as the compiler does (`export_torch`: eval, opset 17, BN folded); training mode kept."""
-    was_training = module.training
-    try:
-        proto = export_torch(
-            module,
-            [example.detach().cpu().numpy()],
-            input_names=["input"],
-            output_names=["output"],
-        )
-    finally:
-        module.train(was_training)
-    return ir.from_proto(proto)
 
 
 def onnx_node_modules(module: nn.Module, example: torch.Tensor, model: ir.Model) -> dict[str, str]:
@@ -126,14 +116,8 @@ def onnx_node_modules(module: nn.Module, example: torch.Tensor, model: ir.Model)
         for h in hooks:
             h.remove()
         module.train(was_training)
-    nodes = [
-        n
-        for n in model.graph
-        if n.op_type in ("Conv", "Gemm", "MatMul")
-        and len(n.inputs) > 1
-        and n.inputs[1] is not None
-        and n.inputs[1].const_value is not None
-    ]
+    weights = {n: shape for n in model.graph if (shape := _constant_weight_shape(n)) is not None}
+    nodes = list(weights)
     if len(nodes) != len(order) or len(set(order)) != len(order):
         raise ValueError(
             f"cannot match {len(order)} torch Conv/Linear calls to {len(nodes)} ONNX "
@@ -144,7 +128,7 @@ def onnx_node_modules(module: nn.Module, example: torch.Tensor, model: ir.Model)
     out: dict[str, str] = {}
     for node, name in zip(nodes, order, strict=True):
         w = tuple(modules[name].weight.shape)
-        onnx_w = tuple(node.inputs[1].const_value.shape)  # type: ignore[union-attr]
+        onnx_w = weights[node]
         linear = isinstance(modules[name], nn.Linear)
         expected = w if not linear or node.op_type == "Gemm" and _trans_b(node) else w[::-1]
         if onnx_w != expected or (linear and node.op_type == "Conv"):
@@ -152,8 +136,18 @@ def onnx_node_modules(module: nn.Module, example: torch.Tensor, model: ir.Model)
                 f"ONNX node {node.name!r} (weight {onnx_w}) does not match torch module "
                 f"{name!r} (weight {w}); the export reorders layers"
             )
-        out[node.name] = name
+        out[node_name(node)] = name
     return out
+
+
+def _constant_weight_shape(node: ir.Node) -> tuple[object, ...] | None:
+    """The shape of a Conv/Gemm/MatMul's constant weight (input 1), else None."""
+    if node.op_type not in ("Conv", "Gemm", "MatMul") or len(node.inputs) < 2:
+        return None
+    weight = node.inputs[1]
+    if weight is None or weight.const_value is None:
+        return None
+    return tuple(weight.const_value.shape)
 
 
 def _trans_b(node: ir.Node) -> bool:
@@ -254,15 +248,15 @@ def _masks(
     """(parameter, 0/1 mask) pairs that hold the dropped weights at zero."""
     modules = dict(module.named_modules())
     masks: list[tuple[torch.Tensor, torch.Tensor]] = []
-    for node_name, dropped in plan.dropped().items():  # source rows (and bias)
-        m = modules[node_to_module[node_name]]
+    for name, dropped in plan.dropped().items():  # source rows (and bias)
+        m = modules[node_to_module[name]]
         mask = torch.ones(m.weight.shape[0])
         mask[torch.as_tensor(dropped)] = 0
         masks.append((m.weight, mask.reshape(-1, *([1] * (m.weight.dim() - 1)))))
         if getattr(m, "bias", None) is not None:
             masks.append((m.bias, mask))
-    for node_name, dropped in plan.dropped_inputs().items():  # consumer columns
-        m = modules[node_to_module[node_name]]
+    for name, dropped in plan.dropped_inputs().items():  # consumer columns
+        m = modules[node_to_module[name]]
         mask = torch.ones(m.weight.shape[1])
         mask[torch.as_tensor(dropped)] = 0
         masks.append((m.weight, mask.reshape(1, -1, *([1] * (m.weight.dim() - 2)))))
@@ -293,6 +287,7 @@ def prune_and_finetune(
     eval_inputs: np.ndarray,
     eval_labels: np.ndarray | None = None,
     *,
+    graph: ir.Model,
     train_labels: np.ndarray | None = None,
     importance: Literal["l1", "l2", "taylor"] = "l1",
     round_to: int = 1,
@@ -301,20 +296,16 @@ def prune_and_finetune(
 ) -> FinetuneResult:
     """Prune `ratio` of each channel group of a copy of `module`, then fine-tune it.
 
-    `module` itself is not modified.  Distillation (the default) needs no labels;
-    `train_labels` adds (or, with `config.distill=False`, replaces it by) cross-entropy.
-    `progress(epoch, epochs, {"loss": ..., "accuracy": ...})` is called after
-    each epoch.
+    `graph` is `module` exported to ONNX the way the compiler exports it (the
+    planner chooses the channels on it; see the module docstring).  `module`
+    itself is not modified.  Distillation (the default) needs no labels;
+    `train_labels` adds (or, with `config.distill=False`, replaces it by)
+    cross-entropy.  `progress(epoch, epochs, {"loss": ..., "accuracy": ...})` is
+    called after each epoch.
     """
     cfg = config or FinetuneConfig()
-    epochs, batch_size, temperature, distill = (
-        cfg.epochs,
-        cfg.batch_size,
-        cfg.temperature,
-        cfg.distill,
-    )
-    if not distill and train_labels is None:
-        raise ValueError("fine-tuning without distillation needs train_labels")
+    if not cfg.distill and train_labels is None:
+        raise PassOptionError("fine-tuning without distillation needs train_labels")
     teacher = copy.deepcopy(module).eval()
     student = copy.deepcopy(module).eval()
     x_train = torch.as_tensor(np.asarray(train_inputs, dtype=np.float32))
@@ -324,9 +315,7 @@ def prune_and_finetune(
     y_eval = teacher_eval if eval_labels is None else torch.as_tensor(eval_labels).long()
     y_train = None if train_labels is None else torch.as_tensor(train_labels).long()
 
-    example = x_train[:1]
-    graph = export_for_planning(student, example)
-    node_to_module = onnx_node_modules(student, example, graph)
+    node_to_module = onnx_node_modules(student, x_train[:1], graph)
     if importance == "taylor":
         by_module = taylor_importance(student, x_train, train_labels)
         scores: Any = {n: by_module[m] for n, m in node_to_module.items() if m in by_module}
@@ -338,52 +327,13 @@ def prune_and_finetune(
 
     acc_unpruned = _top1(teacher, x_eval, y_eval)
     acc_pruned = _top1(student, x_eval, y_eval)
-    history: list[dict[str, float]] = []
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(cfg.seed)
-        opt = torch.optim.Adam([p for p in student.parameters() if p.requires_grad], lr=cfg.lr)
-        steps = max(1, (len(x_train) + batch_size - 1) // batch_size)
-        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, epochs * steps))
-        for epoch in range(epochs):
-            student.train()
-            order = torch.randperm(len(x_train))
-            total = 0.0
-            for b in range(steps):
-                idx = order[b * batch_size : (b + 1) * batch_size]
-                x = x_train[idx]
-                logits = student(x)
-                losses = []
-                if distill:
-                    with torch.no_grad():
-                        t_logits = teacher(x)
-                    losses.append(
-                        F.kl_div(
-                            F.log_softmax(logits / temperature, -1),
-                            F.log_softmax(t_logits / temperature, -1),
-                            reduction="batchmean",
-                            log_target=True,
-                        )
-                        * temperature**2
-                    )
-                if y_train is not None:
-                    losses.append(F.cross_entropy(logits, y_train[idx]))
-                loss = sum(losses) / len(losses)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()  # type: ignore[union-attr]
-                opt.step()
-                sched.step()
-                _apply_masks(masks)
-                total += float(loss.detach()) * len(idx)
-            metrics = {"loss": total / len(x_train), "accuracy": _top1(student, x_eval, y_eval)}
-            history.append({"epoch": epoch + 1, **metrics})
-            if progress is not None:
-                progress(epoch + 1, epochs, metrics)
+    history = _train(student, teacher, masks, cfg, (x_train, y_train), (x_eval, y_eval), progress)
     student.eval()
     acc_final = _top1(student, x_eval, y_eval)
     logger.info(
         "prune %.0f%% + fine-tune %d epochs: accuracy %.4f → %.4f (pruned) → %.4f",
         100 * ratio,
-        epochs,
+        cfg.epochs,
         acc_unpruned,
         acc_pruned,
         acc_final,
@@ -397,3 +347,70 @@ def prune_and_finetune(
         accuracy_finetuned=acc_final,
         history=history,
     )
+
+
+def _train(
+    student: nn.Module,
+    teacher: nn.Module,
+    masks: Sequence[tuple[torch.Tensor, torch.Tensor]],
+    cfg: FinetuneConfig,
+    train: tuple[torch.Tensor, torch.Tensor | None],
+    evaluation: tuple[torch.Tensor, torch.Tensor],
+    progress: Progress | None,
+) -> list[dict[str, float]]:
+    """Adam with a cosine schedule, masks re-applied after every step; the per-epoch history."""
+    x_train, y_train = train
+    history: list[dict[str, float]] = []
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed)
+        opt = torch.optim.Adam([p for p in student.parameters() if p.requires_grad], lr=cfg.lr)
+        steps = max(1, (len(x_train) + cfg.batch_size - 1) // cfg.batch_size)
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, cfg.epochs * steps))
+        for epoch in range(cfg.epochs):
+            student.train()
+            order = torch.randperm(len(x_train))
+            total = 0.0
+            for b in range(steps):
+                idx = order[b * cfg.batch_size : (b + 1) * cfg.batch_size]
+                loss = _loss(
+                    student, teacher, cfg, x_train[idx], None if y_train is None else y_train[idx]
+                )
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                sched.step()
+                _apply_masks(masks)
+                total += float(loss.detach()) * len(idx)
+            metrics = {"loss": total / len(x_train), "accuracy": _top1(student, *evaluation)}
+            history.append({"epoch": epoch + 1, **metrics})
+            if progress is not None:
+                progress(epoch + 1, cfg.epochs, metrics)
+    return history
+
+
+def _loss(
+    student: nn.Module,
+    teacher: nn.Module,
+    cfg: FinetuneConfig,
+    x: torch.Tensor,
+    y: torch.Tensor | None,
+) -> torch.Tensor:
+    """The mean of the distillation loss (KL to the teacher, times T²) and/or cross-entropy."""
+    logits = student(x)
+    losses = []
+    if cfg.distill:
+        with torch.no_grad():
+            t_logits = teacher(x)
+        t = cfg.temperature
+        losses.append(
+            F.kl_div(
+                F.log_softmax(logits / t, -1),
+                F.log_softmax(t_logits / t, -1),
+                reduction="batchmean",
+                log_target=True,
+            )
+            * t**2
+        )
+    if y is not None:
+        losses.append(F.cross_entropy(logits, y))
+    return functools.reduce(operator.add, losses) / len(losses)

@@ -31,13 +31,16 @@ when it differs, so a second run reports `modified=False`.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 import onnx_ir as ir
 
 from passes.graph_tools import WeightSlot, constant_initializer, set_initializer, weight_slot
+from passes.prune.result import PrunePassResult
 
 logger = logging.getLogger(__name__)
 
@@ -95,18 +98,33 @@ def eligible_2_4(slot: WeightSlot, *, min_size: int = 0) -> str | None:
     return None
 
 
+@dataclasses.dataclass(frozen=True)
+class SemiStructuredSummary:
+    """What `PruneSemiStructuredPass` did: the 2:4 layers and the refused ones with reasons."""
+
+    layers: Mapping[str, Mapping[str, Any]]
+    refused: Mapping[str, str]
+    pattern: str = SPARSITY_2_4
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "pattern": self.pattern,
+            "layers": {k: dict(v) for k, v in self.layers.items()},
+            "refused": dict(self.refused),
+        }
+
+
 class PruneSemiStructuredPass(ir.passes.InPlacePass):
     """Enforce 2:4 sparsity on eligible weights and mark the model for TensorRT.
 
-    `self.summary` lists the pruned layers and the refused ones with reasons.
+    The result's `summary` lists the pruned layers and the refused ones with reasons.
     """
 
     def __init__(self, *, min_size: int = 0) -> None:
         super().__init__()
         self.min_size = min_size
-        self.summary: dict[str, Any] = {}
 
-    def call(self, model: ir.Model) -> ir.passes.PassResult:
+    def call(self, model: ir.Model) -> PrunePassResult[SemiStructuredSummary]:
         modified = False
         layers: dict[str, dict[str, Any]] = {}
         refused: dict[str, str] = {}
@@ -114,13 +132,13 @@ class PruneSemiStructuredPass(ir.passes.InPlacePass):
             slot = weight_slot(node)
             if slot is None:
                 continue
-            name = slot.value.name or node.name
+            name = slot.value.name or node.name or "<unnamed>"
             reason = eligible_2_4(slot, min_size=self.min_size)
             if reason is not None:
                 refused[name] = reason
                 continue
             arr = constant_initializer(slot.value)
-            assert arr is not None
+            assert arr is not None  # eligible_2_4 checked it
             if not validate_2_4(arr, slot.reduce_axis):
                 set_initializer(slot.value, prune_2_4(arr, slot.reduce_axis))
                 modified = True
@@ -136,6 +154,5 @@ class PruneSemiStructuredPass(ir.passes.InPlacePass):
         if layers and model.metadata_props.get(SPARSITY_KEY) != SPARSITY_2_4:
             model.metadata_props[SPARSITY_KEY] = SPARSITY_2_4
             modified = True
-        self.summary = {"pattern": SPARSITY_2_4, "layers": layers, "refused": refused}
         logger.info("2:4 sparsity: %d layers, %d refused", len(layers), len(refused))
-        return ir.passes.PassResult(model, modified)
+        return PrunePassResult(model, modified, SemiStructuredSummary(layers, refused))

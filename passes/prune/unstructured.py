@@ -28,9 +28,11 @@ nothing and reports `modified=False`; a higher ratio prunes further.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import zlib
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -38,7 +40,9 @@ import numpy as np
 import onnx
 import onnx_ir as ir
 
+from passes.errors import PassOptionError
 from passes.graph_tools import WeightSlot, constant_initializer, set_initializer, weight_slot
+from passes.prune.result import PrunePassResult
 
 logger = logging.getLogger(__name__)
 
@@ -109,7 +113,7 @@ def sparsity_summary(model: ir.Model, *, min_size: int = 0) -> dict[str, Any]:
         if arr is None or arr.size < min_size or not np.issubdtype(arr.dtype, np.floating):
             continue
         z = int(arr.size - np.count_nonzero(arr))
-        layers[slot.value.name or node.name] = {
+        layers[_layer_name(slot, node)] = {
             "node": node.name,
             "op": node.op_type,
             "params": int(arr.size),
@@ -126,21 +130,87 @@ def sparsity_summary(model: ir.Model, *, min_size: int = 0) -> dict[str, Any]:
     }
 
 
+@dataclasses.dataclass(frozen=True)
+class UnstructuredSummary:
+    """What `PruneUnstructuredPass` did: per-layer sparsity of the pruned weights.
+
+    `layers` has one `sparsity_summary` row per eligible weight; `refused` names
+    the weights left dense and why; `params`, `zeros` and `sparsity` total the
+    eligible weights.
+    """
+
+    ratio: float
+    scope: Scope
+    layers: Mapping[str, Mapping[str, Any]]
+    refused: Mapping[str, str]
+    note: str = RUNTIME_NOTE
+
+    @property
+    def params(self) -> int:
+        return sum(int(v["params"]) for v in self.layers.values())
+
+    @property
+    def zeros(self) -> int:
+        return sum(int(v["zeros"]) for v in self.layers.values())
+
+    @property
+    def sparsity(self) -> float:
+        return round(self.zeros / self.params, 6) if self.params else 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "ratio": self.ratio,
+            "scope": self.scope,
+            "layers": {k: dict(v) for k, v in self.layers.items()},
+            "refused": dict(self.refused),
+            "params": self.params,
+            "zeros": self.zeros,
+            "note": self.note,
+            "sparsity": self.sparsity,
+        }
+
+
 class PruneUnstructuredPass(ir.passes.InPlacePass):
-    """Zero the smallest-magnitude weights; `self.summary` holds per-layer sparsity."""
+    """Zero the smallest-magnitude weights; the result's `summary` has per-layer sparsity."""
 
     def __init__(self, ratio: float, *, scope: Scope = "global", min_size: int = 1024) -> None:
         super().__init__()
         if not 0.0 <= ratio < 1.0:
-            raise ValueError(f"unstructured pruning ratio must be in [0, 1), got {ratio}")
+            raise PassOptionError(f"unstructured pruning ratio must be in [0, 1), got {ratio}")
         if scope not in ("global", "layer"):
-            raise ValueError(f"scope must be 'global' or 'layer', got {scope!r}")
+            raise PassOptionError(f"scope must be 'global' or 'layer', got {scope!r}")
         self.ratio = ratio
         self.scope = scope
         self.min_size = min_size
-        self.summary: dict[str, Any] = {}
 
-    def call(self, model: ir.Model) -> ir.passes.PassResult:
+    def call(self, model: ir.Model) -> PrunePassResult[UnstructuredSummary]:
+        eligible, refused = self._eligible_weights(model)
+        arrays = [_array(v) for v in eligible]
+        modified = False
+        for value, arr, mask in zip(eligible, arrays, self._masks(arrays), strict=True):
+            if np.any(arr[mask] != 0):
+                set_initializer(value, np.where(mask, np.zeros((), arr.dtype), arr))
+                modified = True
+
+        report = sparsity_summary(model)
+        summary = UnstructuredSummary(
+            ratio=self.ratio,
+            scope=self.scope,
+            layers={k: v for k, v in report["layers"].items() if k not in refused},
+            refused=refused,
+        )
+        logger.info(
+            "unstructured pruning (%s, %.0f%%): %d layers at %.1f%% sparsity, %d refused",
+            self.scope,
+            100 * self.ratio,
+            len(summary.layers),
+            100 * summary.sparsity,
+            len(refused),
+        )
+        return PrunePassResult(model, modified, summary)
+
+    def _eligible_weights(self, model: ir.Model) -> tuple[list[ir.Value], dict[str, str]]:
+        """The weights to prune, in graph order, and the refused ones with the reason."""
         eligible: list[ir.Value] = []
         refused: dict[str, str] = {}
         seen: set[int] = set()
@@ -153,48 +223,30 @@ class PruneUnstructuredPass(ir.passes.InPlacePass):
             if reason is None:
                 eligible.append(slot.value)
             else:
-                refused[slot.value.name or node.name] = reason
+                refused[_layer_name(slot, node)] = reason
+        return eligible, refused
 
-        arrays = [constant_initializer(v) for v in eligible]
-        masks: list[np.ndarray] = []
+    def _masks(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
+        """Per weight, the entries to zero: k smallest per layer, or over all weights."""
         if self.scope == "layer":
-            for arr in arrays:
-                assert arr is not None
-                masks.append(_k_smallest_mask(np.abs(arr), math.floor(self.ratio * arr.size)))
-        elif arrays:
-            flat = np.concatenate([np.abs(a).reshape(-1) for a in arrays if a is not None])
-            mask = _k_smallest_mask(flat, math.floor(self.ratio * flat.size)).reshape(-1)
-            offset = 0
-            for arr in arrays:
-                assert arr is not None
-                masks.append(mask[offset : offset + arr.size].reshape(arr.shape))
-                offset += arr.size
+            return [_k_smallest_mask(np.abs(a), math.floor(self.ratio * a.size)) for a in arrays]
+        if not arrays:
+            return []
+        flat = np.concatenate([np.abs(a).reshape(-1) for a in arrays])
+        mask = _k_smallest_mask(flat, math.floor(self.ratio * flat.size)).reshape(-1)
+        masks, offset = [], 0
+        for arr in arrays:
+            masks.append(mask[offset : offset + arr.size].reshape(arr.shape))
+            offset += arr.size
+        return masks
 
-        modified = False
-        for value, arr, mask in zip(eligible, arrays, masks, strict=True):
-            assert arr is not None
-            if np.any(arr[mask] != 0):
-                set_initializer(value, np.where(mask, np.zeros((), arr.dtype), arr))
-                modified = True
 
-        report = sparsity_summary(model)
-        self.summary = {
-            "ratio": self.ratio,
-            "scope": self.scope,
-            "layers": {k: v for k, v in report["layers"].items() if k not in refused},
-            "refused": refused,
-            "params": sum(v["params"] for k, v in report["layers"].items() if k not in refused),
-            "zeros": sum(v["zeros"] for k, v in report["layers"].items() if k not in refused),
-            "note": RUNTIME_NOTE,
-        }
-        p = self.summary["params"]
-        self.summary["sparsity"] = round(self.summary["zeros"] / p, 6) if p else 0.0
-        logger.info(
-            "unstructured pruning (%s, %.0f%%): %d layers at %.1f%% sparsity, %d refused",
-            self.scope,
-            100 * self.ratio,
-            len(self.summary["layers"]),
-            100 * self.summary["sparsity"],
-            len(refused),
-        )
-        return ir.passes.PassResult(model, modified)
+def _array(value: ir.Value) -> np.ndarray:
+    arr = constant_initializer(value)
+    assert arr is not None  # eligible weights are constant initializers
+    return arr
+
+
+def _layer_name(slot: WeightSlot, node: ir.Node) -> str:
+    """A weight's key in the summary: its name, else its node's."""
+    return slot.value.name or node.name or "<unnamed>"

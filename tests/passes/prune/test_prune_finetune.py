@@ -10,10 +10,11 @@ import torch
 from prune_reference import Chain, Concat, Depthwise, Residual, randomize_bn, run_onnx, run_torch
 from torch import nn
 
+from compiler.prune_stage import export_for_planning
+from passes.errors import PassOptionError
 from passes.prune.channel import PruneChannelsPass
 from passes.prune.finetune import (
     FinetuneConfig,
-    export_for_planning,
     onnx_node_modules,
     prune_and_finetune,
     taylor_importance,
@@ -25,6 +26,11 @@ TOL = {"rtol": 1e-4, "atol": 2e-5}
 
 def _x(*shape: int, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
+
+
+def _graph(net: nn.Module, x: np.ndarray) -> ir.Model:
+    """`net` exported as the compiler exports it, for the planner."""
+    return export_for_planning(net, torch.from_numpy(x[:1]))
 
 
 @pytest.mark.parametrize(
@@ -41,14 +47,15 @@ def test_masked_torch_model_equals_pruned_graph(factory, shape, importance):
         0.5,
         x_train,
         x_eval,
+        graph=_graph(net, x_train),
         importance=importance,
         config=FinetuneConfig(epochs=1, batch_size=16),
     )
     assert result.keep_scores, "something must have been pruned"
     graph = export_for_planning(result.module, torch.from_numpy(x_eval[:1]))
-    p = PruneChannelsPass(0.5, importance=result.keep_scores)
-    assert p(graph).modified
-    assert p.summary["channels_after"] == result.plan_summary["channels_after"]
+    pruned = PruneChannelsPass(0.5, importance=result.keep_scores)(graph)
+    assert pruned.modified
+    assert pruned.summary.channels_after == result.plan_summary.channels_after
     onnx.checker.check_model(ir.to_proto(graph), full_check=True)
     np.testing.assert_allclose(run_onnx(graph, x_eval), run_torch(result.module, x_eval), **TOL)
     # the original module is untouched
@@ -96,10 +103,16 @@ def test_taylor_scores_follow_batchnorm_and_see_dead_channels():
 
 
 def test_labels_are_required_without_distillation():
-    with pytest.raises(ValueError, match="train_labels"):
+    x = _x(4, 3, 8, 8)
+    with pytest.raises(PassOptionError, match="train_labels"):
         prune_and_finetune(
-            Chain(), 0.5, _x(4, 3, 8, 8), _x(4, 3, 8, 8), config=FinetuneConfig(distill=False)
+            Chain(), 0.5, x, x, graph=_graph(Chain(), x), config=FinetuneConfig(distill=False)
         )
+
+
+def test_bad_settings_are_option_errors():
+    with pytest.raises(PassOptionError, match="fine-tuning settings"):
+        FinetuneConfig(lr=0.0)
 
 
 def test_digits_cnn_half_the_channels_within_one_point():
@@ -111,10 +124,11 @@ def test_digits_cnn_half_the_channels_within_one_point():
     x_eval, y_eval = spec.evaluation_data(spec.default_eval_samples)
     seen: list[int] = []
     result = prune_and_finetune(
-        net, 0.5, x_train, x_eval, y_eval, config=FinetuneConfig(epochs=15, lr=2e-3),
+        net, 0.5, x_train, x_eval, y_eval, graph=_graph(net, x_train),
+        config=FinetuneConfig(epochs=15, lr=2e-3),
         progress=lambda epoch, epochs, metrics: seen.append(epoch),
     )  # fmt: skip
     assert seen == list(range(1, 16))
-    assert result.plan_summary["groups_pruned"] == 3  # conv1, conv2, conv3 (fc is the output)
+    assert result.plan_summary.groups_pruned == 3  # conv1, conv2, conv3 (fc is the output)
     assert result.accuracy_pruned < result.accuracy_unpruned - 0.1  # pruning alone hurts
     assert result.accuracy_finetuned >= result.accuracy_unpruned - 0.01

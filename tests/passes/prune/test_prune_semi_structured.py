@@ -68,18 +68,20 @@ def _model(kit, rng) -> onnx.ModelProto:
 
 def test_pass_prunes_eligible_layers_and_marks_the_model(kit, rng):
     proto = _model(kit, rng)
-    p = PruneSemiStructuredPass()
     model = ir.from_proto(proto)
-    assert p(model).modified
+    result = PruneSemiStructuredPass()(model)
+    assert result.modified
     w = {v.name: v.const_value.numpy() for v in model.graph.initializers.values()}
     assert validate_2_4(w["W1"], 1) and validate_2_4(w["W2"], 1) and validate_2_4(w["W3"], 0)
     for name in ("W0", "DW", "W4"):
         assert np.count_nonzero(w[name]) == w[name].size
-    assert set(p.summary["layers"]) == {"W1", "W2", "W3"}
-    assert p.summary["layers"]["W1"]["sparsity"] == 0.5
-    assert "not a multiple of 4" in p.summary["refused"]["W0"]
-    assert "depthwise" in p.summary["refused"]["DW"]
-    assert "not a multiple of 4" in p.summary["refused"]["W4"]
+    summary = result.summary
+    assert set(summary.layers) == {"W1", "W2", "W3"}
+    assert summary.layers["W1"]["sparsity"] == 0.5
+    assert "not a multiple of 4" in summary.refused["W0"]
+    assert "depthwise" in summary.refused["DW"]
+    assert "not a multiple of 4" in summary.refused["W4"]
+    assert summary.as_dict()["pattern"] == "2:4"
     out = ir.to_proto(model)
     onnx.checker.check_model(out, full_check=True)
     assert {m.key: m.value for m in out.metadata_props}[SPARSITY_KEY] == "2:4"

@@ -11,6 +11,7 @@ import onnx_ir as ir
 import pytest
 from prune_reference import run_onnx
 
+from passes.errors import PassOptionError
 from passes.prune.unstructured import (
     PruneUnstructuredPass,
     compressed_size,
@@ -49,21 +50,23 @@ def _weights(model: ir.Model) -> dict[str, np.ndarray]:
 
 def test_layer_scope_prunes_each_layer_to_the_ratio(model_proto):
     model = ir.from_proto(model_proto)
-    p = PruneUnstructuredPass(0.8, scope="layer")
-    assert p(model).modified
+    result = PruneUnstructuredPass(0.8, scope="layer")(model)
+    assert result.modified
     w = _weights(model)
     assert np.count_nonzero(w["W1"] == 0) == math.floor(0.8 * 4608)
     assert np.count_nonzero(w["W2"] == 0) == math.floor(0.8 * 2048)
     assert np.count_nonzero(w["DW"]) == w["DW"].size  # depthwise left dense
     assert np.count_nonzero(w["W3"]) == w["W3"].size  # too small
     assert np.count_nonzero(w["B1"]) == 32  # biases are never pruned
-    assert set(p.summary["layers"]) == {"W1", "W2"}
-    assert p.summary["refused"] == {
+    summary = result.summary
+    assert set(summary.layers) == {"W1", "W2"}
+    assert summary.refused == {
         "DW": "depthwise convolution",
         "W3": "640 elements < min_size 1024",
     }
-    assert p.summary["layers"]["W1"]["sparsity"] == pytest.approx(0.8, abs=1e-3)
-    assert p.summary["sparsity"] == pytest.approx(0.8, abs=1e-3)
+    assert summary.layers["W1"]["sparsity"] == pytest.approx(0.8, abs=1e-3)
+    assert summary.sparsity == pytest.approx(0.8, abs=1e-3)
+    assert summary.as_dict()["zeros"] == summary.zeros > 0
     # the smallest magnitudes went: every survivor is at least as large as every pruned weight
     orig = ir.from_proto(model_proto).graph.initializers["W1"].const_value.numpy()
     pruned = w["W1"] == 0
@@ -117,7 +120,8 @@ def test_refuses_shared_weight_with_other_uses(kit, rng):
     proto = kit.build(text, W=kit.normal(rng, 64, 64))
     p = PruneUnstructuredPass(0.5)
     kit.assert_refused(p, proto)
-    assert "also used as input 1 of Add" in p.summary["refused"]["W"]
+    result = p(ir.from_proto(proto))
+    assert "also used as input 1 of Add" in result.summary.refused["W"]
 
 
 def test_sparsity_summary_counts_zeros(model_proto):
@@ -143,7 +147,7 @@ def test_compressed_size_shrinks_and_accepts_every_form(model_proto, tmp_path):
 
 
 def test_bad_arguments():
-    with pytest.raises(ValueError, match="ratio"):
+    with pytest.raises(PassOptionError, match="ratio"):
         PruneUnstructuredPass(1.5)
-    with pytest.raises(ValueError, match="scope"):
+    with pytest.raises(PassOptionError, match="scope"):
         PruneUnstructuredPass(0.5, scope="block")  # type: ignore[arg-type]
