@@ -9,6 +9,11 @@
 The channel count kept per group is rounded up to the target's preferred
 multiple (16 on onnxruntime CPU, where AVX-512 convolution kernels work in
 blocks of 16: measured in bench/prune_compare.py, unrounded counts gave no speedup).
+
+The pass for a mode comes from `passes.prune.prune_pass`; it is recorded in
+`report.passes` like every other pass, and its result carries the summary that
+becomes the report's `pruning` section (`PruneOutcome.to_dict`).  Passes run
+inside `pass_errors()`, so their own errors leave the CLI as exit 2 or 4.
 """
 
 from __future__ import annotations

@@ -38,7 +38,11 @@ Verifier = Callable[[ir.Model, ir.Model, str], float]
 
 
 class RecordingPass(irp.PassBase):
-    """Runs `inner`, appends a PassRecord to `records`, optionally verifies numerically."""
+    """Runs `inner`, appends a PassRecord to `records`, optionally verifies numerically.
+
+    It returns the inner pass's own result object, so a `PassResult` subclass
+    (a pruning pass's `PrunePassResult` with its summary) reaches the caller intact.
+    """
 
     def __init__(
         self,

@@ -14,7 +14,7 @@ Inputs are drawn from the declared input types of `before`:
   indices into most axes), bools are fair coin flips.
 
 Pass `feeds` to supply the inputs yourself (strings, or integers that must index a
-specific range). The function returns the largest absolute error over all outputs
+specific range); an input type it cannot draw raises `PassInputError`. The function returns the largest absolute error over all outputs
 and raises `PassChangedFunction` when an output is not close, naming the worst one.
 """
 
@@ -27,6 +27,7 @@ import onnx
 import onnx_ir as ir
 
 from compiler.ground.sessions import open_session, session_options
+from passes.errors import PassInputError
 
 __all__ = ["PassChangedFunction", "check_equivalent"]
 
@@ -77,7 +78,7 @@ def _random_feeds(session, *, seed: int, batch: int) -> dict[str, np.ndarray]:
     for arg in session.get_inputs():
         dtype = _ORT_TYPES.get(arg.type)
         if dtype is None:
-            raise ValueError(
+            raise PassInputError(
                 f"cannot make a random value for input {arg.name!r} of type {arg.type}; "
                 "pass it in `feeds`"
             )
@@ -113,6 +114,7 @@ def check_equivalent(
     """Run `before` and `after` on the same inputs and return the max absolute error.
 
     Raises:
+        PassInputError: an input has a type it cannot draw (pass it in `feeds`).
         PassChangedFunction: an output differs beyond ``atol + rtol * |before|``, the
             outputs differ in number, shape or dtype, or `after` does not load.
     """

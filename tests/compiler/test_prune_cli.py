@@ -67,3 +67,44 @@ def test_pruning_composes_with_int8(tmp_path: Path) -> None:
     assert report["quantization"]["qdq_counts"]["Conv"]["weight"] >= 2
     # the baseline stays the unpruned FP32 model, measured in the same run
     assert report["baseline"]["size_bytes"] > 3 * report["artifact"]["size_bytes"]
+
+
+def test_the_stage_maps_a_pass_option_error_to_a_usage_error(small_cnn_onnx: Path) -> None:
+    import onnx
+    import onnx_ir as ir
+    import pytest
+
+    from compiler.ground.errors import UsageError
+    from compiler.prune_stage import prune_graph
+
+    model = ir.from_proto(onnx.load(str(small_cnn_onnx)))
+    records: list = []
+    with pytest.raises(UsageError, match=r"channel pruning ratio must be in \[0, 1\)"):
+        prune_graph(model, "channel", 1.5, round_to=1, records=records)
+    with pytest.raises(UsageError, match="unknown pruning mode 'blocks'"):
+        prune_graph(model, "blocks", 0.5, round_to=1, records=records)
+
+
+def test_run_prune_takes_the_channel_multiple_from_the_caller(small_cnn_onnx: Path) -> None:
+    import onnx_ir as ir
+
+    from compiler.config import CompileConfig
+    from compiler.data import EvalSet
+    from compiler.prune_stage import run_prune
+    from compiler.sources import resolve
+    from compiler.stages.optimize import optimize
+
+    source = resolve(str(small_cnn_onnx))
+    fp32, records = optimize(ir.from_proto(source.proto))
+    config = CompileConfig(model=str(small_cnn_onnx), prune_mode="channel", prune_ratio=0.5)
+    unused = EvalSet(inputs={}, labels=None, source="unused without --finetune-epochs")
+
+    def conv_channels(**kw: int) -> int:
+        _, outcome = run_prune(config, source, unused, "cpu", records, lambda *a: None, fp32, **kw)
+        (conv,) = [g for g in outcome.to_dict()["groups"] if g["status"] != "refused"]
+        return conv["channels_after"]
+
+    # 8 channels: on cpu (multiple 16, more than the group) 4 are kept; a multiple of 8 keeps all
+    assert conv_channels() == 4
+    assert conv_channels(round_to=8) == 8
+    assert records[-1].name == "PruneChannelsPass"

@@ -6,6 +6,7 @@ import numpy as np
 import onnx_ir as ir
 import pytest
 
+from passes.errors import PassInputError
 from passes.verify import PassChangedFunction, check_equivalent
 
 HEADER = '<ir_version: 8, opset_import: ["" : 17]>'
@@ -68,3 +69,11 @@ def test_output_shape_change_raises(kit):
     )
     with pytest.raises(PassChangedFunction, match="changed from"):
         check_equivalent(a, b)
+
+
+def test_an_input_it_cannot_draw_is_an_input_error(kit):
+    proto = kit.build(f"{HEADER}\ng (string[N] s) => (string[N] t) {{ t = Identity (s) }}")
+    with pytest.raises(PassInputError, match="pass it in `feeds`"):
+        check_equivalent(proto, proto)
+    feeds = {"s": np.array(["a", "b"], dtype=object)}
+    assert check_equivalent(proto, proto, feeds=feeds) == 0.0
