@@ -5,10 +5,19 @@ The target owns *what* to quantize (`target.quant_spec`); passes/quantize does
 set), a folder of images read with the zoo model's own preprocessing, or
 `.npy`/`.npz` files, streamed in batches.
 
+The run's PTQ choices become one `PtqOptions` in one place (`ptq_options`),
+used by post-training quantization (`run`) and by QAT's PTQ initialisation
+(`run_qat`) alike, so no flag is lost on the way to either: `--calib-method`
+and `--calib-samples` reach both; `--auto-fallback` and `--sensitivity` are
+post-training choices that `--qat` refuses (exit 2) rather than ignores.
+
 `--auto-fallback` with `--min-accuracy Z` keeps the most sensitive layers in
 floating point until top-1 agreement with the FP32 model on a calibration subset
 reaches Z: the evaluation set is never used to make decisions, so the reported
 accuracy stays an honest held-out number.
+
+Passes raise their own errors; the calls into them run inside
+`compiler.stages.boundary.pass_errors`, which gives them the CLI's exit codes.
 """
 
 from __future__ import annotations
@@ -25,26 +34,51 @@ from compiler.config import CompileConfig
 from compiler.data import EvalSet, training_inputs
 from compiler.ground.errors import UsageError
 from compiler.sources import ModelSource
+from compiler.stages.boundary import pass_errors
+from passes.quantize.options import PtqOptions
 from targets.base import Target
 
 log = logging.getLogger(__name__)
 
 
+def calibration_samples(config: CompileConfig, source: ModelSource) -> int | None:
+    """--calib-samples, else the zoo model's own default, else PTQ's (None: all samples)."""
+    default = getattr(source.zoo_spec, "default_calib_samples", None)
+    return config.calib_samples or default or PtqOptions().samples
+
+
+def ptq_options(config: CompileConfig, source: ModelSource, *, threads: int = 0) -> PtqOptions:
+    """The run's PTQ choices, for PTQ itself (`run`) and QAT's PTQ initialisation
+    (`run_qat`): calibration method and sample count, the float fallback to
+    --min-accuracy with --auto-fallback, the per-layer --sensitivity report."""
+    fallback = config.auto_fallback
+    if fallback and config.budgets.min_accuracy is None:
+        raise UsageError("--auto-fallback needs --min-accuracy (the budget to keep)")
+    defaults = PtqOptions()
+    with pass_errors():
+        return PtqOptions(
+            method=config.calib_method or defaults.method,
+            samples=calibration_samples(config, source),
+            min_agreement=config.budgets.min_accuracy if fallback else None,
+            sensitivity=config.sensitivity or fallback,
+            threads=threads,
+        )
+
+
 def calibration_source(
     config: CompileConfig, source: ModelSource
-) -> tuple[Any, Callable[[np.ndarray], np.ndarray] | None, int, str]:
+) -> tuple[Any, Callable[[np.ndarray], np.ndarray] | None, int | None, str]:
     """(source for CalibrationStream, preprocess, sample count, description)."""
     spec = source.zoo_spec
     arg = config.calib_source
-    default_n = getattr(spec, "default_calib_samples", 256)
-    n = config.calib_samples or default_n
+    n = calibration_samples(config, source)
     if arg in (None, "zoo"):
         if spec is None:
             raise UsageError(
                 f"{source.name} is not a zoo model: give calibration data with --calib "
                 "(a .npy/.npz file, or a folder of images for zoo image models)"
             )
-        return spec.calibration_data(n), None, n, f"zoo:{spec.name} calibration set"  # type: ignore[attr-defined]
+        return spec.calibration_data(n), None, n, f"zoo:{spec.name} calibration set"  # type: ignore[attr-defined]  # zoo_spec is a models.registry.ModelSpec, typed object here
     path = Path(arg)
     preprocess = None
     if path.is_dir():
@@ -67,26 +101,36 @@ def run(
     progress: Callable[[str, int, int], None],
 ) -> tuple[ir.Model, dict[str, Any]]:
     """Quantize the optimized FP32 model for `target`; returns (model, report section)."""
-    from passes.quantize import DEFAULT_METHOD, quantize
+    from passes.quantize import quantize
 
-    data, preprocess, n, description = calibration_source(config, source)
-    fallback = config.auto_fallback
-    if fallback and config.budgets.min_accuracy is None:
-        raise UsageError("--auto-fallback needs --min-accuracy (the budget to keep)")
-    quantized, summary = quantize(
-        model,
-        data,
-        spec=target.quant_spec,
-        method=config.calib_method or DEFAULT_METHOD,
-        samples=n,
-        preprocess=preprocess,
-        min_agreement=config.budgets.min_accuracy if fallback else None,
-        sensitivity=config.sensitivity or fallback,
-        threads=threads,
-        progress=lambda stage, done, total: progress(stage, done, total or done),
-    )
+    data, preprocess, _, description = calibration_source(config, source)
+    options = ptq_options(config, source, threads=threads)
+    with pass_errors():
+        quantized, summary = quantize(
+            model,
+            data,
+            options,
+            spec=target.quant_spec,
+            preprocess=preprocess,
+            progress=lambda stage, done, total: progress(stage, done, total or done),
+        )
     section = {"calibration_data": description, **summary.to_dict()}
     return quantized, section
+
+
+def refuse_for_qat(config: CompileConfig) -> None:
+    """The post-training flags QAT's PTQ initialisation cannot honour, refused by name."""
+    if config.auto_fallback:
+        raise UsageError(
+            "--auto-fallback keeps layers in float after post-training quantization, but "
+            "--qat trains every quantized layer in int8: drop --auto-fallback (the "
+            "--min-accuracy gate still judges the result) or drop --qat"
+        )
+    if config.sensitivity:
+        raise UsageError(
+            "--sensitivity reports post-training quantization's per-layer sensitivity and "
+            "does not apply to --qat: drop it, or run --precision int8 without --qat"
+        )
 
 
 def run_qat(
@@ -100,6 +144,8 @@ def run_qat(
 ) -> tuple[ir.Model, dict[str, Any]]:
     """Quantization-aware training in torch, exported to the same Q/DQ form as PTQ.
 
+    QAT starts from PTQ run with the same `ptq_options` as `run` (so --calib-method
+    and --calib-samples reach it); `refuse_for_qat` names the flags it cannot follow.
     Checkpoints live in `<out>/qat_checkpoints/` (outside the staging folder) so
     an interrupted run can continue with `--resume`.
     """
@@ -110,27 +156,31 @@ def run_qat(
         )
     if len(evalset.inputs) != 1:
         raise UsageError("--qat supports single-input models")
+    refuse_for_qat(config)
+    options = ptq_options(config, source, threads=threads)
     from passes.qat.stage import run_qat_stage
 
-    model, section = run_qat_stage(
-        source.torch_module,  # type: ignore[arg-type]
-        target.quant_spec,  # type: ignore[attr-defined]
-        train_inputs=training_inputs(config, source),
-        train_labels=None,
-        eval_inputs=next(iter(evalset.inputs.values())),
-        eval_labels=evalset.labels,
-        epochs=config.epochs or 2,
-        lr=config.lr,
-        checkpoint_dir=out_dir / "qat_checkpoints",
-        resume=config.resume,
-        input_names=source.input_names,
-        output_names=[o.name for o in source.proto.graph.output],
-        opset=config.opset,
-        threads=threads,
-        status=lambda p: progress(
-            f"qat|epoch {p.epoch}/{p.epochs} loss {p.loss:.4f} agreement {p.agreement:.3f}",
-            (p.epoch - 1) * p.steps + p.step,
-            p.epochs * p.steps,
-        ),
-    )
+    with pass_errors():
+        model, section = run_qat_stage(
+            source.torch_module,  # type: ignore[arg-type]  # a torch source's module is an nn.Module, typed object here
+            target.quant_spec,  # type: ignore[attr-defined]  # every int8 target has a quant_spec; targets.base.Target does not declare it
+            train_inputs=training_inputs(config, source),
+            train_labels=None,
+            eval_inputs=next(iter(evalset.inputs.values())),
+            eval_labels=evalset.labels,
+            epochs=config.epochs or 2,
+            lr=config.lr,
+            checkpoint_dir=out_dir / "qat_checkpoints",
+            resume=config.resume,
+            input_names=source.input_names,
+            output_names=[o.name for o in source.proto.graph.output],
+            opset=config.opset,
+            threads=threads,
+            ptq=options,
+            status=lambda p: progress(
+                f"qat|epoch {p.epoch}/{p.epochs} loss {p.loss:.4f} agreement {p.agreement:.3f}",
+                (p.epoch - 1) * p.steps + p.step,
+                p.epochs * p.steps,
+            ),
+        )
     return model, {"method": "qat (distillation from the fp32 model)", **section}

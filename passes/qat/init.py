@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import numpy as np
@@ -20,19 +21,24 @@ import onnx_ir as ir
 import torch
 from torch import nn
 
+from passes.errors import PassOptionError
+from passes.graph_tools import activation_bounds
 from passes.qat.prepare import QatModel
 from passes.quantize.fold import int8_weight
+from passes.quantize.options import PtqOptions
+
+_PTQ_DEFAULTS = PtqOptions()
 
 
 def calibrate(
     qm: QatModel,
     inputs: np.ndarray,
+    options: PtqOptions = _PTQ_DEFAULTS,
     *,
-    method: str = "percentile",
-    percentile: float = 99.99,
     batch_size: int = 32,
 ) -> dict[str, tuple[float, float]]:
-    """Set every quantizer from PTQ's calibration of `inputs`; returns the ranges used."""
+    """Set every quantizer from PTQ's calibration of `inputs` by `options.method` (and
+    `options.percentile`), run on `options.threads`; returns the ranges used."""
     from passes.quantize.calibrate import collect_stats
     from passes.quantize.qdq import activation_params
 
@@ -40,10 +46,15 @@ def calibrate(
     name = qm.input_names[0]
     data = np.asarray(inputs, dtype=np.float32)
     batches = ({name: data[i : i + batch_size]} for i in range(0, len(data), batch_size))
-    stats = collect_stats(qm.graph, qm.plan.calibrated, batches, total=len(data))
+    stats = collect_stats(
+        qm.graph, qm.plan.calibrated, batches, total=len(data), threads=options.threads
+    )
     qmin, qmax = spec.activation_qrange
     ranges = stats.ranges(
-        method, levels=qmax - qmin, symmetric=spec.activation_symmetric, percentile=percentile
+        options.method,
+        levels=qmax - qmin,
+        symmetric=spec.activation_symmetric,
+        percentile=options.percentile,
     )
     params = activation_params(qm.plan, spec, ranges)
     for root, q in qm.quantizers.items():
@@ -53,42 +64,45 @@ def calibrate(
 
 
 def init_from_ptq(
-    qm: QatModel,
-    inputs: np.ndarray,
-    *,
-    threads: int = 0,
-    **options: Any,
+    qm: QatModel, inputs: np.ndarray, options: PtqOptions = _PTQ_DEFAULTS
 ) -> dict[str, Any]:
     """Start from PTQ's result on `inputs` (see the module docstring); returns PTQ's summary.
 
-    `options` go to `passes.quantize.quantize` as they are (its defaults otherwise).
+    PTQ runs with `options` on all of `inputs` (its `samples` becomes their count).
     What PTQ changed in the float model is read back too: weights and biases (its
     cross-layer equalization, GPTQ rounding and bias correction), and the upper
     bounds of Clips that equalization moved (the torch activation becomes a
     Hardtanh with the new bounds; see `apply_structure`).
     """
-    from passes.graph_tools import activation_bounds
     from passes.quantize import quantize
 
     if any(layer.bn is not None for layer in qm.node_layers.values()):
-        raise ValueError(
+        raise PassOptionError(
             "init_from_ptq needs BatchNorm folded into the layers (prepare_qat(fold_bn=True))"
         )
     data = np.asarray(inputs, dtype=np.float32)
     qmodel, summary = quantize(
         ir.from_proto(ir.to_proto(qm.graph)),
         {qm.input_names[0]: data},
+        dataclasses.replace(options, samples=len(data)),
         spec=qm.spec,
-        samples=len(data),
-        threads=threads,
-        **options,
     )
-    nodes = {n.name: n for n in qmodel.graph}
+    nodes = {n.name or "": n for n in qmodel.graph}
+    apply_structure(qm, _moved_bounds(qm, qmodel, nodes))
+    _set_quantizers(qm, qmodel)
+    _set_weights(qm, nodes)
+    return summary.to_dict()
+
+
+def _moved_bounds(
+    qm: QatModel, qmodel: ir.Model, nodes: dict[str, ir.Node]
+) -> dict[str, dict[str, list[float]]]:
+    """The float-model changes PTQ made that QAT must copy (`apply_structure`'s input):
+    Clip bounds equalization moved, and the quantizer intervals they bound."""
     values = {v.name: v for n in qmodel.graph for v in n.outputs}
-    # activations: Clip bounds moved by equalization, then every quantizer's parameters
     clips: dict[str, list[float]] = {}
     for before in qm.graph.graph:
-        after = nodes.get(before.name)
+        after = nodes.get(before.name or "")
         if before.op_type != "Clip" or after is None:
             continue
         old, new = activation_bounds(before), activation_bounds(after)
@@ -100,7 +114,11 @@ def init_from_ptq(
         b = activation_bounds(producer) if producer is not None else None
         if b is not None and tuple(b) != q.bounds:
             bounds[root] = [float(b[0]), float(b[1])]
-    apply_structure(qm, {"clips": clips, "quantizer_bounds": bounds})
+    return {"clips": clips, "quantizer_bounds": bounds}
+
+
+def _set_quantizers(qm: QatModel, qmodel: ir.Model) -> None:
+    """Every quantizer takes the scale and zero point of PTQ's QuantizeLinear of its tensor."""
     act: dict[str, tuple[float, int]] = {}
     for node in qmodel.graph:
         if node.op_type == "QuantizeLinear" and node.inputs[0] is not None:
@@ -111,9 +129,13 @@ def init_from_ptq(
         raise RuntimeError(
             f"PTQ did not quantize {len(missing)} tensors QAT quantizes, e.g. {missing[0]!r}"
         )
-    for root, q in qm.quantizers.items():
-        q.set_params(*act[root])
-    # weights (dequantized int8, PTQ's scales fixed) and biases
+    for root, quantizer in qm.quantizers.items():
+        quantizer.set_params(*act[root])
+
+
+def _set_weights(qm: QatModel, nodes: dict[str, ir.Node]) -> None:
+    """Each layer's weight becomes PTQ's dequantized int8 weight (PTQ's scales fixed), its
+    bias PTQ's (corrected) bias."""
     for name, layer in qm.node_layers.items():
         node = nodes.get(name)
         if node is None:
@@ -139,8 +161,7 @@ def init_from_ptq(
             b = b_int[0].astype(np.float32) * b_int[1] if b_int is not None else _const(b_value)
             layer.ensure_bias()
             with torch.no_grad():
-                layer.layer.bias.copy_(torch.from_numpy(b.astype(np.float32)))  # type: ignore[union-attr]
-    return summary.to_dict()
+                layer.layer.bias.copy_(torch.from_numpy(b.astype(np.float32)))
 
 
 def apply_structure(qm: QatModel, structure: dict[str, Any]) -> None:

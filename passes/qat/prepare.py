@@ -119,81 +119,9 @@ def prepare_qat(
                 m.absorb_bn()
     graph, edge_of = _planning_export(gm, x, input_names, output_names, opset)
     plan = plan_quantization(graph.graph, spec)
-    owner = {node_name: fx_edge[0] for (node_name, _), fx_edge in edge_of.items()}
-    nodes = {n.name: n for n in gm.graph.nodes}
-
-    def fx_edge(node: ir.Node, idx: int, what: str) -> FxEdge:
-        e = edge_of.get((node.name or "", idx))
-        if e is None:
-            raise QatUnsupported(
-                f"cannot place the quantizer of {what}: its reader {node.name!r} "
-                f"({node.op_type}, input {idx}) has no torch counterpart"
-            )
-        return e
-
-    # activation quantizers, one per range root
-    quantizers: dict[str, ActivationQuantizer] = {}
-    assigned: dict[FxEdge, str] = {}
-    for name, site in plan.activations.items():
-        root = plan.share.get(name, name)
-        if root not in quantizers:
-            quantizers[root] = ActivationQuantizer(
-                spec.activation_dtype,
-                symmetric=spec.activation_symmetric,
-                qrange=spec.activation_qrange,
-                bounds=plan.activations[root].bounds,
-                learn_scale=learn_scales,
-            )
-        for node, idx in site.edges:
-            e = fx_edge(node, idx, repr(name))
-            if assigned.setdefault(e, root) != root:
-                raise RuntimeError(f"fx edge {e} is planned for two quantizers")
-
-    # weights and biases
-    layers: dict[str, QuantLayer] = {}
-    node_layers: dict[str, QuantLayer] = {}
-
-    def layer_of(node: ir.Node) -> QuantLayer:
-        fx_name = owner.get(node.name or "")
-        fx_node = nodes.get(fx_name or "")
-        if fx_node is None or fx_node.op != "call_module":
-            raise QatUnsupported(
-                f"the weight of ONNX node {node.name!r} ({node.op_type}) does not come from a "
-                "torch Conv/ConvTranspose/Linear module; use those modules for quantized layers"
-            )
-        layer = gm.get_submodule(fx_node.target)
-        if not isinstance(layer, QuantLayer):
-            raise QatUnsupported(
-                f"ONNX node {node.name!r} ({node.op_type}) comes from {type(layer).__name__}, "
-                "not from a Conv/ConvTranspose/Linear module"
-            )
-        layers[fx_node.target] = layer
-        return layer
-
-    for ws in plan.weights:
-        layer = layer_of(ws.node)
-        onnx_shape = tuple(ws.node.inputs[ws.index].shape or ())  # type: ignore[union-attr]
-        torch_shape = tuple(layer.layer.weight.shape)
-        if onnx_shape == torch_shape:
-            axis = ws.axis
-        elif len(torch_shape) == 2 and onnx_shape == torch_shape[::-1]:
-            axis = None if ws.axis is None else 1 - ws.axis
-        else:
-            raise QatUnsupported(
-                f"ONNX weight of {ws.node.name!r} has shape {onnx_shape}, the torch layer's "
-                f"is {torch_shape}; cannot match them"
-            )
-        layer.enable_weight_quant(axis, spec.weight_qmax)
-        node_layers[ws.node.name or ""] = layer
-    for bs in plan.biases:
-        layer = layer_of(bs.node)
-        idx = next(i for i, v in enumerate(bs.node.inputs) if v is bs.activation)
-        root = assigned.get(fx_edge(bs.node, idx, f"the input of {bs.node.name!r}"))
-        if root is None:
-            continue
-        layer.quantize_bias = True
-        layer.set_input_quantizer(quantizers[root])
-
+    place = _Placement(gm, edge_of)
+    quantizers, assigned = _activation_quantizers(plan, spec, learn_scales, place)
+    node_layers = _quantize_layers(plan, spec, quantizers, assigned, place)
     _insert_quantizers(gm, quantizers, assigned)
     logger.info(
         "QAT (%s spec): %d activation quantizers on %d edges, %d weights, %d int32 biases",
@@ -213,10 +141,110 @@ def prepare_qat(
         graph,
         plan,
         x[:1],
-        layers,
+        place.layers,
         node_layers,
-        owner,
+        place.owner,
     )
+
+
+class _Placement:
+    """Maps the planning export's ONNX nodes and edges back to the fx module."""
+
+    def __init__(self, gm: fx.GraphModule, edge_of: dict[tuple[str, int], FxEdge]) -> None:
+        self.gm = gm
+        self.edge_of = edge_of
+        self.owner = {node_name: fx_edge[0] for (node_name, _), fx_edge in edge_of.items()}
+        self.nodes = {n.name: n for n in gm.graph.nodes}
+        self.layers: dict[str, QuantLayer] = {}  # fx target → layer, for every layer used
+
+    def fx_edge(self, node: ir.Node, idx: int, what: str) -> FxEdge:
+        """The fx edge an ONNX (node, input index) came from."""
+        e = self.edge_of.get((node.name or "", idx))
+        if e is None:
+            raise QatUnsupported(
+                f"cannot place the quantizer of {what}: its reader {node.name!r} "
+                f"({node.op_type}, input {idx}) has no torch counterpart"
+            )
+        return e
+
+    def layer_of(self, node: ir.Node) -> QuantLayer:
+        """The `QuantLayer` an ONNX weighted node was exported from."""
+        fx_name = self.owner.get(node.name or "")
+        fx_node = self.nodes.get(fx_name or "")
+        if fx_node is None or fx_node.op != "call_module":
+            raise QatUnsupported(
+                f"the weight of ONNX node {node.name!r} ({node.op_type}) does not come from a "
+                "torch Conv/ConvTranspose/Linear module; use those modules for quantized layers"
+            )
+        target = str(fx_node.target)
+        layer = self.gm.get_submodule(target)
+        if not isinstance(layer, QuantLayer):
+            raise QatUnsupported(
+                f"ONNX node {node.name!r} ({node.op_type}) comes from {type(layer).__name__}, "
+                "not from a Conv/ConvTranspose/Linear module"
+            )
+        self.layers[target] = layer
+        return layer
+
+
+def _activation_quantizers(
+    plan: QuantPlan, spec: QuantSpec, learn_scales: bool, place: _Placement
+) -> tuple[dict[str, ActivationQuantizer], dict[FxEdge, str]]:
+    """One quantizer per range root (value name → module), and the fx edges each reads."""
+    quantizers: dict[str, ActivationQuantizer] = {}
+    assigned: dict[FxEdge, str] = {}
+    for name, site in plan.activations.items():
+        root = plan.share.get(name, name)
+        if root not in quantizers:
+            quantizers[root] = ActivationQuantizer(
+                spec.activation_dtype,
+                symmetric=spec.activation_symmetric,
+                qrange=spec.activation_qrange,
+                bounds=plan.activations[root].bounds,
+                learn_scale=learn_scales,
+            )
+        for node, idx in site.edges:
+            e = place.fx_edge(node, idx, repr(name))
+            if assigned.setdefault(e, root) != root:
+                raise RuntimeError(f"fx edge {e} is planned for two quantizers")
+    return quantizers, assigned
+
+
+def _quantize_layers(
+    plan: QuantPlan,
+    spec: QuantSpec,
+    quantizers: dict[str, ActivationQuantizer],
+    assigned: dict[FxEdge, str],
+    place: _Placement,
+) -> dict[str, QuantLayer]:
+    """Switch on weight quantization (on the matching axis) of each planned weight's layer
+    and int32 biases tied to the input's quantizer; returns ONNX node name → layer."""
+    node_layers: dict[str, QuantLayer] = {}
+    for ws in plan.weights:
+        layer = place.layer_of(ws.node)
+        weight = ws.node.inputs[ws.index]
+        onnx_shape = tuple(weight.shape or ()) if weight is not None else ()
+        torch_shape = tuple(layer.layer.weight.shape)
+        if onnx_shape == torch_shape:
+            axis = ws.axis
+        elif len(torch_shape) == 2 and onnx_shape == torch_shape[::-1]:
+            axis = None if ws.axis is None else 1 - ws.axis
+        else:
+            raise QatUnsupported(
+                f"ONNX weight of {ws.node.name!r} has shape {onnx_shape}, the torch layer's "
+                f"is {torch_shape}; cannot match them"
+            )
+        layer.enable_weight_quant(axis, spec.weight_qmax)
+        node_layers[ws.node.name or ""] = layer
+    for bs in plan.biases:
+        layer = place.layer_of(bs.node)
+        idx = next(i for i, v in enumerate(bs.node.inputs) if v is bs.activation)
+        root = assigned.get(place.fx_edge(bs.node, idx, f"the input of {bs.node.name!r}"))
+        if root is None:
+            continue
+        layer.quantize_bias = True
+        layer.set_input_quantizer(quantizers[root])
+    return node_layers
 
 
 def _planning_export(

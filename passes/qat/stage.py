@@ -1,11 +1,14 @@
 """The QAT stage for the compile pipeline, with plain arguments (no CompileConfig here).
 
 `edgec compile MODEL --precision int8 --qat --epochs N [--lr X] [--resume]` maps to
-`run_qat_stage(torch_module, target_spec, ...)`, which returns the QDQ model
-(already cleaned and quantized: the pipeline must not run its cleanup passes
-or PTQ on it — onnxsim would fold the int8 weights back to float) and the
-report's ``qat`` section. Errors a user can fix become `UsageError` (exit 2):
-an untraceable module, a checkpoint from another run.
+`run_qat_stage(torch_module, target_spec, ..., ptq=PtqOptions(...))`, which returns
+the QDQ model (already cleaned and quantized: the pipeline must not run its
+cleanup passes or PTQ on it — onnxsim would fold the int8 weights back to float)
+and the report's ``qat`` section. `ptq` is the PTQ configuration QAT starts
+from, the same object post-training quantization takes: QAT honours its choices
+or refuses them by name (`train.refused_ptq_options`). Errors a user can fix
+raise `PassOptionError` (the compile stage's exit 2): an untraceable module, a
+checkpoint from another run, a PTQ option QAT cannot honour.
 """
 
 from __future__ import annotations
@@ -19,9 +22,9 @@ import numpy as np
 import onnx_ir as ir
 from torch import nn
 
-from compiler.ground.errors import UsageError
-from passes.qat.graph import QatUnsupported
+from passes.errors import PassOptionError
 from passes.qat.train import QatOptions, QatProgress, qat
+from passes.quantize.options import PtqOptions
 from passes.quantize.spec import QuantSpec, spec_by_name
 
 logger = logging.getLogger(__name__)
@@ -30,6 +33,7 @@ logger = logging.getLogger(__name__)
 #: MobileNetV2 distillation gains over PTQ, digits_cnn keeps its accuracy.
 DEFAULT_LR = 3e-5
 DEFAULT_BATCH_SIZE = 32
+_PTQ_DEFAULTS = PtqOptions()
 
 
 def run_qat_stage(
@@ -49,21 +53,25 @@ def run_qat_stage(
     output_names: Sequence[str] = ("output",),
     opset: int = 17,
     threads: int | None = None,
+    ptq: PtqOptions = _PTQ_DEFAULTS,
     progress: Callable[[str, int, int], None] | None = None,
     status: Callable[[QatProgress], None] | None = None,
 ) -> tuple[ir.Model, dict[str, Any]]:
     """QAT of `module` for `spec` (a QuantSpec or its name); returns (QDQ model, report section).
 
-    `progress("qat", done_steps, total_steps)` drives a bar; `status` receives every
-    step's running loss and agreement (for the bar's description).
+    `ptq` configures the PTQ run QAT starts from (on the first `ptq.samples` training
+    inputs). `progress("qat", done_steps, total_steps)` drives a bar; `status` receives
+    every step's running loss and agreement (for the bar's description).
     """
     if isinstance(spec, str):
         try:
             spec = spec_by_name(spec)
         except KeyError as e:
-            raise UsageError(str(e.args[0])) from None
+            raise PassOptionError(str(e.args[0])) from None
     if resume and checkpoint_dir is None:
-        raise UsageError("--resume needs a checkpoint directory (the output directory keeps one)")
+        raise PassOptionError(
+            "--resume needs a checkpoint directory (the output directory keeps one)"
+        )
 
     def on_step(p: QatProgress) -> None:
         if progress is not None:
@@ -71,13 +79,14 @@ def run_qat_stage(
         if status is not None:
             status(p)
 
-    options = QatOptions(
-        input_names=tuple(input_names),
-        output_names=tuple(output_names),
-        opset=opset,
-        threads=threads,
-    )
     try:
+        options = QatOptions(
+            input_names=tuple(input_names),
+            output_names=tuple(output_names),
+            opset=opset,
+            threads=threads,
+            ptq=ptq,
+        )
         result = qat(
             module,
             spec,
@@ -93,10 +102,8 @@ def run_qat_stage(
             progress=on_step,
             options=options,
         )
-    except QatUnsupported as e:
-        raise UsageError(f"--qat: {e}") from None
-    except ValueError as e:
-        raise UsageError(f"--qat: {e}") from None
+    except ValueError as e:  # QatUnsupported, PassOptionError, bad data or checkpoints
+        raise PassOptionError(f"--qat: {e}") from None
     section = result.to_dict()
     section["lr"] = DEFAULT_LR if lr is None else lr
     section["batch_size"] = batch_size

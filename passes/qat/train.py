@@ -56,11 +56,13 @@ from torch import nn
 
 from compiler.ground.io import atomic_torch_save
 from compiler.ground.sessions import open_session, session_options
+from passes.errors import PassOptionError
 from passes.qat.export import export_qat
 from passes.qat.fake_quant import QuantLayer
 from passes.qat.graph import QUANTIZERS
 from passes.qat.init import apply_structure, calibrate, init_from_ptq
-from passes.qat.prepare import prepare_qat
+from passes.qat.prepare import QatModel, prepare_qat
+from passes.quantize.options import PtqOptions
 from passes.quantize.spec import QuantSpec
 
 logger = logging.getLogger(__name__)
@@ -80,11 +82,10 @@ class QatOptions:
     # the same PTQ start, 2 epochs: logit SQNR 21.1 dB with mse, 19.8 dB with kl.
     distill_loss: str = "mse"
     init: str = "ptq"  # "ptq": PTQ's full result; "calibrate": ranges only, nearest rounding
-    calib_samples: int = 256
-    calib_method: str = "percentile"  # init="calibrate"
-    percentile: float = 99.99  # init="calibrate"
-    # init="ptq": keyword arguments for passes.quantize.quantize (its defaults otherwise).
-    ptq_options: dict[str, Any] = dataclasses.field(default_factory=dict)
+    # The PTQ run that starts QAT, on the first `ptq.samples` training inputs (None: all).
+    # init="calibrate" honours its method, percentile, samples, float_stem and threads
+    # only; options QAT cannot honour are refused (`refused_ptq_options`).
+    ptq: PtqOptions = dataclasses.field(default_factory=PtqOptions)
     bn_warmup_epochs: int = 0
     dropout: bool = False  # keep Dropout active while training (off: match the teacher)
     scale_lr: float | None = None  # None: the weights' learning rate
@@ -96,18 +97,52 @@ class QatOptions:
     opset: int = 17
 
     def __post_init__(self) -> None:
-        if self.temperature <= 0 or self.calib_samples < 1 or self.bn_warmup_epochs < 0:
-            raise ValueError(f"invalid QAT options: {self}")
+        if self.temperature <= 0 or self.bn_warmup_epochs < 0:
+            raise PassOptionError(f"invalid QAT options: {self}")
         if self.scale_lr is not None and self.scale_lr < 0:
-            raise ValueError(f"scale_lr must be >= 0, got {self.scale_lr}")
+            raise PassOptionError(f"scale_lr must be >= 0, got {self.scale_lr}")
         if self.distill_loss not in ("kl", "mse"):
-            raise ValueError(f"distill_loss must be 'kl' or 'mse', got {self.distill_loss!r}")
+            raise PassOptionError(f"distill_loss must be 'kl' or 'mse', got {self.distill_loss!r}")
         if self.init not in ("ptq", "calibrate"):
-            raise ValueError(f"init must be 'ptq' or 'calibrate', got {self.init!r}")
+            raise PassOptionError(f"init must be 'ptq' or 'calibrate', got {self.init!r}")
         if self.init == "ptq" and self.bn_warmup_epochs:
-            raise ValueError(
+            raise PassOptionError(
                 "BN warm-up trains BatchNorm statistics before folding; use init='calibrate' with it"
             )
+        refused = refused_ptq_options(self.ptq, self.init)
+        if refused:
+            name, why = next(iter(refused.items()))
+            raise PassOptionError(f"QAT cannot honour the PTQ option {name}: {why}")
+
+
+# PTQ options that change *which* layers run in int8 or report on PTQ alone: QAT trains
+# every layer PTQ's plan quantizes, so it cannot follow them.
+_PTQ_ONLY = {
+    "exclude": "QAT quantizes every layer PTQ's plan quantizes; drop it",
+    "min_sqnr_db": "the float fallback keeps layers in float after PTQ, and QAT trains "
+    "every planned layer in int8; drop it",
+    "min_agreement": "the float fallback keeps layers in float after PTQ, and QAT trains "
+    "every planned layer in int8; drop it",
+    "max_float_layers": "it bounds PTQ's float fallback, which QAT does not run; drop it",
+    "sensitivity": "per-layer sensitivity describes PTQ's result, not QAT's; drop it",
+}
+# what init="calibrate" (ranges only) takes from the PTQ options
+_CALIBRATE_USES = frozenset({"method", "percentile", "samples", "float_stem", "threads"})
+
+
+def refused_ptq_options(ptq: PtqOptions, init: str = "ptq") -> dict[str, str]:
+    """{PTQ option: why QAT cannot honour it} for the options `ptq` sets that QAT's
+    initialisation `init` would not follow (empty: QAT honours every one)."""
+    changed = ptq.changed()
+    refused = {name: why for name, why in _PTQ_ONLY.items() if name in changed}
+    if init == "calibrate":
+        for name in changed:
+            if name not in _CALIBRATE_USES and name not in refused:
+                refused[name] = (
+                    "init='calibrate' sets activation ranges only; use init='ptq' to run "
+                    "PTQ's other steps"
+                )
+    return refused
 
 
 @dataclass(frozen=True)
@@ -189,8 +224,9 @@ def qat(
     """Quantization-aware training of a copy of `module` for `spec`, exported to QDQ ONNX.
 
     Single-input modules; `train_inputs`/`eval_inputs` are (N, ...) float arrays,
-    labels (N,) integer class indices. The first `options.calib_samples` training
-    inputs calibrate the quantizers. `module` itself is not modified.
+    labels (N,) integer class indices. The first `options.ptq.samples` training
+    inputs initialise the quantizers (and, with init="ptq", the weights) through
+    PTQ. `module` itself is not modified.
     """
     opts = options or QatOptions()
     x_train, y_train, x_eval, y_eval = _validate(
@@ -198,9 +234,11 @@ def qat(
     )
     distill = opts.distill if opts.distill is not None else y_train is None
     if not distill and y_train is None:
-        raise ValueError("QAT without distillation needs train_labels")
+        raise PassOptionError("QAT without distillation needs train_labels")
     if resume and checkpoint_dir is None:
-        raise ValueError("resume=True needs a checkpoint_dir")
+        raise PassOptionError("resume=True needs a checkpoint_dir")
+    if opts.ptq.float_stem is not None:
+        spec = spec.replace(float_stem=opts.ptq.float_stem)
     path = Path(checkpoint_dir) / CHECKPOINT_NAME if checkpoint_dir is not None else None
     times: dict[str, float] = {}
     with _threads(opts.threads):
@@ -219,102 +257,33 @@ def qat(
         times["prepare"] = time.perf_counter() - t0
         teacher_train = _logits(teacher, x_train, opts.eval_batch_size)
         teacher_eval = _logits(teacher, x_eval, opts.eval_batch_size)
-        target = teacher_eval.argmax(-1) if y_eval is None else y_eval
-        metric = "top1_accuracy" if y_eval is not None else "top1_agreement"
-
-        def evaluate(m: nn.Module) -> float:
-            return _top1(_logits(m, x_eval, opts.eval_batch_size), target)
-
+        loop = _Loop(
+            qm, x_train, y_train, teacher_train, x_eval,
+            teacher_eval.argmax(-1) if y_eval is None else y_eval,
+            "top1_accuracy" if y_eval is not None else "top1_agreement",
+            epochs, lr, batch_size, distill, opts, progress, path,
+        )  # fmt: skip
         t1 = time.perf_counter()
         fingerprint = _fingerprint(
             module, spec, x_train, y_train, epochs, lr, batch_size, learn_scales, opts
         )
-        state = _load_checkpoint(path, fingerprint) if resume else None
-        if state is None:
-            ptq_summary = _initialize(qm, x_train[: opts.calib_samples].numpy(), opts)
-            state = {"epoch": 0, "history": [], "accuracy_before": evaluate(qm.module)}
-            state["ptq"] = ptq_summary
-            resumed_from = None
-        else:
-            apply_structure(qm, state["structure"])  # Clip bounds PTQ's equalization moved
-            for name, layer in qm.layers.items():  # PTQ's bias correction may have added biases
-                if f"{name}.layer.bias" in state["model"]:
-                    layer.ensure_bias()
-            qm.module.load_state_dict(state["model"])
-            resumed_from = int(state["epoch"])
-            logger.info("resuming QAT after epoch %d from %s", resumed_from, path)
+        state, resumed_from = loop.start(resume, fingerprint)
         times["calibrate"] = time.perf_counter() - t1
-
-        student = qm.module
-        steps = -(-len(x_train) // batch_size)
-        opt, sched = _optimizer(student, lr, opts.scale_lr, epochs * steps)
-        if resumed_from is not None:
-            opt.load_state_dict(state["optimizer"])
-            sched.load_state_dict(state["scheduler"])
-        history: list[dict[str, float]] = list(state["history"])
-
         t2 = time.perf_counter()
-        for epoch in range(int(state["epoch"]), epochs):
-
-            def report(step: int, loss: float, agree: float, epoch: int = epoch) -> None:
-                if progress is not None:
-                    progress(QatProgress(epoch + 1, epochs, step, steps, loss, agree))
-
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(opts.seed * 100_003 + epoch)
-                shuffle = torch.Generator().manual_seed(opts.seed * 7919 + epoch)
-                loss, agree = _train_epoch(
-                    student,
-                    x_train,
-                    y_train,
-                    teacher_train,
-                    torch.randperm(len(x_train), generator=shuffle),
-                    batch_size,
-                    opt,
-                    sched,
-                    distill=distill,
-                    distill_loss=opts.distill_loss,
-                    temperature=opts.temperature,
-                    bn_live=epoch < opts.bn_warmup_epochs,
-                    dropout=opts.dropout,
-                    report=report,
-                )
-            acc = evaluate(student)
-            history.append(
-                {"epoch": epoch + 1, "loss": loss, "train_agreement": agree, "accuracy": acc}
-            )
-            logger.info(
-                "QAT epoch %d/%d: loss %.4f, agreement %.4f, %s %.4f",
-                epoch + 1, epochs, loss, agree, metric, acc,
-            )  # fmt: skip
-            if path is not None:
-                ckpt = {
-                    "format": _CHECKPOINT_FORMAT,
-                    "fingerprint": fingerprint,
-                    "epoch": epoch + 1,
-                    "model": student.state_dict(),
-                    "optimizer": opt.state_dict(),
-                    "scheduler": sched.state_dict(),
-                    "history": history,
-                    "accuracy_before": state["accuracy_before"],
-                    "ptq": state["ptq"],
-                    "structure": qm.structure,
-                }
-                atomic_torch_save(ckpt, path)
+        history = loop.train(state, resumed_from is not None, fingerprint)
         times["train"] = time.perf_counter() - t2
-
-        student.eval()
+        qm.module.eval()
         acc_after = history[-1]["accuracy"] if history else float(state["accuracy_before"])
         t3 = time.perf_counter()
         model = export_qat(qm)
         times["export"] = time.perf_counter() - t3
-        acc_exported = _top1(torch.from_numpy(_run_onnx(model, x_eval.numpy(), opts)), target)
+        acc_exported = _top1(torch.from_numpy(_run_onnx(model, x_eval.numpy(), opts)), loop.target)
     return QatResult(
         model=model,
-        module=student,
+        module=qm.module,
         spec=spec.name,
-        metric=metric,
-        accuracy_fp32=_top1(teacher_eval, target),
+        metric=loop.metric,
+        accuracy_fp32=_top1(teacher_eval, loop.target),
         accuracy_before=float(state["accuracy_before"]),
         accuracy_after=acc_after,
         accuracy_exported=acc_exported,
@@ -326,17 +295,121 @@ def qat(
     )
 
 
-def _initialize(qm: Any, calib: np.ndarray, opts: QatOptions) -> dict[str, Any] | None:
-    """PTQ's full result (init="ptq", returns its summary) or PTQ's calibration only."""
+@dataclass
+class _Loop:
+    """One QAT run's fixed inputs: starts (or resumes) it and runs its epochs."""
+
+    qm: QatModel
+    x: torch.Tensor
+    y: torch.Tensor | None
+    teacher: torch.Tensor  # the FP32 module's logits on `x`
+    x_eval: torch.Tensor
+    target: torch.Tensor  # evaluation labels, or the FP32 module's top-1
+    metric: str
+    epochs: int
+    lr: float
+    batch_size: int
+    distill: bool
+    opts: QatOptions
+    progress: Progress | None
+    path: Path | None  # the checkpoint file (None: no checkpoints)
+
+    @property
+    def steps(self) -> int:
+        return -(-len(self.x) // self.batch_size)
+
+    def evaluate(self, m: nn.Module) -> float:
+        return _top1(_logits(m, self.x_eval, self.opts.eval_batch_size), self.target)
+
+    def start(self, resume: bool, fingerprint: str) -> tuple[dict[str, Any], int | None]:
+        """(run state, epoch resumed after): PTQ's initialisation, or a matching checkpoint."""
+        qm, opts = self.qm, self.opts
+        state = _load_checkpoint(self.path, fingerprint) if resume else None
+        if state is None:
+            ptq_summary = _initialize(qm, self.x[: opts.ptq.samples].numpy(), opts)
+            state = {"epoch": 0, "history": [], "accuracy_before": self.evaluate(qm.module)}
+            state["ptq"] = ptq_summary
+            return state, None
+        apply_structure(qm, state["structure"])  # Clip bounds PTQ's equalization moved
+        for name, layer in qm.layers.items():  # PTQ's bias correction may have added biases
+            if f"{name}.layer.bias" in state["model"]:
+                layer.ensure_bias()
+        qm.module.load_state_dict(state["model"])
+        logger.info("resuming QAT after epoch %d from %s", int(state["epoch"]), self.path)
+        return state, int(state["epoch"])
+
+    def train(
+        self, state: dict[str, Any], resumed: bool, fingerprint: str
+    ) -> list[dict[str, float]]:
+        """The remaining epochs (a checkpoint after each); returns the whole run's history."""
+        student, opts = self.qm.module, self.opts
+        opt, sched = _optimizer(student, self.lr, opts.scale_lr, self.epochs * self.steps)
+        if resumed:
+            opt.load_state_dict(state["optimizer"])
+            sched.load_state_dict(state["scheduler"])
+        history: list[dict[str, float]] = list(state["history"])
+        for epoch in range(int(state["epoch"]), self.epochs):
+            loss, agree = self._epoch(epoch, opt, sched)
+            acc = self.evaluate(student)
+            history.append(
+                {"epoch": epoch + 1, "loss": loss, "train_agreement": agree, "accuracy": acc}
+            )
+            logger.info(
+                "QAT epoch %d/%d: loss %.4f, agreement %.4f, %s %.4f",
+                epoch + 1, self.epochs, loss, agree, self.metric, acc,
+            )  # fmt: skip
+            if self.path is not None:
+                ckpt = {
+                    "format": _CHECKPOINT_FORMAT,
+                    "fingerprint": fingerprint,
+                    "epoch": epoch + 1,
+                    "model": student.state_dict(),
+                    "optimizer": opt.state_dict(),
+                    "scheduler": sched.state_dict(),
+                    "history": history,
+                    "accuracy_before": state["accuracy_before"],
+                    "ptq": state["ptq"],
+                    "structure": self.qm.structure,
+                }
+                atomic_torch_save(ckpt, self.path)
+        return history
+
+    def _epoch(self, epoch: int, opt: torch.optim.Optimizer, sched: Any) -> tuple[float, float]:
+        """One epoch, seeded from (seed, epoch) so a resumed run repeats it exactly."""
+        opts, progress = self.opts, self.progress
+
+        def report(step: int, loss: float, agree: float) -> None:
+            if progress is not None:
+                progress(QatProgress(epoch + 1, self.epochs, step, self.steps, loss, agree))
+
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(opts.seed * 100_003 + epoch)
+            shuffle = torch.Generator().manual_seed(opts.seed * 7919 + epoch)
+            return _train_epoch(
+                self.qm.module,
+                self.x,
+                self.y,
+                self.teacher,
+                torch.randperm(len(self.x), generator=shuffle),
+                self.batch_size,
+                opt,
+                sched,
+                distill=self.distill,
+                distill_loss=opts.distill_loss,
+                temperature=opts.temperature,
+                bn_live=epoch < opts.bn_warmup_epochs,
+                dropout=opts.dropout,
+                report=report,
+            )
+
+
+def _initialize(qm: QatModel, calib: np.ndarray, opts: QatOptions) -> dict[str, Any] | None:
+    """PTQ's full result (init="ptq", returns its summary) or PTQ's calibration only; PTQ
+    runs on the options' threads, else on the run's."""
+    ptq = dataclasses.replace(opts.ptq, threads=opts.ptq.threads or opts.threads or 0)
     if opts.init == "ptq":
-        return init_from_ptq(qm, calib, threads=opts.threads or 0, **opts.ptq_options)
-    calibrate(
-        qm,
-        calib,
-        method=opts.calib_method,
-        percentile=opts.percentile,
-        batch_size=opts.eval_batch_size,
-    )
+        return init_from_ptq(qm, calib, ptq)
+    calibrate(qm, calib, ptq, batch_size=opts.eval_batch_size)
     return None
 
 
@@ -539,8 +612,9 @@ def _fingerprint(
         "options": {
             k: v
             for k, v in dataclasses.asdict(opts).items()
-            if k not in ("threads", "eval_batch_size")
+            if k not in ("threads", "eval_batch_size", "ptq")
         },
+        "ptq": {k: v for k, v in dataclasses.asdict(opts.ptq).items() if k != "threads"},
         "torch": torch.__version__,
     }
     h.update(json.dumps(settings, sort_keys=True, default=str).encode())

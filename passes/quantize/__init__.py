@@ -1,8 +1,11 @@
 """INT8 post-training quantization: calibration, Q/DQ insertion, equalization,
 data-aware rounding, bias correction and sensitivity-driven float fallback.
 
-One entry point, `quantize(model, calibration, spec=...)`, runs these steps on a
-copy of the float model (the input model is not modified):
+One entry point, `quantize(model, calibration, options, spec=...)`, runs these
+steps on a copy of the float model (the input model is not modified). Every
+choice below is a field of one `PtqOptions` (`options.py`, the only place the
+defaults are written); each step is a small object over one shared state
+(`steps.py`) that calls its module for the math:
 
 0. `float_stem` (default: the spec's, on for both flavours) — the stem (the Conv
    reading the model input and the depthwise Convs right after it) computes in
@@ -51,31 +54,26 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import numpy as np
 import onnx_ir as ir
 
-from compiler.ground.errors import InvalidInput, UsageError
-from passes import graph_tools
-from passes.quantize.bias_correction import copy_biases, correct_bias
-from passes.quantize.calibrate import METHODS, Histogram, run_with_outputs
-from passes.quantize.data import CalibrationSource, CalibrationStream, model_inputs
-from passes.quantize.equalize import equalize as equalize_model
-from passes.quantize.plan import plan_quantization, stem_nodes
-from passes.quantize.qdq import InsertQdqPass, count_qdq, is_quantized
-from passes.quantize.range_search import search_ranges
-from passes.quantize.rounding import HessianCollector, round_weights
-from passes.quantize.sensitivity import Evaluator, auto_fallback, layer_sensitivity
+from passes.quantize.calibrate import METHODS
+from passes.quantize.data import CalibrationSource
+from passes.quantize.options import PtqOptions
+from passes.quantize.qdq import InsertQdqPass, count_qdq
 from passes.quantize.spec import CPU_SPEC, TENSORRT_SPEC, QuantSpec, spec_by_name
+from passes.quantize.steps import Progress, PtqState, default_steps, run_steps, start
 
 __all__ = [
     "CPU_SPEC",
-    "DEFAULT_METHOD",
     "METHODS",
     "TENSORRT_SPEC",
     "InsertQdqPass",
+    "Progress",
+    "PtqOptions",
     "QuantSpec",
     "QuantizationSummary",
     "count_qdq",
@@ -85,11 +83,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-# Chosen by measurement on the zoo's MobileNetV2 (bench/quantize_compare.py).
-DEFAULT_METHOD = "percentile"
-DEFAULT_PERCENTILE = 99.99
-
-Progress = Callable[[str, int, int | None], None]
+_DEFAULTS = PtqOptions()
 
 
 @dataclass
@@ -117,239 +111,46 @@ class QuantizationSummary:
 def quantize(
     model: ir.Model,
     calibration: CalibrationSource,
+    options: PtqOptions = _DEFAULTS,
     *,
     spec: QuantSpec = CPU_SPEC,
-    method: str = DEFAULT_METHOD,
-    percentile: float = DEFAULT_PERCENTILE,
-    samples: int | None = 256,
-    equalize: bool = True,
-    equalize_pairs: bool = True,
-    equalize_headroom: float = 2.0,
-    equalize_alpha_dense: float = 0.5,
-    stream_alpha: float = 0.5,
-    range_search: bool = True,
-    rounding: str = "gptq",
-    bias_correction: bool = True,
-    exclude: Sequence[str] = (),
-    float_stem: bool | None = None,
-    min_sqnr_db: float | None = None,
-    min_agreement: float | None = None,
-    max_float_layers: int | None = None,
-    sensitivity: bool = False,
     preprocess: Callable[[np.ndarray], np.ndarray] | None = None,
-    batch_size: int = 8,
-    equalize_samples: int = 64,
-    rounding_samples: int = 32,
-    range_samples: int = 32,
-    bias_correction_samples: int = 64,
-    sensitivity_samples: int = 32,
-    threads: int = 0,
     progress: Progress | None = None,
 ) -> tuple[ir.Model, QuantizationSummary]:
     """Quantize a float model to INT8 Q/DQ form (see module docstring); returns (model, summary).
 
-    Raises InvalidInput for bad calibration data (exit code 4), UsageError for bad options.
+    `calibration` is any `CalibrationSource`; `preprocess` turns one image of a folder
+    source into a model input; `progress(stage, done, total)` follows the long steps.
+    Raises `PassInputError` for a bad model or calibration data, `PassOptionError`
+    for options that do not fit the model (unknown nodes to keep in float).
     """
     t_start = time.perf_counter()
-    if method not in METHODS:
-        raise UsageError(
-            f"unknown calibration method {method!r}; choose one of {', '.join(METHODS)}"
-        )
-    if rounding not in ("gptq", "nearest"):
-        raise UsageError(f"unknown weight rounding {rounding!r}; choose gptq or nearest")
-    if is_quantized(model):
-        raise InvalidInput(
-            "the model is already quantized (it holds QuantizeLinear/DequantizeLinear nodes)"
-        )
-    seconds: dict[str, float] = {}
-    work = graph_tools.clone(model)
-    graph_tools.ensure_types(work)
-    ir.passes.common.NameFixPass()(work)
-    unknown = set(exclude) - {n.name for n in work.graph}
-    if unknown:
-        raise UsageError(f"cannot keep unknown nodes in float: {', '.join(sorted(unknown))}")
-    if float_stem is not None and float_stem != spec.float_stem:
-        spec = spec.replace(float_stem=float_stem)
-    excluded = frozenset(exclude) | frozenset(stem_nodes(work.graph) if spec.float_stem else ())
-    stream = CalibrationStream(
-        calibration,
-        model_inputs(work),
-        samples=samples,
-        batch_size=batch_size,
-        preprocess=preprocess,
-    )
+    state = start(model, calibration, options, spec=spec, preprocess=preprocess, progress=progress)
+    run_steps(state, default_steps())
+    state.seconds["total"] = time.perf_counter() - t_start
+    summary = _summary(state)
+    logger.info("quantized %s: %s", state.spec.name, summary.qdq_counts)
+    assert state.quantized is not None  # the last step writes it
+    return state.quantized, summary
 
-    def report(stage: str) -> Callable[[int, int | None], None] | None:
-        if progress is None:
-            return None
-        return lambda done, total: progress(stage, done, total)
 
-    # 1. equalization
-    pairs_done = streams_done = 0
-    if equalize:
-        t = time.perf_counter()
-        pairs_done, streams_done = equalize_model(
-            work,
-            stream.take(equalize_samples),
-            headroom=equalize_headroom,
-            stream_alpha=stream_alpha,
-            pairs=equalize_pairs,
-            alpha_dense=equalize_alpha_dense,
-            exclude=excluded,
-            threads=threads,
-        )
-        seconds["equalize"] = time.perf_counter() - t
-
-    # 2. calibration (+ Hessians for rounding), one pass
-    t = time.perf_counter()
-    plan = plan_quantization(work.graph, spec, excluded)
-    hessians = HessianCollector(plan) if rounding == "gptq" else None
-    stats = {n: Histogram() for n in plan.calibrated}
-    names = list(dict.fromkeys([*plan.calibrated, *(hessians.names if hessians else [])]))
-    seen = {"samples": 0}
-
-    def visit(name: str, array: np.ndarray) -> None:
-        if name in stats:
-            stats[name].update(array)
-        if hessians is not None and seen["samples"] < rounding_samples:
-            hessians.visit(name, array)
-
-    def batches() -> Iterable[dict[str, np.ndarray]]:
-        for feeds in stream:
-            yield feeds
-            seen["samples"] += next(iter(feeds.values())).shape[0]
-
-    n_samples = run_with_outputs(
-        work,
-        names,
-        batches(),
-        visit,
-        progress=report("calibrate"),
-        total=stream.total,
-        threads=threads,
-    )
-    if n_samples == 0:
-        raise InvalidInput("calibration data is empty")
-    seconds["calibrate"] = time.perf_counter() - t
-    levels = spec.activation_qrange[1] - spec.activation_qrange[0]
-    options = {"levels": levels, "symmetric": spec.activation_symmetric}
-    if method == "percentile":
-        options["percentile"] = percentile
-    ranges = {n: h.range(method, **options) for n, h in stats.items()}  # type: ignore[arg-type]
-    if range_search:
-        t = time.perf_counter()
-        ranges = search_ranges(
-            work, plan, spec, ranges, stats, stream.take(range_samples), threads=threads
-        )
-        seconds["range_search"] = time.perf_counter() - t
-
-    # 3. weight rounding
-    weights: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-    if hessians is not None:
-        t = time.perf_counter()
-        weights = round_weights(hessians, spec)
-        seconds["rounding"] = time.perf_counter() - t
-
-    def build(float_model: ir.Model, keep_float: frozenset[str] = excluded) -> ir.Model:
-        q = graph_tools.clone(float_model)
-        InsertQdqPass(spec, ranges, exclude=keep_float, weights=weights)(q)
-        return q
-
-    # 4. bias correction (of the fully quantized model; redone below if layers stay float)
-    wants_sensitivity = sensitivity or min_sqnr_db is not None or min_agreement is not None
-    uncorrected = graph_tools.clone(work) if bias_correction and wants_sensitivity else work
-    # quantized nodes, and float-compute nodes whose weights are still int8
-    bias_targets = list(dict.fromkeys([*plan.nodes, *(w.node.name or "" for w in plan.weights)]))
-
-    def correct(model: ir.Model, keep_float: frozenset[str]) -> int:
-        removed = correct_bias(
-            model,
-            lambda m: build(m, keep_float),
-            bias_targets,
-            lambda: stream.take(bias_correction_samples),
-            threads=threads,
-        )
-        return len(removed)
-
-    corrected = 0
-    if bias_correction:
-        t = time.perf_counter()
-        corrected = correct(work, excluded)
-        seconds["bias_correction"] = time.perf_counter() - t
-
-    # 5. sensitivity and fallback
-    kept: list[str] = []
-    sens_dict = None
-    final_score = None
-    if wants_sensitivity:
-        t = time.perf_counter()
-        evaluator = Evaluator(uncorrected, stream.take(sensitivity_samples), threads=threads)
-        layers = [n for n in plan.nodes if n not in excluded]
-
-        def alone(_: ir.Model, others: frozenset[str]) -> ir.Model:
-            # One layer int8 (with its own bias correction) in an otherwise exact FP32
-            # model: other layers' weights stay float, or their int8 weights and
-            # biases corrected for *their* quantization would set a common floor.
-            variant = graph_tools.clone(uncorrected)
-            if bias_correction:
-                copy_biases(work, variant, set(layers) - others)
-            InsertQdqPass(
-                spec, ranges, exclude=others | excluded, weights=weights, excluded_weights=False
-            )(variant)
-            return variant
-
-        sens = layer_sensitivity(
-            uncorrected, alone, layers, evaluator, progress=report("sensitivity")
-        )
-        sens_dict = {k: {"sqnr_db": v.sqnr_db, "agreement": v.agreement} for k, v in sens.items()}
-        if min_sqnr_db is not None or min_agreement is not None:
-            kept, final_score = auto_fallback(
-                work,
-                lambda m, ex: build(m, ex),
-                sens,
-                evaluator,
-                min_sqnr_db=min_sqnr_db if min_sqnr_db is not None else -float("inf"),
-                min_agreement=min_agreement,
-                max_layers=max_float_layers,
-                exclude=excluded,
-            )
-            if kept and bias_correction:
-                # the corrections were measured with these layers quantized: measure again
-                work = graph_tools.clone(uncorrected)
-                correct(work, excluded | frozenset(kept))
-                final_score = evaluator(build(work, excluded | frozenset(kept)))
-        seconds["sensitivity"] = time.perf_counter() - t
-
-    # 6. final Q/DQ model
-    t = time.perf_counter()
-    quantized = build(work, excluded | frozenset(kept))
-    seconds["insert_qdq"] = time.perf_counter() - t
-    seconds["total"] = time.perf_counter() - t_start
-    summary = QuantizationSummary(
-        spec=spec.name,
-        method=method,
-        samples=n_samples,
-        options={
-            "percentile": percentile if method == "percentile" else None,
-            "float_stem": spec.float_stem,
-            "equalize": equalize,
-            "equalize_headroom": equalize_headroom if equalize else None,
-            "stream_alpha": stream_alpha if equalize else None,
-            "range_search": range_search,
-            "rounding": rounding,
-            "bias_correction": bias_correction,
-            "min_sqnr_db": min_sqnr_db,
-            "min_agreement": min_agreement,
-        },
+def _summary(state: PtqState) -> QuantizationSummary:
+    options, quantized = state.options, state.quantized
+    assert quantized is not None
+    score = state.score
+    return QuantizationSummary(
+        spec=state.spec.name,
+        method=options.method,
+        samples=state.samples,
+        options=options.report(state.spec.float_stem),
         qdq_counts=count_qdq(quantized),
-        kept_float=[n.name for n in work.graph if n.name in excluded] + kept,
-        seconds={k: round(v, 3) for k, v in seconds.items()},
-        equalized_pairs=pairs_done,
-        equalized_streams=streams_done,
-        bias_corrected=corrected,
-        rounded_layers=len(weights),
-        calibration_sqnr_db=None if final_score is None else round(final_score.sqnr_db, 3),
-        sensitivity=sens_dict,
+        kept_float=[n.name or "" for n in state.model.graph if n.name in state.excluded]
+        + state.kept,
+        seconds={k: round(v, 3) for k, v in state.seconds.items()},
+        equalized_pairs=state.equalized_pairs,
+        equalized_streams=state.equalized_streams,
+        bias_corrected=state.bias_corrected,
+        rounded_layers=len(state.weights),
+        calibration_sqnr_db=None if score is None else round(score.sqnr_db, 3),
+        sensitivity=state.sensitivity,
     )
-    logger.info("quantized %s: %s", spec.name, summary.qdq_counts)
-    return quantized, summary

@@ -16,9 +16,10 @@ all. Accepted sources:
   the caller must supply — the model's own preprocessing, e.g. the zoo's.
 
 Every batch is checked before it reaches the model; a problem raises
-`compiler.ground.errors.InvalidInput` (exit code 4) with a one-line message: a shape
-that does not match the model's fixed dimensions, an integer dtype for a float
-input, NaN or Inf, an empty array, file or folder, an unreadable image.
+`passes.errors.PassInputError` (the compile stage turns it into exit code 4)
+with a one-line message: a shape that does not match the model's fixed
+dimensions, an integer dtype for a float input, NaN or Inf, an empty array,
+file or folder, an unreadable image.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from pathlib import Path
 import numpy as np
 import onnx_ir as ir
 
-from compiler.ground.errors import InvalidInput, UsageError
+from passes.errors import PassInputError, PassOptionError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 
@@ -89,11 +90,15 @@ class CalibrationStream:
         preprocess: Callable[[np.ndarray], np.ndarray] | None = None,
     ) -> None:
         if not inputs:
-            raise InvalidInput("the model has no inputs to calibrate")
+            raise PassInputError("the model has no inputs to calibrate")
         if samples is not None and samples < 1:
-            raise UsageError(f"the number of calibration samples must be at least 1, got {samples}")
+            raise PassOptionError(
+                f"the number of calibration samples must be at least 1, got {samples}"
+            )
         if batch_size < 1:
-            raise UsageError(f"the calibration batch size must be at least 1, got {batch_size}")
+            raise PassOptionError(
+                f"the calibration batch size must be at least 1, got {batch_size}"
+            )
         self.inputs = inputs
         self.samples = samples
         self.batch_size = batch_size
@@ -115,7 +120,7 @@ class CalibrationStream:
             if path.is_dir():
                 self._setup_folder(path)
             elif not path.exists():
-                raise InvalidInput(f"calibration data {path} does not exist")
+                raise PassInputError(f"calibration data {path} does not exist")
             elif path.suffix == ".npy":
                 arr = self._load_npy(path)
                 self._setup_arrays(
@@ -124,13 +129,13 @@ class CalibrationStream:
             elif path.suffix == ".npz":
                 self._setup_arrays(self._load_npz(path))
             else:
-                raise InvalidInput(
+                raise PassInputError(
                     f"calibration data {path} is not a folder of images, a .npy or a .npz file"
                 )
         elif isinstance(src, np.ndarray):
             self.description = f"array {tuple(src.shape)}"
             if len(self.inputs) != 1:
-                raise InvalidInput(
+                raise PassInputError(
                     "a single array only calibrates single-input models; pass {input name: array}"
                 )
             self._setup_arrays({self.inputs[0].name: src})
@@ -142,12 +147,12 @@ class CalibrationStream:
             it = iter(src)
             self._make = lambda: self._from_iterator(it)
         else:
-            raise InvalidInput(
+            raise PassInputError(
                 f"cannot calibrate from a {type(src).__name__}; give arrays, batches, a folder or a .npy/.npz file"
             )
 
     def _need_npz(self, path: Path) -> dict[str, np.ndarray]:
-        raise InvalidInput(
+        raise PassInputError(
             f"{path}: a .npy file feeds single-input models; use a .npz keyed by input name"
         )
 
@@ -155,7 +160,9 @@ class CalibrationStream:
         try:
             return np.load(path, mmap_mode="r", allow_pickle=False)
         except Exception as e:
-            raise InvalidInput(f"{path} is not a readable .npy file ({type(e).__name__})") from None
+            raise PassInputError(
+                f"{path} is not a readable .npy file ({type(e).__name__})"
+            ) from None
 
     def _load_npz(self, path: Path) -> dict[str, np.ndarray]:
         try:
@@ -168,27 +175,31 @@ class CalibrationStream:
                         rest = [f for f in files if f != "labels"]
                         key = "input" if "input" in files else (rest[0] if len(rest) == 1 else None)
                     if key is None:
-                        raise InvalidInput(
+                        raise PassInputError(
                             f"{path} has no array named {sig.name!r} (has: {', '.join(sorted(files)) or 'nothing'})"
                         )
                     out[sig.name] = z[key]
                 return out
-        except InvalidInput:
+        except PassInputError:
             raise
         except Exception as e:
-            raise InvalidInput(f"{path} is not a readable .npz file ({type(e).__name__})") from None
+            raise PassInputError(
+                f"{path} is not a readable .npz file ({type(e).__name__})"
+            ) from None
 
     def _setup_arrays(self, arrays: dict[str, np.ndarray]) -> None:
         for sig in self.inputs:
             if sig.name not in arrays:
-                raise InvalidInput(f"calibration data has no array for input {sig.name!r}")
+                raise PassInputError(f"calibration data has no array for input {sig.name!r}")
         arrays = {s.name: _as_array(arrays[s.name], s.name) for s in self.inputs}
         counts = {a.shape[0] if a.ndim else 0 for a in arrays.values()}
         if len(counts) > 1:
-            raise InvalidInput(f"calibration inputs have different sample counts {sorted(counts)}")
+            raise PassInputError(
+                f"calibration inputs have different sample counts {sorted(counts)}"
+            )
         n = counts.pop()
         if n == 0:
-            raise InvalidInput("calibration data is empty (0 samples)")
+            raise PassInputError("calibration data is empty (0 samples)")
         n = min(n, self.samples) if self.samples else n
         self.total = n
 
@@ -204,13 +215,13 @@ class CalibrationStream:
             p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
         )
         if not files:
-            raise InvalidInput(
+            raise PassInputError(
                 f"calibration folder {path} has no images ({', '.join(IMAGE_SUFFIXES)})"
             )
         if len(self.inputs) != 1:
-            raise InvalidInput("a folder of images only calibrates single-input models")
+            raise PassInputError("a folder of images only calibrates single-input models")
         if self._preprocess is None:
-            raise UsageError(
+            raise PassOptionError(
                 f"calibrating from the image folder {path} needs the model's preprocessing; "
                 "use a zoo model, or give --calib as a .npy/.npz of preprocessed inputs"
             )
@@ -230,7 +241,7 @@ class CalibrationStream:
                         img = np.asarray(io.imread(f))
                         sample = np.asarray(preprocess(img))
                     except Exception as e:  # noqa: BLE001 - any decoder error is the file's fault
-                        raise InvalidInput(
+                        raise PassInputError(
                             f"cannot read calibration image {f.name}: {type(e).__name__}: {e}"
                         ) from None
                     batch.append(sample)
@@ -246,12 +257,12 @@ class CalibrationStream:
             elif len(self.inputs) == 1:
                 feeds = {self.inputs[0].name: _as_array(item, self.inputs[0].name)}
             else:
-                raise InvalidInput(
+                raise PassInputError(
                     "batches for a multi-input model must be {input name: array} mappings"
                 )
             missing = [s.name for s in self.inputs if s.name not in feeds]
             if missing:
-                raise InvalidInput(f"a calibration batch has no array for input {missing[0]!r}")
+                raise PassInputError(f"a calibration batch has no array for input {missing[0]!r}")
             feeds = {s.name: feeds[s.name] for s in self.inputs}
             n = next(iter(feeds.values())).shape[0] if next(iter(feeds.values())).ndim else 0
             if self.samples:
@@ -265,7 +276,7 @@ class CalibrationStream:
             if self.samples and done >= self.samples:
                 break
         if done == 0:
-            raise InvalidInput("calibration data is empty (the batches held no samples)")
+            raise PassInputError("calibration data is empty (the batches held no samples)")
 
     # -- checks -------------------------------------------------------------------------
 
@@ -277,7 +288,7 @@ class CalibrationStream:
                 want is not None and got != want
                 for got, want in zip(arr.shape[1:], sig.shape[1:], strict=False)
             ):
-                raise InvalidInput(
+                raise PassInputError(
                     f"calibration data for {sig.name!r} has shape (N, {', '.join(map(str, arr.shape[1:]))}); "
                     f"the model expects {sig.describe()}"
                 )
@@ -285,16 +296,18 @@ class CalibrationStream:
                 if np.issubdtype(sig.dtype, np.floating) and np.issubdtype(arr.dtype, np.floating):
                     arr = feeds[sig.name] = arr.astype(sig.dtype)
                 else:
-                    raise InvalidInput(
+                    raise PassInputError(
                         f"calibration data for {sig.name!r} is {arr.dtype}; the model expects {sig.dtype}"
                     )
             if np.issubdtype(arr.dtype, np.floating) and not np.isfinite(arr).all():
-                raise InvalidInput(
+                raise PassInputError(
                     f"calibration data for {sig.name!r} contains NaN or Inf (in the batch from sample {start})"
                 )
             counts.add(arr.shape[0])
         if len(counts) > 1:
-            raise InvalidInput(f"calibration inputs have different sample counts {sorted(counts)}")
+            raise PassInputError(
+                f"calibration inputs have different sample counts {sorted(counts)}"
+            )
         return {k: np.ascontiguousarray(v) for k, v in feeds.items()}
 
     # -- iteration ------------------------------------------------------------------------
@@ -329,11 +342,11 @@ def _as_array(x: object, name: str) -> np.ndarray:
         try:
             arr = np.asarray(x)
         except Exception as e:
-            raise InvalidInput(
+            raise PassInputError(
                 f"calibration data for {name!r} is not an array ({type(e).__name__})"
             ) from None
     if arr.dtype == object:
-        raise InvalidInput(f"calibration data for {name!r} is not a numeric array")
+        raise PassInputError(f"calibration data for {name!r} is not a numeric array")
     if arr.ndim == 0 or arr.shape[0] == 0:
-        raise InvalidInput(f"calibration data for {name!r} is empty (0 samples)")
+        raise PassInputError(f"calibration data for {name!r} is empty (0 samples)")
     return arr

@@ -32,6 +32,7 @@ from passes.qat.init import calibrate
 from passes.qat.prepare import prepare_qat
 from passes.quantize.calibrate import collect_stats
 from passes.quantize.fold import int8_weight
+from passes.quantize.options import PtqOptions
 from passes.quantize.plan import plan_quantization, stem_nodes
 from passes.quantize.qdq import InsertQdqPass, count_qdq
 from passes.quantize.spec import CPU_SPEC, TENSORRT_SPEC
@@ -73,7 +74,7 @@ def exported(request):
     spec = CPU_SPEC if spec_name == "cpu" else TENSORRT_SPEC
     module, calib, evalx = MODELS[name]()
     qm = prepare_qat(module, spec, calib[:1], output_names=["logits"])
-    calibrate(qm, calib, method="minmax")
+    calibrate(qm, calib, PtqOptions(method="minmax"))
     model = export_qat(qm)
     qm.module.eval()
     return name, spec, module, calib, evalx, qm, model
@@ -254,7 +255,10 @@ def test_qat_initialized_from_ptq_is_ptqs_artifact(spec, name: str) -> None:
     if name == "tiny_mobile":  # equalization moved the ReLU6 bounds: torch follows
         assert summary["equalized_pairs"] > 0 and qm.structure["clips"]
     ptq, _ = quantize(
-        ir.from_proto(ir.to_proto(qm.graph)), {"input": calib}, spec=spec, samples=len(calib)
+        ir.from_proto(ir.to_proto(qm.graph)),
+        {"input": calib},
+        PtqOptions(samples=len(calib)),
+        spec=spec,
     )
     model = export_qat(qm)
     assert count_qdq(model) == count_qdq(ptq)

@@ -18,7 +18,7 @@ from compiler.export import export_torch
 from compiler.stages.optimize import optimize
 from models.registry import get_model
 from passes.qat import DEFAULT_LR, QatOptions, qat
-from passes.quantize import CPU_SPEC, TENSORRT_SPEC, count_qdq, quantize
+from passes.quantize import CPU_SPEC, TENSORRT_SPEC, PtqOptions, count_qdq, quantize
 
 pytestmark = pytest.mark.slow
 
@@ -41,10 +41,13 @@ def test_mobilenet_v2_qat_distillation(spec) -> None:
     train = zs.calibration_data(256)
     x_eval, _ = zs.evaluation_data(128)
     r = qat(module, spec, train_inputs=train, eval_inputs=x_eval, epochs=2, lr=DEFAULT_LR, batch_size=32,
-            options=QatOptions(output_names=("logits",), threads=2, calib_samples=128))  # fmt: skip
+            options=QatOptions(output_names=("logits",), threads=2, ptq=PtqOptions(samples=128)))  # fmt: skip
     proto = export_torch(module, [train[:1]], input_names=["input"], output_names=["logits"])
     ptq, _ = quantize(
-        optimize(ir.from_proto(proto))[0], {"input": train[:128]}, spec=spec, samples=128
+        optimize(ir.from_proto(proto))[0],
+        {"input": train[:128]},
+        PtqOptions(samples=128),
+        spec=spec,
     )
     assert count_qdq(r.model) == count_qdq(ptq)
     with torch.no_grad():

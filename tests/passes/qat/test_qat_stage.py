@@ -7,8 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from compiler.ground.errors import UsageError
 from models.registry import get_model
+from passes.errors import PassOptionError
 from passes.qat import run_qat_stage
 from passes.quantize.qdq import count_qdq
 from tests.passes.qat.qat_models import DataDependent
@@ -36,9 +36,9 @@ def test_run_qat_stage_on_digits(tmp_path) -> None:
 def test_fixable_problems_are_usage_errors(tmp_path) -> None:
     x = np.zeros((4, 1, 4, 4), np.float32)
     kw = dict(train_inputs=x, train_labels=None, eval_inputs=x, eval_labels=None, epochs=1)
-    with pytest.raises(UsageError, match="torch.fx"):
+    with pytest.raises(PassOptionError, match="torch.fx"):
         run_qat_stage(DataDependent(), "cpu", **kw)
-    with pytest.raises(UsageError, match="no quantization spec"):
+    with pytest.raises(PassOptionError, match="no quantization spec"):
         run_qat_stage(DataDependent(), "nope", **kw)
-    with pytest.raises(UsageError, match="--resume"):
+    with pytest.raises(PassOptionError, match="--resume"):
         run_qat_stage(DataDependent(), "cpu", resume=True, **kw)

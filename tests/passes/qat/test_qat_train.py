@@ -10,6 +10,7 @@ import torch
 from models.digits import digits_split
 from models.registry import get_model
 from passes.qat.train import CHECKPOINT_NAME, QatOptions, qat
+from passes.quantize.options import PtqOptions
 from passes.quantize.spec import CPU_SPEC, TENSORRT_SPEC
 
 OPTS = QatOptions(output_names=("logits",), threads=1)
@@ -130,7 +131,7 @@ def test_resume_redoes_ptqs_structural_changes(tmp_path) -> None:
 
     x = np.random.default_rng(0).normal(0, 1, (96, 3, 8, 8)).astype(np.float32)
     kw = dict(train_inputs=x[:64], eval_inputs=x[64:], epochs=2, lr=1e-3, batch_size=16,
-              options=QatOptions(threads=1, calib_samples=64, ptq_options={}))  # fmt: skip
+              options=QatOptions(threads=1, ptq=PtqOptions(samples=64)))  # fmt: skip
     full = qat(tiny_mobile(), CPU_SPEC, **kw)
 
     def stop(p) -> None:

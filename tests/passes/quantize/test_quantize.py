@@ -7,9 +7,9 @@ import onnx
 import onnx_ir as ir
 import pytest
 
-from compiler.ground.errors import InvalidInput, UsageError
 from passes import graph_tools
-from passes.quantize import TENSORRT_SPEC, quantize
+from passes.errors import PassInputError, PassOptionError
+from passes.quantize import TENSORRT_SPEC, PtqOptions, quantize
 from tests.passes.quantize import _models
 
 
@@ -18,7 +18,7 @@ def test_block_model_summary_and_accuracy() -> None:
     x = _models.images(64)
     stages: set[str] = set()
     q, summary = quantize(
-        model, x, samples=48, progress=lambda stage, done, total: stages.add(stage)
+        model, x, PtqOptions(samples=48), progress=lambda stage, done, total: stages.add(stage)
     )
     onnx.checker.check_model(ir.to_proto(q), full_check=True)
     assert summary.samples == 48 and summary.spec == "cpu" and summary.method == "percentile"
@@ -42,7 +42,7 @@ def test_float_stem_is_optional_and_follows_depthwise_convs() -> None:
     from passes.quantize.plan import stem_nodes
 
     model = _models.block_model()
-    _, summary = quantize(model, _models.images(16), float_stem=False)
+    _, summary = quantize(model, _models.images(16), PtqOptions(float_stem=False))
     assert summary.kept_float == [] and summary.qdq_counts["Conv"]["input"] == 3
     # Conv_0's Relu output also feeds the Add, so the depthwise Conv_2 is not part of the stem
     assert stem_nodes(model.graph) == ["Conv_0"]
@@ -69,7 +69,9 @@ def test_same_inputs_give_byte_identical_models() -> None:
 
 def test_tensorrt_flavour_and_exclusions() -> None:
     model = _models.block_model()
-    q, summary = quantize(model, _models.images(32), spec=TENSORRT_SPEC, exclude=["Conv_4"])
+    q, summary = quantize(
+        model, _models.images(32), PtqOptions(exclude=("Conv_4",)), spec=TENSORRT_SPEC
+    )
     assert summary.spec == "tensorrt" and summary.kept_float == ["Conv_0", "Conv_4"]
     zps = [
         q.graph.initializers[n.inputs[2].name].const_value.numpy()
@@ -81,16 +83,16 @@ def test_tensorrt_flavour_and_exclusions() -> None:
 
 def test_bad_options_and_data() -> None:
     model = _models.block_model()
-    with pytest.raises(UsageError, match="unknown calibration method"):
-        quantize(model, _models.images(8), method="kl")
-    with pytest.raises(UsageError, match="unknown nodes"):
-        quantize(model, _models.images(8), exclude=["nope"])
-    with pytest.raises(InvalidInput, match="contains NaN or Inf"):
+    with pytest.raises(PassOptionError, match="unknown calibration method"):
+        PtqOptions(method="kl")
+    with pytest.raises(PassOptionError, match="unknown nodes"):
+        quantize(model, _models.images(8), PtqOptions(exclude=["nope"]))
+    with pytest.raises(PassInputError, match="contains NaN or Inf"):
         quantize(model, np.full((8, 3, 8, 8), np.nan, np.float32))
-    with pytest.raises(InvalidInput, match="has shape"):
+    with pytest.raises(PassInputError, match="has shape"):
         quantize(model, np.zeros((8, 3, 4, 4), np.float32))
     q, _ = quantize(model, _models.images(8))
-    with pytest.raises(InvalidInput, match="already quantized"):
+    with pytest.raises(PassInputError, match="already quantized"):
         quantize(q, _models.images(8))
 
 

@@ -8,10 +8,10 @@ import onnx_ir as ir
 import pytest
 from onnx import numpy_helper
 
-from compiler.ground.errors import InvalidInput
 from compiler.sources import resolve
 from compiler.stages.optimize import optimize
-from passes.quantize import CPU_SPEC, TENSORRT_SPEC, count_qdq, quantize
+from passes.errors import PassInputError
+from passes.quantize import CPU_SPEC, TENSORRT_SPEC, PtqOptions, count_qdq, quantize
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +27,7 @@ def _quantized(digits: tuple[ir.Model, object], spec: object) -> onnx.ModelProto
 
 def _quantized_with_summary(digits: tuple[ir.Model, object], spec: object):  # type: ignore[no-untyped-def]
     model, zoo = digits
-    q, summary = quantize(model, zoo.calibration_data(128), spec=spec, samples=128)  # type: ignore[attr-defined]
+    q, summary = quantize(model, zoo.calibration_data(128), PtqOptions(samples=128), spec=spec)  # type: ignore[attr-defined]
     return ir.to_proto(q), summary
 
 
@@ -98,5 +98,5 @@ def test_cpu_flavour_uses_uint8_activations(digits) -> None:
 
 def test_already_quantized_model_is_refused(digits) -> None:
     q = ir.from_proto(_quantized(digits, CPU_SPEC))
-    with pytest.raises(InvalidInput, match="already quantized"):
+    with pytest.raises(PassInputError, match="already quantized"):
         quantize(q, digits[1].calibration_data(16), spec=CPU_SPEC)  # type: ignore[attr-defined]

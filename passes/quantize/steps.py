@@ -1,0 +1,475 @@
+"""The PTQ steps as small objects over one shared state; `quantize()` runs them in order.
+
+NNCF splits a compression algorithm from the pipeline that feeds it statistics;
+this module does the same on a small scale. Each step says what it needs, then
+applies:
+
+- `needs` names the `PtqState` fields an earlier step writes (`gives`);
+  `check_order` refuses a step list in which a reader comes before its writer;
+- `enabled(options)` says whether the options ask for the step at all;
+- `collect(state)` returns the tensors the step wants to see during the one
+  calibration pass (`Statistic`), so the histograms and GPTQ's Hessians are
+  gathered by a single run over the data;
+- `apply(state)` does the work by calling the step's own module (`equalize.py`,
+  `calibrate.py`, `range_search.py`, `rounding.py`, `bias_correction.py`,
+  `sensitivity.py`, `qdq.py`): the math lives there, not here.
+
+`start` builds the state (the float working copy, the spec with its stem
+choice, the nodes kept in float, the calibration stream); `run_steps` times each
+enabled step into `state.seconds` under its `name`, which are the report's keys.
+"""
+
+from __future__ import annotations
+
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+import numpy as np
+import onnx_ir as ir
+
+from passes import graph_tools
+from passes.errors import PassInputError, PassOptionError
+from passes.quantize.bias_correction import copy_biases, correct_bias
+from passes.quantize.calibrate import Histogram, run_with_outputs
+from passes.quantize.data import CalibrationSource, CalibrationStream, model_inputs
+from passes.quantize.equalize import equalize
+from passes.quantize.options import PtqOptions
+from passes.quantize.plan import QuantPlan, plan_quantization, stem_nodes
+from passes.quantize.qdq import InsertQdqPass, is_quantized
+from passes.quantize.range_search import search_ranges
+from passes.quantize.rounding import HessianCollector, round_weights
+from passes.quantize.sensitivity import Evaluator, Score, auto_fallback, layer_sensitivity
+from passes.quantize.spec import QuantSpec
+
+__all__ = [
+    "BiasCorrection",
+    "Calibration",
+    "Equalization",
+    "Sensitivity",
+    "Progress",
+    "PtqState",
+    "QdqInsertion",
+    "RangeSearch",
+    "Rounding",
+    "Statistic",
+    "Step",
+    "check_order",
+    "default_steps",
+    "run_steps",
+    "start",
+]
+
+Progress = Callable[[str, int, int | None], None]
+Range = tuple[float, float]
+Weights = dict[str, tuple[np.ndarray, np.ndarray]]
+
+
+@dataclass
+class PtqState:
+    """What the steps share: the float working copy and everything measured on it."""
+
+    model: ir.Model  # the float working copy: equalized, then its biases corrected in place
+    spec: QuantSpec  # with the options' float_stem applied
+    options: PtqOptions
+    stream: CalibrationStream
+    excluded: frozenset[str]  # kept in float from the start: options.exclude and the stem
+    progress: Progress | None = None
+    steps: Sequence[Step] = ()
+    plan: QuantPlan | None = None
+    stats: dict[str, Histogram] = field(default_factory=dict)
+    samples: int = 0  # calibration samples seen
+    ranges: dict[str, Range] = field(default_factory=dict)
+    hessians: HessianCollector | None = None
+    weights: Weights = field(default_factory=dict)  # GPTQ-rounded weights; none: nearest
+    uncorrected: ir.Model | None = None  # the float copy before bias correction
+    sensitivity: dict[str, dict[str, float]] | None = None
+    kept: list[str] = field(default_factory=list)  # layers the fallback kept in float
+    score: Score | None = None  # the final model's on the sensitivity subset (fallback only)
+    equalized_pairs: int = 0
+    equalized_streams: int = 0
+    bias_corrected: int = 0
+    quantized: ir.Model | None = None
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    # the fields `start` sets: a step may read them without an earlier step writing them
+    INITIAL: ClassVar[frozenset[str]] = frozenset(
+        {"model", "spec", "options", "stream", "excluded"}
+    )
+
+    @property
+    def the_plan(self) -> QuantPlan:
+        if self.plan is None:
+            raise RuntimeError("no quantization plan yet: the calibration step makes it")
+        return self.plan
+
+    @property
+    def bias_targets(self) -> list[str]:
+        """Quantized nodes, and float-compute nodes whose weights are still int8."""
+        plan = self.the_plan
+        return list(dict.fromkeys([*plan.nodes, *(w.node.name or "" for w in plan.weights)]))
+
+    def build(self, float_model: ir.Model, keep_float: frozenset[str] | None = None) -> ir.Model:
+        """A Q/DQ copy of `float_model` with the ranges and weights measured so far."""
+        q = graph_tools.clone(float_model)
+        exclude = self.excluded if keep_float is None else keep_float
+        InsertQdqPass(self.spec, self.ranges, exclude=exclude, weights=self.weights)(q)
+        return q
+
+    def report(self, stage: str) -> Callable[[int, int | None], None] | None:
+        """A progress callback for one stage (None when nobody listens)."""
+        progress = self.progress
+        if progress is None:
+            return None
+        return lambda done, total: progress(stage, done, total)
+
+
+@dataclass(frozen=True)
+class Statistic:
+    """Tensors a step wants to see during the calibration pass, and from how many samples
+    (a batch is visited when it starts before `samples`; None: every batch)."""
+
+    names: Sequence[str]
+    visit: Callable[[str, np.ndarray], None]
+    samples: int | None = None
+
+
+class Step(ABC):
+    """One PTQ step (see the module docstring)."""
+
+    name: ClassVar[str]  # its key in the report's seconds
+    needs: ClassVar[frozenset[str]] = frozenset()  # state fields written by earlier steps
+    gives: ClassVar[frozenset[str]] = frozenset()  # state fields it writes
+
+    def enabled(self, options: PtqOptions) -> bool:
+        return True
+
+    def collect(self, state: PtqState) -> Statistic | None:
+        """Tensors to see during the calibration pass (after the plan is made)."""
+        return None
+
+    @abstractmethod
+    def apply(self, state: PtqState) -> None: ...
+
+
+class Equalization(Step):
+    """Exact equalization of residual streams and activation-range equalization of
+    Conv → Relu/Clip → Conv pairs, from `equalize_samples` samples (`equalize.py`)."""
+
+    name = "equalize"
+    gives = frozenset({"model", "equalized_pairs", "equalized_streams"})
+
+    def enabled(self, options: PtqOptions) -> bool:
+        return options.equalize
+
+    def apply(self, state: PtqState) -> None:
+        o = state.options
+        state.equalized_pairs, state.equalized_streams = equalize(
+            state.model,
+            state.stream.take(o.equalize_samples),
+            headroom=o.equalize_headroom,
+            stream_alpha=o.stream_alpha,
+            pairs=o.equalize_pairs,
+            alpha_dense=o.equalize_alpha_dense,
+            exclude=state.excluded,
+            threads=o.threads,
+        )
+
+
+class Calibration(Step):
+    """The plan, then one pass over the data: a histogram per planned tensor (`calibrate.py`)
+    and every later step's `Statistic`; ranges by the options' method."""
+
+    name = "calibrate"
+    needs = frozenset({"model"})
+    gives = frozenset({"plan", "stats", "samples", "ranges"})
+
+    def apply(self, state: PtqState) -> None:
+        o = state.options
+        plan = state.plan = plan_quantization(state.model.graph, state.spec, state.excluded)
+        stats = state.stats = {n: Histogram() for n in plan.calibrated}
+        wanted = [Statistic(plan.calibrated, lambda n, a: stats[n].update(a))]
+        for step in state.steps:
+            if step is not self and step.enabled(o):
+                extra = step.collect(state)
+                if extra is not None:
+                    wanted.append(extra)
+        state.samples = _one_pass(state, wanted)
+        if state.samples == 0:
+            raise PassInputError("calibration data is empty")
+        levels = state.spec.activation_qrange[1] - state.spec.activation_qrange[0]
+        symmetric = state.spec.activation_symmetric
+        if o.method == "percentile":
+            state.ranges = {
+                n: h.range(o.method, levels=levels, symmetric=symmetric, percentile=o.percentile)
+                for n, h in stats.items()
+            }
+        else:
+            state.ranges = {
+                n: h.range(o.method, levels=levels, symmetric=symmetric) for n, h in stats.items()
+            }
+
+
+def _one_pass(state: PtqState, wanted: Sequence[Statistic]) -> int:
+    """Run the working model once over the stream, feeding each `Statistic` its tensors."""
+    names = list(dict.fromkeys(n for s in wanted for n in s.names))
+    members = [(s, frozenset(s.names)) for s in wanted]
+    seen = 0
+
+    def visit(name: str, array: np.ndarray) -> None:
+        for s, these in members:
+            if name in these and (s.samples is None or seen < s.samples):
+                s.visit(name, array)
+
+    def batches() -> Iterator[dict[str, np.ndarray]]:
+        nonlocal seen
+        for feeds in state.stream:
+            yield feeds
+            seen += next(iter(feeds.values())).shape[0]
+
+    return run_with_outputs(
+        state.model,
+        names,
+        batches(),
+        visit,
+        progress=state.report("calibrate"),
+        total=state.stream.total,
+        threads=state.options.threads,
+    )
+
+
+class RangeSearch(Step):
+    """Re-choose each range read only by linear ops by the error it causes in their
+    outputs on `range_samples` samples (`range_search.py`)."""
+
+    name = "range_search"
+    needs = frozenset({"model", "plan", "stats", "ranges"})
+    gives = frozenset({"ranges"})
+
+    def enabled(self, options: PtqOptions) -> bool:
+        return options.range_search
+
+    def apply(self, state: PtqState) -> None:
+        o = state.options
+        state.ranges = search_ranges(
+            state.model,
+            state.the_plan,
+            state.spec,
+            state.ranges,
+            state.stats,
+            state.stream.take(o.range_samples),
+            threads=o.threads,
+        )
+
+
+class Rounding(Step):
+    """GPTQ rounding of the int8 weights (`rounding.py`), from the layer-input second
+    moments the calibration pass gathers over the first `rounding_samples` samples."""
+
+    name = "rounding"
+    needs = frozenset({"plan"})
+    gives = frozenset({"hessians", "weights"})
+
+    def enabled(self, options: PtqOptions) -> bool:
+        return options.rounding == "gptq"
+
+    def collect(self, state: PtqState) -> Statistic:
+        hessians = state.hessians = HessianCollector(state.the_plan)
+        return Statistic(hessians.names, hessians.visit, state.options.rounding_samples)
+
+    def apply(self, state: PtqState) -> None:
+        if state.hessians is None:
+            raise RuntimeError("GPTQ rounding needs the calibration pass's Hessians")
+        state.weights = round_weights(state.hessians, state.spec)
+
+
+def _correct(state: PtqState, model: ir.Model, keep_float: frozenset[str]) -> int:
+    """Correct `model`'s biases in place for quantization with `keep_float` in float."""
+    o = state.options
+    removed = correct_bias(
+        model,
+        lambda m: state.build(m, keep_float),
+        state.bias_targets,
+        lambda: state.stream.take(o.bias_correction_samples),
+        threads=o.threads,
+    )
+    return len(removed)
+
+
+class BiasCorrection(Step):
+    """Remove the per-channel mean shift each quantized layer adds, measured on
+    `bias_correction_samples` samples (`bias_correction.py`); keeps the uncorrected
+    float model when the sensitivity step will need it."""
+
+    name = "bias_correction"
+    needs = frozenset({"model", "plan", "ranges", "weights"})
+    gives = frozenset({"model", "uncorrected", "bias_corrected"})
+
+    def enabled(self, options: PtqOptions) -> bool:
+        return options.bias_correction
+
+    def apply(self, state: PtqState) -> None:
+        if state.options.wants_sensitivity:
+            state.uncorrected = graph_tools.clone(state.model)
+        state.bias_corrected = _correct(state, state.model, state.excluded)
+
+
+class Sensitivity(Step):
+    """Per-layer sensitivity (one layer int8 with its own bias correction, the rest
+    exact FP32), then, with a budget, float fallback until it holds on
+    `sensitivity_samples` samples (`sensitivity.py`); the biases are corrected again
+    for the layers that stay float."""
+
+    name = "sensitivity"
+    needs = frozenset({"model", "plan", "ranges", "weights", "uncorrected"})
+    gives = frozenset({"model", "sensitivity", "kept", "score"})
+
+    def enabled(self, options: PtqOptions) -> bool:
+        return options.wants_sensitivity
+
+    def apply(self, state: PtqState) -> None:
+        o = state.options
+        uncorrected = state.uncorrected if state.uncorrected is not None else state.model
+        evaluator = Evaluator(
+            uncorrected, state.stream.take(o.sensitivity_samples), threads=o.threads
+        )
+        layers = [n for n in state.the_plan.nodes if n not in state.excluded]
+        corrected = state.model
+
+        def alone(_: ir.Model, others: frozenset[str]) -> ir.Model:
+            # One layer int8 (with its own bias correction) in an otherwise exact FP32
+            # model: other layers' weights stay float, or their int8 weights and
+            # biases corrected for *their* quantization would set a common floor.
+            variant = graph_tools.clone(uncorrected)
+            if o.bias_correction:
+                copy_biases(corrected, variant, set(layers) - others)
+            InsertQdqPass(
+                state.spec,
+                state.ranges,
+                exclude=others | state.excluded,
+                weights=state.weights,
+                excluded_weights=False,
+            )(variant)
+            return variant
+
+        scores = layer_sensitivity(
+            uncorrected, alone, layers, evaluator, progress=state.report("sensitivity")
+        )
+        state.sensitivity = {
+            k: {"sqnr_db": v.sqnr_db, "agreement": v.agreement} for k, v in scores.items()
+        }
+        if o.fallback:
+            self._fall_back(state, scores, evaluator, uncorrected)
+
+    @staticmethod
+    def _fall_back(
+        state: PtqState, scores: dict[str, Score], evaluator: Evaluator, uncorrected: ir.Model
+    ) -> None:
+        o = state.options
+        kept, score = auto_fallback(
+            state.model,
+            state.build,
+            scores,
+            evaluator,
+            min_sqnr_db=o.min_sqnr_db if o.min_sqnr_db is not None else -float("inf"),
+            min_agreement=o.min_agreement,
+            max_layers=o.max_float_layers,
+            exclude=state.excluded,
+        )
+        if kept and o.bias_correction:
+            # the corrections were measured with these layers quantized: measure again
+            work = graph_tools.clone(uncorrected)
+            _correct(state, work, state.excluded | frozenset(kept))
+            score = evaluator(state.build(work, state.excluded | frozenset(kept)))
+            state.model = work
+        state.kept, state.score = kept, score
+
+
+class QdqInsertion(Step):
+    """The final Q/DQ model, as the target's `QuantSpec` says (`qdq.py`)."""
+
+    name = "insert_qdq"
+    needs = frozenset({"model", "ranges", "weights", "kept"})
+    gives = frozenset({"quantized"})
+
+    def apply(self, state: PtqState) -> None:
+        state.quantized = state.build(state.model, state.excluded | frozenset(state.kept))
+
+
+def default_steps() -> tuple[Step, ...]:
+    """PTQ's steps in their order (see the `passes.quantize` module docstring)."""
+    return (
+        Equalization(),
+        Calibration(),
+        RangeSearch(),
+        Rounding(),
+        BiasCorrection(),
+        Sensitivity(),
+        QdqInsertion(),
+    )
+
+
+def check_order(steps: Iterable[Step], initial: Collection[str] = PtqState.INITIAL) -> None:
+    """Refuse a step list in which a step reads state no earlier step writes."""
+    written = set(initial)
+    for step in steps:
+        missing = sorted(step.needs - written)
+        if missing:
+            raise RuntimeError(
+                f"PTQ step {step.name!r} needs {', '.join(missing)}, which no earlier step gives"
+            )
+        written |= step.gives
+
+
+def run_steps(state: PtqState, steps: Sequence[Step]) -> None:
+    """Run the enabled steps in order over `state`, timing each under its name."""
+    check_order(steps)
+    state.steps = steps
+    for step in steps:
+        if step.enabled(state.options):
+            t = time.perf_counter()
+            step.apply(state)
+            state.seconds[step.name] = time.perf_counter() - t
+
+
+def start(
+    model: ir.Model,
+    calibration: CalibrationSource,
+    options: PtqOptions,
+    *,
+    spec: QuantSpec,
+    preprocess: Callable[[np.ndarray], np.ndarray] | None = None,
+    progress: Progress | None = None,
+) -> PtqState:
+    """The state the steps start from: a typed, named float copy of `model` (which is not
+    modified), the spec with the options' stem choice, and the calibration stream."""
+    if is_quantized(model):
+        raise PassInputError(
+            "the model is already quantized (it holds QuantizeLinear/DequantizeLinear nodes)"
+        )
+    work = graph_tools.clone(model)
+    graph_tools.ensure_types(work)
+    ir.passes.common.NameFixPass()(work)
+    unknown = set(options.exclude) - {n.name for n in work.graph}
+    if unknown:
+        raise PassOptionError(f"cannot keep unknown nodes in float: {', '.join(sorted(unknown))}")
+    if options.float_stem is not None and options.float_stem != spec.float_stem:
+        spec = spec.replace(float_stem=options.float_stem)
+    stem = stem_nodes(work.graph) if spec.float_stem else ()
+    stream = CalibrationStream(
+        calibration,
+        model_inputs(work),
+        samples=options.samples,
+        batch_size=options.batch_size,
+        preprocess=preprocess,
+    )
+    return PtqState(
+        model=work,
+        spec=spec,
+        options=options,
+        stream=stream,
+        excluded=frozenset(options.exclude) | frozenset(stem),
+        progress=progress,
+    )
