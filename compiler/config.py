@@ -91,9 +91,7 @@ class CompileConfig:
             v = getattr(self, name)
             if v is not None and v < 1:
                 raise UsageError(f"--{name.replace('_', '-')} must be at least 1")
-        from compiler.prune_stage import validate as validate_prune
-
-        validate_prune(self.prune_mode, self.prune_ratio, self.finetune_epochs)
+        _validate_prune(self.prune_mode, self.prune_ratio, self.finetune_epochs)
         if self.finetune_epochs is not None and self.finetune_epochs < 1:
             raise UsageError("--finetune-epochs must be at least 1")
         if self.calib_method is not None and self.calib_method not in CALIB_METHODS:
@@ -110,6 +108,23 @@ class CompileConfig:
             raise UsageError("--lr must be positive")
         if not 13 <= self.opset <= 21:
             raise UsageError("--opset must be between 13 and 21")
+
+
+def _validate_prune(mode: str | None, ratio: float | None, finetune_epochs: int | None) -> None:
+    """--prune, --prune-mode and --finetune-epochs: one pruning request that makes sense."""
+    if mode is None and ratio is None and finetune_epochs is None:
+        return
+    if mode is not None:
+        from passes.prune import PRUNE_MODES  # loads onnx_ir: only when a mode is named
+
+        if mode not in PRUNE_MODES:
+            raise UsageError(f"--prune-mode must be one of {', '.join(PRUNE_MODES)}")
+    if mode != "2:4" and ratio is None:
+        raise UsageError("--prune RATIO is required (a fraction in [0, 1), e.g. 0.3)")
+    if ratio is not None and not 0.0 <= ratio < 1.0:
+        raise UsageError("--prune RATIO must be a fraction in [0, 1), e.g. 0.3")
+    if finetune_epochs is not None and (mode or "unstructured") != "channel":
+        raise UsageError("--finetune-epochs applies to --prune-mode channel")
 
 
 def parse_shape(text: str) -> tuple[int, ...]:

@@ -163,7 +163,7 @@ def transform(
     model, pruning = fp32_model, None
     if config.prune_mode is not None or config.prune_ratio is not None:
         model, outcome = prune_stage.run_prune(
-            config, source, loaded.evalset, target.name, records, progress, fp32_model
+            config, source, loaded.evalset, target.channel_multiple, records, progress, fp32_model
         )
         pruning = outcome.to_dict()
     models: dict[str, ir.Model] = {}

@@ -34,7 +34,7 @@ from compiler.recording import PassRecord, RecordingPass
 from compiler.sources import ModelSource
 from compiler.stages.boundary import pass_errors
 from compiler.stages.optimize import optimize
-from passes.prune import PRUNE_MODES, PrunePassResult, PruneSummary, prune_pass
+from passes.prune import PrunePassResult, PruneSummary, prune_pass
 
 if TYPE_CHECKING:
     import torch
@@ -42,8 +42,6 @@ if TYPE_CHECKING:
 Progress = Callable[[str, int, int], None]
 
 log = logging.getLogger(__name__)
-
-CHANNEL_MULTIPLE = {"cpu": 16, "cuda": 8, "tensorrt": 8}
 
 
 @dataclass
@@ -62,20 +60,6 @@ class PruneOutcome:
             **self.summary.as_dict(),
             "finetune": self.finetune,
         }
-
-
-def validate(mode: str | None, ratio: float | None, finetune_epochs: int | None) -> None:
-    """The prune flags' checks (compiler/config.py still calls this; it is to own them)."""
-    if mode is None and ratio is None and finetune_epochs is None:
-        return
-    if mode is not None and mode not in PRUNE_MODES:
-        raise UsageError(f"--prune-mode must be one of {', '.join(PRUNE_MODES)}")
-    if mode != "2:4" and ratio is None:
-        raise UsageError("--prune RATIO is required (a fraction in [0, 1), e.g. 0.3)")
-    if ratio is not None and not 0.0 <= ratio < 1.0:
-        raise UsageError("--prune RATIO must be a fraction in [0, 1), e.g. 0.3")
-    if finetune_epochs is not None and (mode or "unstructured") != "channel":
-        raise UsageError("--finetune-epochs applies to --prune-mode channel")
 
 
 def export_for_planning(module: torch.nn.Module, example: torch.Tensor) -> ir.Model:
@@ -154,20 +138,16 @@ def run_prune(
     config: CompileConfig,
     source: ModelSource,
     evalset: EvalSet,
-    target_name: str,
+    round_to: int,
     records: list[PassRecord],
     progress: Progress,
     fp32_model: ir.Model,
-    *,
-    round_to: int | None = None,
 ) -> tuple[ir.Model, PruneOutcome]:
     """Prune the optimized graph (after torch fine-tuning when asked).
 
-    `round_to` is the channel multiple the target prefers (default: by target name).
+    `round_to` is the channel multiple the target prefers (`Target.channel_multiple`).
     """
     mode = config.prune_mode or "unstructured"
-    if round_to is None:
-        round_to = CHANNEL_MULTIPLE.get(target_name, 8)
     finetune = None
     if config.finetune_epochs:
         model, finetune = _finetuned_graph(

@@ -93,18 +93,19 @@ def test_run_prune_takes_the_channel_multiple_from_the_caller(small_cnn_onnx: Pa
     from compiler.prune_stage import run_prune
     from compiler.sources import resolve
     from compiler.stages.optimize import optimize
+    from targets.registry import get_target
 
     source = resolve(str(small_cnn_onnx))
     fp32, records = optimize(ir.from_proto(source.proto))
     config = CompileConfig(model=str(small_cnn_onnx), prune_mode="channel", prune_ratio=0.5)
     unused = EvalSet(inputs={}, labels=None, source="unused without --finetune-epochs")
 
-    def conv_channels(**kw: int) -> int:
-        _, outcome = run_prune(config, source, unused, "cpu", records, lambda *a: None, fp32, **kw)
+    def conv_channels(multiple: int) -> int:
+        _, outcome = run_prune(config, source, unused, multiple, records, lambda *a: None, fp32)
         (conv,) = [g for g in outcome.to_dict()["groups"] if g["status"] != "refused"]
         return conv["channels_after"]
 
-    # 8 channels: on cpu (multiple 16, more than the group) 4 are kept; a multiple of 8 keeps all
-    assert conv_channels() == 4
-    assert conv_channels(round_to=8) == 8
+    # 8 channels: with cpu's multiple (16, more than the group) 4 are kept; a multiple of 8 keeps all
+    assert conv_channels(get_target("cpu").channel_multiple) == 4
+    assert conv_channels(8) == 8
     assert records[-1].name == "PruneChannelsPass"
