@@ -12,8 +12,10 @@ from collections.abc import Callable
 import onnx_ir as ir
 import onnx_ir.passes as irp
 
-from compiler.ground.errors import InvalidInput
+from compiler.ground.errors import EdgecError, InvalidInput
 from compiler.recording import PassRecord, RecordingPass
+from compiler.stages.boundary import pass_errors
+from passes.errors import PassError as PassFailure
 
 
 def build_passes() -> list[irp.PassBase]:
@@ -31,7 +33,18 @@ def optimize(
     records: list[PassRecord] = []
     verifier = _verifier(seed) if verify else None
     wrapped = [RecordingPass(p, records, verifier=verifier) for p in build_passes()]
-    result = irp.PassManager(wrapped, steps=1)(model)
+    with pass_errors():
+        try:
+            result = irp.PassManager(wrapped, steps=1)(model)
+        except irp.PassError as e:
+            # the PassManager wraps what a pass raised (once per pass, once per step);
+            # ours carry the exit code
+            cause: BaseException | None = e
+            while isinstance(cause, irp.PassError):
+                cause = cause.__cause__
+            if isinstance(cause, EdgecError | PassFailure):
+                raise cause from None
+            raise
     return result.model, records
 
 
