@@ -43,8 +43,11 @@ log = logging.getLogger(__name__)
 
 def calibration_samples(config: CompileConfig, source: ModelSource) -> int | None:
     """--calib-samples, else the zoo model's own default, else PTQ's (None: all samples)."""
-    default = getattr(source.zoo_spec, "default_calib_samples", None)
-    return config.calib_samples or default or PtqOptions().samples
+    if config.calib_samples:
+        return config.calib_samples
+    if source.zoo_spec is not None:
+        return source.zoo_spec.default_calib_samples
+    return PtqOptions().samples
 
 
 def ptq_options(config: CompileConfig, source: ModelSource, *, threads: int = 0) -> PtqOptions:
@@ -78,7 +81,8 @@ def calibration_source(
                 f"{source.name} is not a zoo model: give calibration data with --calib "
                 "(a .npy/.npz file, or a folder of images for zoo image models)"
             )
-        return spec.calibration_data(n), None, n, f"zoo:{spec.name} calibration set"  # type: ignore[attr-defined]  # zoo_spec is a models.registry.ModelSpec, typed object here
+        count = n if n is not None else spec.default_calib_samples
+        return spec.calibration_data(count), None, count, f"zoo:{spec.name} calibration set"
     path = Path(arg)
     preprocess = None
     if path.is_dir():
@@ -163,7 +167,7 @@ def run_qat(
     with pass_errors():
         model, section = run_qat_stage(
             source.torch_module,  # type: ignore[arg-type]  # a torch source's module is an nn.Module, typed object here
-            target.quant_spec,  # type: ignore[attr-defined]  # every int8 target has a quant_spec; targets.base.Target does not declare it
+            target.quant_spec,
             train_inputs=training_inputs(config, source),
             train_labels=None,
             eval_inputs=next(iter(evalset.inputs.values())),

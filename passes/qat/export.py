@@ -25,10 +25,10 @@ import logging
 import numpy as np
 import onnx_ir as ir
 
-from passes.qat.fake_quant import QuantLayer
+from passes.qat.fake_quant import ActivationQuantizer, QuantLayer
 from passes.qat.graph import QUANTIZERS, cleanup, export_graph, floatified, strip_taps, tap
 from passes.qat.prepare import QatModel
-from passes.quantize.plan import plan_quantization
+from passes.quantize.plan import QuantPlan, plan_quantization
 from passes.quantize.qdq import InsertQdqPass, activation_params
 
 logger = logging.getLogger(__name__)
@@ -77,7 +77,7 @@ def export_qat(qm: QatModel) -> ir.Model:
     return result.model
 
 
-def _weights(plan, qm: QatModel) -> dict[str, tuple[np.ndarray, np.ndarray]]:  # type: ignore[no-untyped-def]
+def _weights(plan: QuantPlan, qm: QatModel) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """ONNX weight name → (float weight, fixed scales) of the layer that holds it.
 
     Layers are recognized by content: the exported initializer is the layer's
@@ -95,7 +95,7 @@ def _weights(plan, qm: QatModel) -> dict[str, tuple[np.ndarray, np.ndarray]]:  #
     for site in plan.weights:
         value = site.node.inputs[site.index]
         tensor = value.const_value if value is not None else None
-        if tensor is None:
+        if value is None or tensor is None:
             continue
         arr = np.ascontiguousarray(tensor.numpy())
         hit = by_content.get((arr.shape, arr.tobytes()))
@@ -116,7 +116,7 @@ def _weights(plan, qm: QatModel) -> dict[str, tuple[np.ndarray, np.ndarray]]:  #
     return out
 
 
-def _check_placement(plan, marked: dict[str, tuple[str, set[tuple[str, int]]]]) -> None:  # type: ignore[no-untyped-def]
+def _check_placement(plan: QuantPlan, marked: dict[str, tuple[str, set[tuple[str, int]]]]) -> None:
     problems = []
     for name, site in plan.activations.items():
         want = {(n.name or "", i) for n, i in site.edges}
@@ -138,7 +138,9 @@ def _check_placement(plan, marked: dict[str, tuple[str, set[tuple[str, int]]]]) 
         raise RuntimeError("QAT placement differs from the PTQ plan: " + "; ".join(problems[:5]))
 
 
-def _sync(params: dict, quantizer_of: dict) -> None:  # type: ignore[type-arg]
+def _sync(
+    params: dict[str, tuple[np.float32, np.integer]], quantizer_of: dict[str, ActivationQuantizer]
+) -> None:
     for name, (scale, zp) in params.items():
         q = quantizer_of[name]
         s = np.float32(q.effective_scale().detach().reshape(()).item())

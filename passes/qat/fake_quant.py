@@ -35,10 +35,13 @@ reproduced bit for bit:
 from __future__ import annotations
 
 import math
+from typing import cast
 
 import numpy as np
 import torch
 from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
+from torch.nn.modules.conv import _ConvNd
 
 __all__ = [
     "WEIGHTED",
@@ -114,6 +117,8 @@ class ActivationQuantizer(nn.Module):
         bounds: the interval of the Relu/Clip that produced the tensor.
         learn_scale: train the scale (LSQ); otherwise it stays at its calibrated value.
     """
+
+    zero_point: torch.Tensor  # a buffer
 
     def __init__(
         self,
@@ -230,13 +235,16 @@ class QuantLayer(nn.Module):
     quantization is enabled) except during BN warm-up, where they follow max|W|.
     """
 
+    bn_frozen: torch.Tensor  # a buffer
+    w_scale: torch.Tensor  # a buffer
+
     def __init__(self, layer: nn.Module, bn: nn.Module | None = None) -> None:
         super().__init__()
         if not isinstance(layer, WEIGHTED):
             raise TypeError(
                 f"QuantLayer wraps Conv/ConvTranspose/Linear, got {type(layer).__name__}"
             )
-        self.layer = layer
+        self.layer = cast("_ConvNd | nn.Linear", layer)  # one of WEIGHTED
         self.bn = bn
         self.register_buffer("bn_frozen", torch.tensor(True))
         self.register_buffer("w_scale", torch.ones(0))  # fixed weight scales; empty: max|W| / qmax
@@ -268,7 +276,7 @@ class QuantLayer(nn.Module):
             return
         w, b = self.folded()
         self.layer.weight = nn.Parameter(w.detach().clone())
-        self.layer.bias = nn.Parameter(b.detach().clone())  # type: ignore[union-attr]
+        self.layer.bias = nn.Parameter(b.detach().clone()) if b is not None else None
         self.bn = None
 
     def ensure_bias(self) -> None:
@@ -299,15 +307,12 @@ class QuantLayer(nn.Module):
         w, b = self.layer.weight, self.layer.bias
         if self.bn is None:
             return w, b
-        bn = self.bn
-        k = torch.rsqrt(bn.running_var + bn.eps)
-        if bn.affine:
-            k = bn.weight * k
+        k, mean, beta = _bn_parts(self.bn)
         w = w * k.reshape(-1, *([1] * (w.dim() - 1)))
-        b0 = b if b is not None else torch.zeros_like(bn.running_mean)
-        b = (b0 - bn.running_mean) * k
-        if bn.affine:
-            b = b + bn.bias
+        b0 = b if b is not None else torch.zeros_like(mean)
+        b = (b0 - mean) * k
+        if beta is not None:
+            b = b + beta
         return w, b
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -325,9 +330,7 @@ class QuantLayer(nn.Module):
     def _forward_bn_live(self, x: torch.Tensor) -> torch.Tensor:
         bn = self.bn
         assert bn is not None
-        k = torch.rsqrt(bn.running_var + bn.eps)
-        if bn.affine:
-            k = bn.weight * k
+        k, _, _ = _bn_parts(bn)
         w = self.layer.weight * k.reshape(-1, *([1] * (self.layer.weight.dim() - 1)))
         if self.quantize_weight:
             w = _weight_fq(
@@ -349,8 +352,10 @@ class QuantLayer(nn.Module):
         fn = {1: torch.nn.functional.conv_transpose1d, 2: torch.nn.functional.conv_transpose2d}.get(
             w.dim() - 2, torch.nn.functional.conv_transpose3d
         )
+        padding = layer.padding
+        assert not isinstance(padding, str)  # transposed convolutions take no padding mode
         return fn(
-            x, w, b, layer.stride, layer.padding, layer.output_padding, layer.groups, layer.dilation
+            x, w, b, layer.stride, padding, layer.output_padding, layer.groups, layer.dilation
         )
 
     def to_float(self) -> nn.Module:
@@ -363,6 +368,17 @@ class QuantLayer(nn.Module):
         if b is not None:
             plain.bias = nn.Parameter(b.detach().clone(), requires_grad=False)
         return plain.eval()
+
+
+def _bn_parts(bn: nn.Module) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """(k, running mean, beta) of a BatchNorm, k = gamma / sqrt(running_var + eps) the
+    per-channel factor that folding multiplies by (gamma 1 and beta None without affine)."""
+    if not isinstance(bn, _BatchNorm) or bn.running_mean is None or bn.running_var is None:
+        raise TypeError(f"QuantLayer folds BatchNorms with running statistics, got {bn!r}")
+    k = torch.rsqrt(bn.running_var + bn.eps)
+    if bn.affine:
+        return bn.weight * k, bn.running_mean, bn.bias
+    return k, bn.running_mean, None
 
 
 def _weight_fq(

@@ -197,7 +197,7 @@ def trace(module: nn.Module) -> fx.GraphModule:
     m = copy.deepcopy(module).eval()
     for sub in m.modules():
         if getattr(sub, "inplace", False) is True:
-            sub.inplace = False
+            setattr(sub, "inplace", False)  # noqa: B010 - any module with an inplace flag
     try:
         return fx.symbolic_trace(m)
     except Exception as e:  # noqa: BLE001 - fx raises many kinds

@@ -160,8 +160,10 @@ def _set_weights(qm: QatModel, nodes: dict[str, ir.Node]) -> None:
             b_int = int8_weight(b_value)  # int32 bias behind a DQ or folded
             b = b_int[0].astype(np.float32) * b_int[1] if b_int is not None else _const(b_value)
             layer.ensure_bias()
+            bias = layer.layer.bias
+            assert bias is not None  # ensure_bias made one
             with torch.no_grad():
-                layer.layer.bias.copy_(torch.from_numpy(b.astype(np.float32)))
+                bias.copy_(torch.from_numpy(b.astype(np.float32)))
 
 
 def apply_structure(qm: QatModel, structure: dict[str, Any]) -> None:
@@ -173,11 +175,13 @@ def apply_structure(qm: QatModel, structure: dict[str, Any]) -> None:
     if clips:
         if not hasattr(gm, "qat_clip"):
             gm.add_module("qat_clip", nn.ModuleDict())
+        modules = gm.get_submodule("qat_clip")
+        assert isinstance(modules, nn.ModuleDict)
         nodes = {n.name: n for n in gm.graph.nodes}
         for fx_name, (lo, hi) in clips.items():
             node = nodes[fx_name]
             x = node.args[0] if node.args else node.kwargs.get("input")
-            gm.qat_clip[fx_name] = nn.Hardtanh(float(lo), float(hi))
+            modules[fx_name] = nn.Hardtanh(float(lo), float(hi))
             with gm.graph.inserting_before(node):
                 new = gm.graph.call_module(f"qat_clip.{fx_name}", (x,))
             node.replace_all_uses_with(new)

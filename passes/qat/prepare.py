@@ -274,9 +274,9 @@ def _planning_export(
     names = [n.name for n in model.graph]
     if len(set(names)) != len(names) or not all(names):
         raise RuntimeError("the export has unnamed or duplicate node names")
-    for t in strip_taps(model):
-        for node, idx in t.readers:
-            edge_of[(node.name or "", idx)] = edges[int(t.tag)]
+    for tapped in strip_taps(model):
+        for reader, idx in tapped.readers:
+            edge_of[(reader.name or "", idx)] = edges[int(tapped.tag)]
     return cleanup(model), edge_of
 
 

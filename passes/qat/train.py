@@ -232,11 +232,7 @@ def qat(
     x_train, y_train, x_eval, y_eval = _validate(
         train_inputs, train_labels, eval_inputs, eval_labels, epochs, lr, batch_size, opts
     )
-    distill = opts.distill if opts.distill is not None else y_train is None
-    if not distill and y_train is None:
-        raise PassOptionError("QAT without distillation needs train_labels")
-    if resume and checkpoint_dir is None:
-        raise PassOptionError("resume=True needs a checkpoint_dir")
+    distill = _distill(opts, y_train, resume, checkpoint_dir)
     if opts.ptq.float_stem is not None:
         spec = spec.replace(float_stem=opts.ptq.float_stem)
     path = Path(checkpoint_dir) / CHECKPOINT_NAME if checkpoint_dir is not None else None
@@ -244,16 +240,7 @@ def qat(
     with _threads(opts.threads):
         t0 = time.perf_counter()
         teacher = copy.deepcopy(module).eval()
-        qm = prepare_qat(
-            module,
-            spec,
-            x_train[:1],
-            input_names=opts.input_names,
-            output_names=opts.output_names,
-            opset=opts.opset,
-            learn_scales=learn_scales,
-            fold_bn=opts.bn_warmup_epochs == 0,
-        )
+        qm = _prepare(module, spec, x_train, learn_scales, opts)
         times["prepare"] = time.perf_counter() - t0
         teacher_train = _logits(teacher, x_train, opts.eval_batch_size)
         teacher_eval = _logits(teacher, x_eval, opts.eval_batch_size)
@@ -274,10 +261,7 @@ def qat(
         times["train"] = time.perf_counter() - t2
         qm.module.eval()
         acc_after = history[-1]["accuracy"] if history else float(state["accuracy_before"])
-        t3 = time.perf_counter()
-        model = export_qat(qm)
-        times["export"] = time.perf_counter() - t3
-        acc_exported = _top1(torch.from_numpy(_run_onnx(model, x_eval.numpy(), opts)), loop.target)
+        model, acc_exported = _export(loop, times)
     return QatResult(
         model=model,
         module=qm.module,
@@ -293,6 +277,46 @@ def qat(
         seconds=times,
         ptq=state["ptq"],
     )
+
+
+def _prepare(
+    module: nn.Module, spec: QuantSpec, x: torch.Tensor, learn_scales: bool, opts: QatOptions
+) -> QatModel:
+    """The fake-quant copy of `module` (BatchNorm folded unless BN warm-up needs it live)."""
+    return prepare_qat(
+        module,
+        spec,
+        x[:1],
+        input_names=opts.input_names,
+        output_names=opts.output_names,
+        opset=opts.opset,
+        learn_scales=learn_scales,
+        fold_bn=opts.bn_warmup_epochs == 0,
+    )
+
+
+def _distill(
+    opts: QatOptions,
+    y_train: torch.Tensor | None,
+    resume: bool,
+    checkpoint_dir: str | os.PathLike[str] | None,
+) -> bool:
+    """Whether the run distills from the FP32 module (checked against labels and resume)."""
+    distill = opts.distill if opts.distill is not None else y_train is None
+    if not distill and y_train is None:
+        raise PassOptionError("QAT without distillation needs train_labels")
+    if resume and checkpoint_dir is None:
+        raise PassOptionError("resume=True needs a checkpoint_dir")
+    return distill
+
+
+def _export(loop: _Loop, times: dict[str, float]) -> tuple[ir.Model, float]:
+    """The QDQ model and its accuracy under onnxruntime (timed into `times`)."""
+    t = time.perf_counter()
+    model = export_qat(loop.qm)
+    times["export"] = time.perf_counter() - t
+    out = _run_onnx(model, loop.x_eval.numpy(), loop.opts)
+    return model, _top1(torch.from_numpy(out), loop.target)
 
 
 @dataclass
@@ -417,7 +441,8 @@ def _optimizer(
     student: nn.Module, lr: float, scale_lr: float | None, total_steps: int
 ) -> tuple[torch.optim.Optimizer, Any]:
     """Adam (quantizer scales in their own group) with a cosine schedule over all steps."""
-    scales, others = [], []
+    scales: list[nn.Parameter] = []
+    others: list[nn.Parameter] = []
     for name, p in student.named_parameters():
         if p.requires_grad:
             (scales if name.startswith(f"{QUANTIZERS}.") else others).append(p)
@@ -465,9 +490,10 @@ def _train_epoch(
             losses.append(distillation_loss(logits, t_logits, distill_loss, temperature))
         if y is not None:
             losses.append(F.cross_entropy(logits, y[idx]))
-        loss = losses[0] if len(losses) == 1 else sum(losses) / len(losses)
+        # the mean of the distillation and label losses when both apply
+        loss = losses[0] if len(losses) == 1 else (losses[0] + losses[1]) / 2
         opt.zero_grad(set_to_none=True)
-        loss.backward()  # type: ignore[union-attr]
+        loss.backward()
         opt.step()
         sched.step()
         n = len(idx)
@@ -566,26 +592,27 @@ def _validate(
         raise ValueError(f"lr must be > 0, got {lr!r}")
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
-    tensors = []
-    for what, x, y in (("train", train_inputs, train_labels), ("eval", eval_inputs, eval_labels)):
-        a = np.asarray(x)
-        if a.ndim < 1 or len(a) == 0 or not np.issubdtype(a.dtype, np.floating):
-            raise ValueError(
-                f"{what}_inputs must be a non-empty float array (N, ...), got {a.dtype} {a.shape}"
-            )
-        if not np.isfinite(a).all():
-            raise ValueError(f"{what}_inputs hold NaN or Inf")
-        xt = torch.from_numpy(np.array(a, dtype=np.float32, copy=True, order="C"))
-        yt = None
-        if y is not None:
-            b = np.asarray(y)
-            if b.shape != (len(a),) or not np.issubdtype(b.dtype, np.integer):
-                raise ValueError(
-                    f"{what}_labels must be ({len(a)},) integers, got {b.dtype} {b.shape}"
-                )
-            yt = torch.from_numpy(b.astype(np.int64))
-        tensors += [xt, yt]
-    return tensors[0], tensors[1], tensors[2], tensors[3]  # type: ignore[return-value]
+    x_train, y_train = _tensors("train", train_inputs, train_labels)
+    x_eval, y_eval = _tensors("eval", eval_inputs, eval_labels)
+    return x_train, y_train, x_eval, y_eval
+
+
+def _tensors(what: str, x: Any, y: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Checked float32 inputs and int64 labels (None without labels) as torch tensors."""
+    a = np.asarray(x)
+    if a.ndim < 1 or len(a) == 0 or not np.issubdtype(a.dtype, np.floating):
+        raise ValueError(
+            f"{what}_inputs must be a non-empty float array (N, ...), got {a.dtype} {a.shape}"
+        )
+    if not np.isfinite(a).all():
+        raise ValueError(f"{what}_inputs hold NaN or Inf")
+    xt = torch.from_numpy(np.array(a, dtype=np.float32, copy=True, order="C"))
+    if y is None:
+        return xt, None
+    b = np.asarray(y)
+    if b.shape != (len(a),) or not np.issubdtype(b.dtype, np.integer):
+        raise ValueError(f"{what}_labels must be ({len(a)},) integers, got {b.dtype} {b.shape}")
+    return xt, torch.from_numpy(b.astype(np.int64))
 
 
 # -- checkpoints ---------------------------------------------------------------------------

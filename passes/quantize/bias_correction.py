@@ -116,12 +116,12 @@ def copy_biases(source: ir.Model, target: ir.Model, names: Iterable[str]) -> Non
     are left alone."""
     wanted = set(names)
     biases = {
-        n.name: graph_tools.constant(n.inputs[2])
+        n.name or "": graph_tools.constant(n.inputs[2])
         for n in source.graph
         if n.name in wanted and len(n.inputs) > 2 and n.inputs[2] is not None
     }
     for node in target.graph:
-        new = biases.get(node.name)
+        new = biases.get(node.name or "")
         if new is None:
             continue
         has = len(node.inputs) > 2 and node.inputs[2] is not None

@@ -33,6 +33,7 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import onnx_ir as ir
@@ -57,8 +58,8 @@ class Histogram:
     count: int = 0  # elements seen by the histogram (incl. zeros)
     zeros: int = 0
     width: float = 0.0
-    pos: np.ndarray = field(default=None)  # type: ignore[assignment]
-    neg: np.ndarray = field(default=None)  # type: ignore[assignment]  # neg[k]: [-(k+1)w, -kw)
+    pos: np.ndarray = field(init=False, repr=False)  # set by __post_init__
+    neg: np.ndarray = field(init=False, repr=False)  # neg[k]: [-(k+1)w, -kw)
 
     def __post_init__(self) -> None:
         if self.bins % 2:
@@ -180,13 +181,17 @@ class Histogram:
         lo, hi = min(self.min, 0.0), max(self.max, 0.0)
         for _ in range(3 if lo < 0 else 1):
             if hi > 0:
-                hi = _best_upper(
-                    self.pos, centers, lambda t, lo=lo: (t - lo) / levels, self.max, w, 0.0, k
-                )
+
+                def above(t: np.ndarray, lo: float = lo) -> np.ndarray:
+                    return (t - lo) / levels
+
+                hi = _best_upper(self.pos, centers, above, self.max, w, 0.0, k)
             if lo < 0:
-                lo = -_best_upper(
-                    self.neg, centers, lambda t, hi=hi: (t + hi) / levels, -self.min, w, 0.0, k
-                )
+
+                def below(t: np.ndarray, hi: float = hi) -> np.ndarray:
+                    return (t + hi) / levels
+
+                lo = -_best_upper(self.neg, centers, below, -self.min, w, 0.0, k)
         return (lo, hi)
 
 
@@ -196,7 +201,15 @@ def _first_where_tail_le(hist: np.ndarray, tail: float) -> int:
     return int(np.argmax(above <= tail))
 
 
-def _best_upper(hist, centers, step, vmax, width, fixed, k=1.0) -> float:  # type: ignore[no-untyped-def]
+def _best_upper(
+    hist: np.ndarray,
+    centers: np.ndarray,
+    step: Callable[[np.ndarray], np.ndarray],
+    vmax: float,
+    width: float,
+    fixed: float,
+    k: float = 1.0,
+) -> float:
     """Upper threshold t (a bin edge, or vmax) minimizing noise inside + clipping outside."""
     n = hist.astype(np.float64)
     # suffix sums over bins strictly above each candidate edge k*w (k = 1..bins)
@@ -307,8 +320,9 @@ class CalibrationResult:
     samples: int
     seconds: float
 
-    def ranges(self, method: str, **options: float | int | bool) -> dict[str, tuple[float, float]]:
-        return {n: h.range(method, **options) for n, h in self.stats.items()}  # type: ignore[arg-type]
+    def ranges(self, method: str, **options: Any) -> dict[str, tuple[float, float]]:
+        """Every tensor's range by `method`; `options` are `Histogram.range`'s keywords."""
+        return {n: h.range(method, **options) for n, h in self.stats.items()}
 
 
 def collect_stats(

@@ -265,7 +265,7 @@ def _set_clip_max(graph: ir.Graph, clip: ir.Node, top: float) -> None:
         producer = old.producer()
         if producer is not None and graph_tools.is_std(producer, "Constant"):
             graph.remove(producer, safe=True)
-        elif old.name in graph.initializers and not old.is_graph_input():
+        elif old.name and old.name in graph.initializers and not old.is_graph_input():
             graph.initializers.pop(old.name)
 
 
@@ -433,9 +433,10 @@ class EqualizeStreamPass(ir.passes.InPlacePass):
             if any(p.metadata_props.get(MARK) for p in stream.producers):
                 continue
             rs = [self.ranges.get(v.name or "") for v in stream.values]
-            if any(r is None or r.shape != (stream.channels,) for r in rs):
+            known = [r for r in rs if r is not None and r.shape == (stream.channels,)]
+            if len(known) != len(rs):
                 continue
-            r = np.max(np.stack(rs), axis=0).astype(np.float64)  # type: ignore[arg-type]
+            r = np.max(np.stack(known), axis=0).astype(np.float64)
             top = float(r.max())
             if top <= 0:
                 continue

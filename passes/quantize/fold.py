@@ -116,7 +116,7 @@ def fold_float_weights(graph: ir.Graph) -> int:
         old_scale, old_zp = dq.inputs[1], dq.inputs[2] if len(dq.inputs) > 2 else None
         graph.remove(dq, safe=True)
         for v in (old_scale, old_zp):
-            if v is not None and not v.uses() and v.name in graph.initializers:
+            if v is not None and not v.uses() and v.name and v.name in graph.initializers:
                 graph.initializers.pop(v.name)
         done += 1
     return done

@@ -33,9 +33,9 @@ def activation_qparams(lo: float, hi: float, spec: QuantSpec) -> tuple[np.float3
         raise ValueError(f"activation range [{lo}, {hi}] is not finite")
     if spec.activation_symmetric:
         amax = max(-lo, hi)
-        scale = np.float32(max(amax / qmax, _TINY))
+        scale = np.float32(max(amax / qmax, float(_TINY)))
         return scale, zp_dtype(0)
-    scale = np.float32(max((hi - lo) / (qmax - qmin), _TINY))
+    scale = np.float32(max((hi - lo) / (qmax - qmin), float(_TINY)))
     zp = int(np.clip(qmin - np.round(lo / float(scale)), qmin, qmax))
     # Keep the top of the quantized range inside [lo, hi] as float32 computes it.
     if hi > 0 and zp < qmax:
@@ -59,12 +59,12 @@ def quantize_weight(
         return q, np.asarray(scale, dtype=np.float32)
     axis = axis % w.ndim
     reduce = tuple(i for i in range(w.ndim) if i != axis)
-    amax = np.abs(w).max(axis=reduce) if w.size else np.zeros(w.shape[axis], np.float32)
-    scale = np.where(amax > 0, amax / qmax, 1.0).astype(np.float32)
+    peaks = np.abs(w).max(axis=reduce) if w.size else np.zeros(w.shape[axis], np.float32)
+    scales = np.where(peaks > 0, peaks / qmax, 1.0).astype(np.float32)
     shape = [1] * w.ndim
     shape[axis] = -1
-    q = np.clip(np.round(w / scale.reshape(shape)), -qmax, qmax).astype(np.int8)
-    return q, scale
+    q = np.clip(np.round(w / scales.reshape(shape)), -qmax, qmax).astype(np.int8)
+    return q, scales
 
 
 def dequantize_weight(q: np.ndarray, scale: np.ndarray, axis: int | None) -> np.ndarray:

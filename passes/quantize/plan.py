@@ -148,24 +148,46 @@ def plan_quantization(
     """
     if spec.float_stem:
         exclude = frozenset(exclude) | frozenset(stem_nodes(graph))
-    order = {id(n): i for i, n in enumerate(graph)}
-    acts: dict[str, ActivationSite] = {}
-    weights: list[WeightSite] = []
-    biases: list[BiasSite] = []
-    quantized: list[str] = []
+    planner = _Planner(graph, spec, frozenset(exclude), excluded_weights)
+    for node in graph:
+        planner.visit(node)
+    return planner.finish()
 
-    def want(value: ir.Value | None, node: ir.Node | None, idx: int | None, bounds=None) -> bool:  # type: ignore[no-untyped-def]
+
+class _Planner:
+    """The rules of the module docstring, applied node by node in graph order."""
+
+    def __init__(
+        self, graph: ir.Graph, spec: QuantSpec, exclude: frozenset[str], excluded_weights: bool
+    ) -> None:
+        self.spec = spec
+        self.exclude = exclude
+        self.excluded_weights = excluded_weights
+        self.order = {id(n): i for i, n in enumerate(graph)}
+        self.acts: dict[str, ActivationSite] = {}
+        self.weights: list[WeightSite] = []
+        self.biases: list[BiasSite] = []
+        self.quantized: list[str] = []
+
+    def want(
+        self,
+        value: ir.Value | None,
+        node: ir.Node | None,
+        idx: int | None,
+        bounds: tuple[float, float] | None = None,
+    ) -> bool:
+        """Quantize `value` (read by `node`'s input `idx`, when given); False if it cannot be."""
         if (
             value is None
             or not graph_tools.is_float(value)
             or graph_tools.constant(value) is not None
         ):
             return False
-        site = acts.get(value.name or "")
+        site = self.acts.get(value.name or "")
         if site is None:
             if not value.name:
                 return False
-            site = acts[value.name] = ActivationSite(value)
+            site = self.acts[value.name] = ActivationSite(value)
             producer = value.producer()
             if producer is not None:
                 b = graph_tools.activation_bounds(producer)
@@ -177,62 +199,23 @@ def plan_quantization(
             site.bounds = (max(site.bounds[0], bounds[0]), min(site.bounds[1], bounds[1]))
         return True
 
-    for node in graph:
+    def visit(self, node: ir.Node) -> None:
         if node.domain not in ("", "ai.onnx"):
-            continue
-        if node.name in exclude:
-            if excluded_weights and node.op_type in spec.weighted_ops:
-                w_idx = _weight_index(node)
-                if w_idx is not None:
-                    w_arr = graph_tools.constant(node.inputs[w_idx])
-                    assert w_arr is not None
-                    weights.append(
-                        WeightSite(node, w_idx, _weight_axis(spec, node, w_idx, w_arr.ndim))
-                    )
-            continue
-        op = node.op_type
+            return
+        if node.name in self.exclude:
+            self._excluded(node)
+            return
+        spec, op = self.spec, node.op_type
         runs_quantized = False
         if op in spec.weighted_ops:
-            w_idx = _weight_index(node)
-            if w_idx is None and op != "MatMul":
-                logger.debug("not quantizing %s: its weight is not a constant float", node.name)
-                continue
-            ok = True
-            for i, v in enumerate(node.inputs[:2]):
-                if i != w_idx and not want(v, node, i):
-                    ok = False
-            if w_idx is not None:
-                w_arr = graph_tools.constant(node.inputs[w_idx])
-                assert w_arr is not None
-                rank = w_arr.ndim
-                weights.append(WeightSite(node, w_idx, _weight_axis(spec, node, w_idx, rank)))
-                x = node.inputs[1 - w_idx] if op == "MatMul" else node.inputs[0]
-                has_bias = op in ("Conv", "ConvTranspose", "Gemm") and len(node.inputs) > 2
-                if (
-                    spec.bias_int32
-                    and has_bias
-                    and ok
-                    and x is not None
-                    and graph_tools.constant(node.inputs[2]) is not None
-                    and (op != "Gemm" or _gemm_bias_ok(node))
-                    and (op != "ConvTranspose" or graph_tools.attr_int(node, "group", 1) == 1)
-                ):
-                    bias = graph_tools.constant(node.inputs[2])
-                    if bias is not None and bias.ndim == 1:
-                        biases.append(BiasSite(node, 2, x, w_idx))
-            runs_quantized = ok
+            weighted = self._weighted(node)
+            if weighted is None:
+                return
+            runs_quantized = weighted
         elif op == "Add" and spec.float_skip and _chained_add(node):
             pass  # adds in float: rule 2
         elif op == "Add" and spec.residual_add != "none":
-            inputs = [v for v in node.inputs if v is not None]
-            if len(inputs) == 2 and all(
-                graph_tools.is_float(v) and graph_tools.constant(v) is None for v in inputs
-            ):
-                if spec.residual_add == "all":
-                    runs_quantized = all(want(v, node, i) for i, v in enumerate(node.inputs))
-                else:
-                    r = _residual_index(node, spec, order)
-                    want(node.inputs[r], node, r)
+            runs_quantized = self._add(node)
         elif op in spec.input_ops:
             ins = [
                 (i, v)
@@ -240,26 +223,85 @@ def plan_quantization(
                 if v is not None and graph_tools.is_float(v)
             ]
             if ins and all(graph_tools.constant(v) is None for _, v in ins):
-                runs_quantized = all([want(v, node, i) for i, v in ins])
+                runs_quantized = all([self.want(v, node, i) for i, v in ins])
         if op in spec.output_ops and runs_quantized:
             out, bounds = _fused_output(node, spec)
             if out is not None and not out.is_graph_output():
-                want(out, None, None, bounds)
-                acts[out.name or ""].from_producer = True  # type: ignore[index]
+                self.want(out, None, None, bounds)
+                self.acts[out.name or ""].from_producer = True
         if runs_quantized and node.name:
-            quantized.append(node.name)
+            self.quantized.append(node.name)
 
-    # Graph outputs stay float for the graph (only the listed edges read the DQ);
-    # producer-quantized tensors feed every reader except excluded ones.
-    for site in acts.values():
-        if site.from_producer and not site.value.is_graph_output():
-            for use in site.value.uses():
-                if use.node.name not in exclude and (use.node, use.idx) not in site.edges:
-                    site.edges.append((use.node, use.idx))
-    for name in [n for n, s in acts.items() if not s.edges]:
-        del acts[name]
-    share = _shared_ranges(acts)
-    return QuantPlan(acts, weights, biases, share, quantized, frozenset(exclude))
+    def _excluded(self, node: ir.Node) -> None:
+        """A node kept in float: only its weight may still be stored as int8."""
+        if self.excluded_weights and node.op_type in self.spec.weighted_ops:
+            w_idx = _weight_index(node)
+            if w_idx is not None:
+                w_arr = graph_tools.constant(node.inputs[w_idx])
+                assert w_arr is not None
+                self.weights.append(
+                    WeightSite(node, w_idx, _weight_axis(self.spec, node, w_idx, w_arr.ndim))
+                )
+
+    def _weighted(self, node: ir.Node) -> bool | None:
+        """Rule 1: whether the weighted op runs quantized (None: its weight is not a
+        constant float, so the node is left alone)."""
+        spec, op = self.spec, node.op_type
+        w_idx = _weight_index(node)
+        if w_idx is None and op != "MatMul":
+            logger.debug("not quantizing %s: its weight is not a constant float", node.name)
+            return None
+        ok = True
+        for i, v in enumerate(node.inputs[:2]):
+            if i != w_idx and not self.want(v, node, i):
+                ok = False
+        if w_idx is None:
+            return ok
+        w_arr = graph_tools.constant(node.inputs[w_idx])
+        assert w_arr is not None
+        self.weights.append(WeightSite(node, w_idx, _weight_axis(spec, node, w_idx, w_arr.ndim)))
+        x = node.inputs[1 - w_idx] if op == "MatMul" else node.inputs[0]
+        has_bias = op in ("Conv", "ConvTranspose", "Gemm") and len(node.inputs) > 2
+        if (
+            spec.bias_int32
+            and has_bias
+            and ok
+            and x is not None
+            and graph_tools.constant(node.inputs[2]) is not None
+            and (op != "Gemm" or _gemm_bias_ok(node))
+            and (op != "ConvTranspose" or graph_tools.attr_int(node, "group", 1) == 1)
+        ):
+            bias = graph_tools.constant(node.inputs[2])
+            if bias is not None and bias.ndim == 1:
+                self.biases.append(BiasSite(node, 2, x, w_idx))
+        return ok
+
+    def _add(self, node: ir.Node) -> bool:
+        """Rule 2 for an Add of two computed tensors: all inputs, or the residual one."""
+        inputs = [v for v in node.inputs if v is not None]
+        if len(inputs) != 2 or not all(
+            graph_tools.is_float(v) and graph_tools.constant(v) is None for v in inputs
+        ):
+            return False
+        if self.spec.residual_add == "all":
+            return all(self.want(v, node, i) for i, v in enumerate(node.inputs))
+        r = _residual_index(node, self.spec, self.order)
+        self.want(node.inputs[r], node, r)
+        return False
+
+    def finish(self) -> QuantPlan:
+        """Rule 4 and the edges: producer-quantized tensors feed every reader except
+        excluded ones (graph outputs only the listed edges); unread sites are dropped."""
+        acts = self.acts
+        for site in acts.values():
+            if site.from_producer and not site.value.is_graph_output():
+                for use in site.value.uses():
+                    if use.node.name not in self.exclude and (use.node, use.idx) not in site.edges:
+                        site.edges.append((use.node, use.idx))
+        for name in [n for n, s in acts.items() if not s.edges]:
+            del acts[name]
+        share = _shared_ranges(acts)
+        return QuantPlan(acts, self.weights, self.biases, share, self.quantized, self.exclude)
 
 
 def _chained_add(node: ir.Node) -> bool:

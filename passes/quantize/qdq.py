@@ -33,7 +33,7 @@ import onnx_ir as ir
 from passes import graph_tools
 from passes.quantize.fold import fold_float_weights, int8_weight
 from passes.quantize.params import activation_qparams, quantize_bias, quantize_weight
-from passes.quantize.plan import QuantPlan, plan_quantization
+from passes.quantize.plan import ActivationSite, BiasSite, QuantPlan, WeightSite, plan_quantization
 from passes.quantize.spec import QuantSpec
 
 logger = logging.getLogger(__name__)
@@ -137,8 +137,14 @@ class _Inserter:
         return value
 
     def _node(
-        self, op: str, inputs: list[ir.Value], base: str, out_type: ir.DataType, shape, axis=None
-    ) -> ir.Node:  # type: ignore[no-untyped-def]
+        self,
+        op: str,
+        inputs: list[ir.Value],
+        base: str,
+        out_type: ir.DataType,
+        shape: ir.Shape | None,
+        axis: int | None = None,
+    ) -> ir.Node:
         name = graph_tools.unique_name(self.graph, f"{base}_{op}", self.taken)
         out = ir.Value(
             name=graph_tools.unique_name(
@@ -161,8 +167,8 @@ class _Inserter:
         if self.spec.fold_float_weights:
             fold_float_weights(self.graph)
 
-    def _activation(self, name, site) -> None:  # type: ignore[no-untyped-def]
-        value: ir.Value = site.value
+    def _activation(self, name: str, site: ActivationSite) -> None:
+        value = site.value
         scale, zp = self.params[name]
         s = self._init(f"{name}_scale", np.asarray(scale, dtype=np.float32))
         z = self._init(f"{name}_zero_point", np.asarray(zp))
@@ -184,8 +190,8 @@ class _Inserter:
             node.replace_input_with(idx, dq.outputs[0])
         self.dq_of[name] = dq.outputs[0]
 
-    def _weight(self, site) -> None:  # type: ignore[no-untyped-def]
-        node: ir.Node = site.node
+    def _weight(self, site: WeightSite) -> None:
+        node = site.node
         value = node.inputs[site.index]
         arr = graph_tools.constant(value)
         if value is None or arr is None:
@@ -205,7 +211,7 @@ class _Inserter:
         q: np.ndarray,
         scale: np.ndarray,
         like: ir.Value,
-        axis: int,
+        axis: int | None,
         before: ir.Node,
     ) -> ir.Value:
         """`q` as an integer initializer behind ``DequantizeLinear(q, scale, 0, axis)``
@@ -229,7 +235,7 @@ class _Inserter:
     ) -> tuple[np.ndarray, np.ndarray]:
         """Round to nearest, or the integers a data-aware rounding chose (`weights`)."""
         name = value.name if value is not None else None
-        if name in self.rounded:
+        if name is not None and name in self.rounded:
             rounded, scale = self.rounded[name]
             if axis is not None and scale.shape == (arr.shape[axis],):
                 shape = [1] * arr.ndim
@@ -239,8 +245,8 @@ class _Inserter:
                 return q, scale
         return quantize_weight(arr, axis, self.spec)
 
-    def _bias(self, site) -> bool:  # type: ignore[no-untyped-def]
-        node: ir.Node = site.node
+    def _bias(self, site: BiasSite) -> bool:
+        node = site.node
         x = site.activation
         x_name = x.name or ""
         bias_value = node.inputs[site.index]
@@ -267,7 +273,7 @@ def _drop_if_unused(graph: ir.Graph, value: ir.Value | None) -> None:
     producer = value.producer()
     if producer is not None and graph_tools.is_std(producer, "Constant"):
         graph.remove(producer, safe=True)
-    elif value.name in graph.initializers:
+    elif value.name and value.name in graph.initializers:
         graph.initializers.pop(value.name)
 
 
@@ -280,7 +286,7 @@ def count_qdq(model: ir.Model) -> dict[str, dict[str, int]]:
     for node in model.graph:
         if graph_tools.is_std(node, *QDQ_OPS, "Constant"):
             continue
-        c = Counter()  # type: ignore[var-annotated]
+        c: Counter[str] = Counter()
         for v in node.inputs:
             p = v.producer() if v is not None else None
             if p is not None and graph_tools.is_std(p, "Mul") and (w := int8_weight(v)) is not None:
@@ -289,11 +295,8 @@ def count_qdq(model: ir.Model) -> dict[str, dict[str, int]]:
             if p is None or not graph_tools.is_std(p, "DequantizeLinear"):
                 continue
             src = p.inputs[0]
-            const = src is not None and src.is_initializer()
-            if const and src.dtype == ir.DataType.INT32:
-                c["bias"] += 1
-            elif const:
-                c["weight"] += 1
+            if src is not None and src.is_initializer():
+                c["bias" if src.dtype == ir.DataType.INT32 else "weight"] += 1
             else:
                 c["input"] += 1
         out = node.outputs[0] if node.outputs else None

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Mapping
+from typing import TYPE_CHECKING
 
 import numpy as np
 import onnx_ir as ir
@@ -36,13 +37,16 @@ from passes.quantize.params import activation_qparams
 from passes.quantize.plan import QuantPlan
 from passes.quantize.spec import QuantSpec
 
+if TYPE_CHECKING:
+    import torch
+
 logger = logging.getLogger(__name__)
 
 # t < 0 shrinks the calibrated range toward zero by |t|; t > 0 moves each end the
 # fraction t of the way to the observed extreme.
 FRACTIONS = (-0.4, -0.2, 0.0, 0.125, 0.25, 0.5, 0.75, 1.0)
 
-Reader = Callable[["object"], "object"]  # torch tensor -> torch tensor
+Reader = Callable[["torch.Tensor"], "torch.Tensor"]  # a reader's linear map, in torch
 
 
 def candidates(
@@ -95,7 +99,7 @@ def _reader(node: ir.Node, index: int) -> Reader | None:
         group = graph_tools.attr_int(node, "group", 1)
         torch_pad = [p for b, e in zip(reversed(begin), reversed(end), strict=True) for p in (b, e)]
 
-        def apply(e):  # type: ignore[no-untyped-def]
+        def apply(e: torch.Tensor) -> torch.Tensor:
             return conv(F.pad(e, torch_pad), weight, None, stride, 0, dilation, group)
 
         return apply

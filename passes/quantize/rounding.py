@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import onnx_ir as ir
@@ -38,6 +39,9 @@ from passes import graph_tools
 from passes.quantize.params import quantize_weight
 from passes.quantize.plan import QuantPlan
 from passes.quantize.spec import QuantSpec
+
+if TYPE_CHECKING:
+    import torch
 
 logger = logging.getLogger(__name__)
 
@@ -189,7 +193,14 @@ def _patch_moments(layer: _Layer, x: np.ndarray, max_columns: int) -> tuple[np.n
     return None if total is None else (total.numpy(), count)
 
 
-def _depthwise_moments(t, kernel, strides, dil, pads, max_columns):  # type: ignore[no-untyped-def]
+def _depthwise_moments(
+    t: torch.Tensor,
+    kernel: tuple[int, ...],
+    strides: tuple[int, ...],
+    dil: tuple[int, ...],
+    pads: tuple[int, ...],
+    max_columns: int,
+) -> tuple[np.ndarray, int]:
     """Per-channel (k, k) patch moments of a depthwise Conv from shifted strided views."""
     import torch
     import torch.nn.functional as F

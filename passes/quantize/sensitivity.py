@@ -18,7 +18,7 @@ Each step costs one run of the subset; the analysis costs one run per layer.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -38,7 +38,7 @@ class Score:
 
 
 def _outputs(
-    model: ir.Model, feeds: list[Mapping[str, np.ndarray]], threads: int
+    model: ir.Model, feeds: Sequence[Mapping[str, np.ndarray]], threads: int
 ) -> list[np.ndarray]:
     session = graph_tools.ort_session(graph_tools.model_bytes(model), threads=threads)
     runs = [session.run(None, dict(f)) for f in feeds]

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from typing import Any
 
 __all__ = ["CPU_SPEC", "TENSORRT_SPEC", "QuantSpec", "spec_by_name"]
 
@@ -125,8 +126,8 @@ class QuantSpec:
             return rank - 1
         raise ValueError(f"{op_type} has no weight axis rule")
 
-    def replace(self, **changes: object) -> QuantSpec:
-        return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
+    def replace(self, **changes: Any) -> QuantSpec:
+        return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict[str, object]:
         d = dataclasses.asdict(self)
