@@ -202,7 +202,7 @@ def _unstructured(tmp: Path, rounds: int) -> dict[str, Any]:
 def _finetune(tmp: Path) -> dict[str, Any]:
     import torch
 
-    from compiler.prune_stage import export_for_planning
+    from compiler.stages.prune import export_for_planning
     from passes.prune.finetune import FinetuneConfig, prune_and_finetune
 
     spec = get_model("digits_cnn")

@@ -22,7 +22,7 @@ from typing import Any
 
 import onnx_ir as ir
 
-from compiler import __version__, interrupt, prune_stage, quantize_stage
+from compiler import __version__, interrupt, quantize_stage
 from compiler.config import CompileConfig
 from compiler.gates import GateResult, judge, junit_xml
 from compiler.ground.errors import TargetUnavailable, UsageError
@@ -36,6 +36,7 @@ from compiler.stages.measure import Measured, measure
 from compiler.stages.optimize import optimize
 from compiler.stages.outputs import make_staging, publish
 from compiler.stages.progress import Progress, no_progress
+from compiler.stages.prune import run_prune
 from compiler.stages.select import select_precision
 from passes.prune.unstructured import compressed_size
 from targets.base import Target
@@ -162,7 +163,7 @@ def transform(
     progress("passes", 1, 1)
     model, pruning = fp32_model, None
     if config.prune_mode is not None or config.prune_ratio is not None:
-        model, outcome = prune_stage.run_prune(
+        model, outcome = run_prune(
             config, source, loaded.evalset, target.channel_multiple, records, progress, fp32_model
         )
         pruning = outcome.to_dict()

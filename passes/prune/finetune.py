@@ -4,7 +4,7 @@ The channels are chosen by the *ONNX* planner (`channel.plan_channel_pruning`)
 on an export of the module, so torch and the graph pass agree on groups
 (residual Adds, depthwise chains, Concat offsets, Flatten→Linear blocks) and on
 importance.  The caller exports the module as the compiler will (eval mode,
-BatchNorm folded: `compiler.prune_stage.export_for_planning`) and passes that
+BatchNorm folded: `compiler.stages.prune.export_for_planning`) and passes that
 graph in; this module does no exporting of its own.  In torch the plan is
 applied as permanent masks on the weights:
 

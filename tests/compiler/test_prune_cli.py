@@ -75,7 +75,7 @@ def test_the_stage_maps_a_pass_option_error_to_a_usage_error(small_cnn_onnx: Pat
     import pytest
 
     from compiler.ground.errors import UsageError
-    from compiler.prune_stage import prune_graph
+    from compiler.stages.prune import prune_graph
 
     model = ir.from_proto(onnx.load(str(small_cnn_onnx)))
     records: list = []
@@ -90,9 +90,9 @@ def test_run_prune_takes_the_channel_multiple_from_the_caller(small_cnn_onnx: Pa
 
     from compiler.config import CompileConfig
     from compiler.data import EvalSet
-    from compiler.prune_stage import run_prune
     from compiler.sources import resolve
     from compiler.stages.optimize import optimize
+    from compiler.stages.prune import run_prune
     from targets.registry import get_target
 
     source = resolve(str(small_cnn_onnx))

@@ -10,7 +10,7 @@ import torch
 from prune_reference import Chain, Concat, Depthwise, Residual, randomize_bn, run_onnx, run_torch
 from torch import nn
 
-from compiler.prune_stage import export_for_planning
+from compiler.stages.prune import export_for_planning
 from passes.errors import PassOptionError
 from passes.prune.channel import PruneChannelsPass
 from passes.prune.finetune import (
