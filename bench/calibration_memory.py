@@ -26,12 +26,12 @@ _CHILD = textwrap.dedent(
     import onnx_ir as ir
     from compiler.sources import resolve
     from compiler.stages.optimize import optimize
-    from passes.quantize import CPU_SPEC, quantize
+    from passes.quantize import CPU_SPEC, PtqOptions, quantize
 
     path, samples = sys.argv[1], int(sys.argv[2])
     model, _ = optimize(ir.from_proto(resolve("mobilenet_v2").proto))
     t = time.perf_counter()
-    _, summary = quantize(model, path, spec=CPU_SPEC, samples=samples)
+    _, summary = quantize(model, path, PtqOptions(samples=samples), spec=CPU_SPEC)
     print(json.dumps({
         "samples": summary.samples,
         "seconds": round(time.perf_counter() - t, 1),

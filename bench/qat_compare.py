@@ -38,7 +38,7 @@ from compiler.ground.sessions import open_session, session_options
 from compiler.stages.optimize import optimize
 from models.registry import get_model
 from passes.qat import DEFAULT_LR, QatOptions, qat
-from passes.quantize import CPU_SPEC, count_qdq, quantize
+from passes.quantize import CPU_SPEC, PtqOptions, count_qdq, quantize
 
 THREADS = 2
 PTQ_SAMPLES = 256
@@ -63,7 +63,7 @@ def _ptq(module: torch.nn.Module, calib: np.ndarray) -> tuple[ir.Model, float]:
     model, _ = optimize(ir.from_proto(proto))
     t = time.perf_counter()
     qmodel, _ = quantize(
-        model, {"input": calib}, spec=CPU_SPEC, samples=len(calib), threads=THREADS
+        model, {"input": calib}, PtqOptions(samples=len(calib), threads=THREADS), spec=CPU_SPEC
     )
     return qmodel, time.perf_counter() - t
 
@@ -108,7 +108,9 @@ def _mobilenet() -> dict[str, Any]:
         lr=DEFAULT_LR,
         batch_size=BATCH,
         progress=progress,
-        options=QatOptions(output_names=("logits",), threads=THREADS, calib_samples=PTQ_SAMPLES),
+        options=QatOptions(
+            output_names=("logits",), threads=THREADS, ptq=PtqOptions(samples=PTQ_SAMPLES)
+        ),
     )
     qat_s = time.perf_counter() - t
     qat_metrics = compare_outputs(ref, _run(result.model, x_eval)).to_dict()
@@ -136,7 +138,7 @@ def _mobilenet() -> dict[str, Any]:
             "lr": DEFAULT_LR,
             "batch_size": BATCH,
             "init": "ptq",
-            "ptq_options": QatOptions().ptq_options,
+            "ptq_options": QatOptions().ptq.changed(),
             "torch_agreement_before": round(result.accuracy_before, 4),
             "torch_agreement_after": round(result.accuracy_after, 4),
             "history": result.to_dict()["history"],
@@ -171,7 +173,9 @@ def _digits() -> dict[str, Any]:
         epochs=3,
         lr=1e-3,
         batch_size=BATCH,
-        options=QatOptions(output_names=("logits",), threads=THREADS, calib_samples=PTQ_SAMPLES),
+        options=QatOptions(
+            output_names=("logits",), threads=THREADS, ptq=PtqOptions(samples=PTQ_SAMPLES)
+        ),
     )
     qat_s = time.perf_counter() - t
     qat_acc = float((_run(result.model, x_eval).argmax(-1) == y_eval).mean())

@@ -104,7 +104,7 @@ def run(out_path: Path) -> dict[str, Any]:
     from compiler.ground.io import atomic_write_text, save_onnx
     from compiler.sources import resolve
     from compiler.stages.optimize import optimize
-    from passes.quantize import quantize
+    from passes.quantize import PtqOptions, quantize
     from targets.latency import latency_ratio
 
     source = resolve("mobilenet_v2")
@@ -142,7 +142,9 @@ def run(out_path: Path) -> dict[str, Any]:
 
         _step(f"edgec quantize, {EDGEC_CALIB} crops")
         t = time.perf_counter()
-        q_model, summary = quantize(fp32_model, calib, samples=EDGEC_CALIB, threads=THREADS)
+        q_model, summary = quantize(
+            fp32_model, calib, PtqOptions(samples=EDGEC_CALIB, threads=THREADS)
+        )
         edgec_seconds = time.perf_counter() - t
         save_onnx(q_model, paths["edgec_int8"])
 
@@ -151,7 +153,9 @@ def run(out_path: Path) -> dict[str, Any]:
         _step(f"edgec quantize with auto-fallback to agreement {FALLBACK_BUDGET}")
         t = time.perf_counter()
         fb_model, fb_summary = quantize(
-            fp32_model, calib, samples=EDGEC_CALIB, threads=THREADS, min_agreement=FALLBACK_BUDGET
+            fp32_model,
+            calib,
+            PtqOptions(samples=EDGEC_CALIB, threads=THREADS, min_agreement=FALLBACK_BUDGET),
         )
         fallback_seconds = time.perf_counter() - t
         save_onnx(fb_model, paths["edgec_fallback"])

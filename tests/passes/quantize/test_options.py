@@ -1,0 +1,120 @@
+"""PtqOptions: the one home of PTQ's defaults, validated when built; the steps' order."""
+
+from __future__ import annotations
+
+from dataclasses import fields
+
+import pytest
+
+from passes.errors import PassOptionError
+from passes.quantize import PtqOptions, quantize
+from passes.quantize.steps import Calibration, Rounding, check_order, default_steps
+from tests.passes.quantize import _models
+
+# The measured defaults (passes/quantize docstring, bench/quantize_compare.py); changing one
+# changes every artifact, so it must be a deliberate edit here too.
+DEFAULTS = {
+    "method": "percentile",
+    "percentile": 99.99,
+    "samples": 256,
+    "equalize": True,
+    "equalize_pairs": True,
+    "equalize_headroom": 2.0,
+    "equalize_alpha_dense": 0.5,
+    "stream_alpha": 0.5,
+    "range_search": True,
+    "rounding": "gptq",
+    "bias_correction": True,
+    "exclude": (),
+    "float_stem": None,
+    "min_sqnr_db": None,
+    "min_agreement": None,
+    "max_float_layers": None,
+    "sensitivity": False,
+    "batch_size": 8,
+    "equalize_samples": 64,
+    "rounding_samples": 32,
+    "range_samples": 32,
+    "bias_correction_samples": 64,
+    "sensitivity_samples": 32,
+    "threads": 0,
+}
+
+
+def test_defaults_are_the_measured_ones() -> None:
+    options = PtqOptions()
+    assert {f.name: getattr(options, f.name) for f in fields(options)} == DEFAULTS
+    assert options.changed() == {}
+    assert PtqOptions(method="mse", threads=2).changed() == {"method": "mse", "threads": 2}
+
+
+@pytest.mark.parametrize(
+    "kw,match",
+    [
+        ({"method": "kl"}, "unknown calibration method 'kl'; choose one of minmax"),
+        ({"rounding": "adaround"}, "choose gptq or nearest"),
+        ({"percentile": 0.0}, "percentile must be in"),
+        ({"percentile": 100.5}, "percentile must be in"),
+        ({"samples": 0}, "calibration samples must be at least 1"),
+        ({"batch_size": 0}, "batch size must be at least 1"),
+        ({"equalize_samples": 0}, "equalize_samples must be"),
+        ({"sensitivity_samples": 2.5}, "sensitivity_samples must be"),
+        ({"threads": -1}, "threads must be"),
+        ({"equalize_headroom": 0.0}, "equalize_headroom must be a positive number"),
+        ({"stream_alpha": 1.5}, "stream_alpha must be between 0 and 1"),
+        ({"equalize_alpha_dense": -0.1}, "equalize_alpha_dense must be between 0 and 1"),
+        ({"min_agreement": 97}, "min_agreement is a fraction between 0 and 1"),
+        ({"min_sqnr_db": float("nan")}, "min_sqnr_db must be a finite number"),
+        ({"max_float_layers": 2}, "give min_sqnr_db or min_agreement with it"),
+        ({"max_float_layers": -1, "min_sqnr_db": 20.0}, "max_float_layers must be"),
+        ({"equalize": "yes"}, "equalize must be True or False"),
+        ({"float_stem": 1}, "float_stem must be True, False or None"),
+        ({"exclude": "Conv_0"}, "exclude must be a list of node names"),
+    ],
+)
+def test_bad_values_are_refused_with_one_line_saying_what_to_do(kw: dict, match: str) -> None:
+    with pytest.raises(PassOptionError, match=match) as info:
+        PtqOptions(**kw)
+    assert isinstance(info.value, ValueError) and "\n" not in str(info.value)
+
+
+def test_exclude_is_kept_as_a_tuple_and_options_are_frozen() -> None:
+    options = PtqOptions(exclude=["Conv_4"], min_sqnr_db=30.0, max_float_layers=1)
+    assert options.exclude == ("Conv_4",) and options.fallback and options.wants_sensitivity
+    with pytest.raises(AttributeError):
+        options.method = "mse"  # type: ignore[misc]
+
+
+def test_report_keeps_the_report_schema() -> None:
+    """report.json's quantization.options: the same keys (and values) as before PtqOptions."""
+    _, summary = quantize(_models.block_model(), _models.images(16), PtqOptions(samples=16))
+    assert summary.options == {
+        "percentile": 99.99,
+        "float_stem": True,
+        "equalize": True,
+        "equalize_headroom": 2.0,
+        "stream_alpha": 0.5,
+        "range_search": True,
+        "rounding": "gptq",
+        "bias_correction": True,
+        "min_sqnr_db": None,
+        "min_agreement": None,
+    }
+    off = PtqOptions(method="minmax", equalize=False, float_stem=False).report(float_stem=False)
+    assert off["percentile"] is None and off["equalize_headroom"] is None
+    assert off["stream_alpha"] is None and off["float_stem"] is False
+
+
+def test_steps_run_in_order_and_skip_what_the_options_turn_off() -> None:
+    steps = default_steps()
+    check_order(steps)
+    assert [s.name for s in steps] == [
+        "equalize", "calibrate", "range_search", "rounding", "bias_correction",
+        "sensitivity", "insert_qdq",
+    ]  # fmt: skip
+    with pytest.raises(RuntimeError, match="'rounding' needs plan"):
+        check_order([Rounding(), Calibration()])
+    options = PtqOptions(samples=16, rounding="nearest", range_search=False, equalize=False)
+    _, summary = quantize(_models.block_model(), _models.images(16), options)
+    assert summary.rounded_layers == 0
+    assert list(summary.seconds) == ["calibrate", "bias_correction", "insert_qdq", "total"]
