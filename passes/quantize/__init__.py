@@ -36,6 +36,11 @@ defaults are written); each step is a small object over one shared state
 7. Q/DQ insertion as the target's `QuantSpec` says (`qdq.py`); on the CPU
    flavour chained residual Adds add in float (`QuantSpec.float_skip`).
 
+In `steps.py`, 0 is part of `start` (the state the steps share) and 1-7 are
+`Equalization`, `Calibration`, `RangeSearch`, `Rounding` (its Hessians are
+gathered by the calibration pass: `Step.collect`), `BiasCorrection`,
+`Sensitivity` and `QdqInsertion`.
+
 Defaults, chosen by measurement on the zoo's MobileNetV2 (int8 run by
 onnxruntime's CPU kernels; bench/quantize_compare.py). Choices made since the
 range search use a validation split of *calibration* crops (samples 256-512)
