@@ -18,7 +18,6 @@ from compiler.ground.errors import UsageError
 PRECISIONS = ("fp32", "fp16", "int8", "auto")
 REPORT_FORMATS = ("json", "md", "html")
 ARTIFACT_FORMATS = ("onnx", "ort", "engine")
-CALIB_METHODS = ("minmax", "percentile", "entropy", "mse")
 
 
 @dataclass(frozen=True)
@@ -94,14 +93,28 @@ class CompileConfig:
         _validate_prune(self.prune_mode, self.prune_ratio, self.finetune_epochs)
         if self.finetune_epochs is not None and self.finetune_epochs < 1:
             raise UsageError("--finetune-epochs must be at least 1")
-        if self.calib_method is not None and self.calib_method not in CALIB_METHODS:
-            raise UsageError(f"--calib-method must be one of {', '.join(CALIB_METHODS)}")
+        if self.calib_method is not None:
+            from passes.quantize.calibrate import METHODS  # loads onnx_ir: only when named
+
+            if self.calib_method not in METHODS:
+                raise UsageError(f"--calib-method must be one of {', '.join(METHODS)}")
         if (self.auto_fallback or self.sensitivity) and self.precision not in ("int8", "auto"):
             raise UsageError("--auto-fallback and --sensitivity apply to --precision int8 or auto")
         if (self.epochs is not None or self.lr is not None or self.resume) and not self.qat:
             raise UsageError("--epochs, --lr and --resume apply to --qat")
         if self.qat and self.precision != "int8":
             raise UsageError("--qat trains for INT8: use it with --precision int8")
+        if self.qat and self.auto_fallback:
+            raise UsageError(
+                "--auto-fallback keeps layers in float after post-training quantization, but "
+                "--qat trains every quantized layer in int8: drop --auto-fallback (the "
+                "--min-accuracy gate still judges the result) or drop --qat"
+            )
+        if self.qat and self.sensitivity:
+            raise UsageError(
+                "--sensitivity reports post-training quantization's per-layer sensitivity and "
+                "does not apply to --qat: drop it, or run --precision int8 without --qat"
+            )
         if self.epochs is not None and self.epochs < 1:
             raise UsageError("--epochs must be at least 1")
         if self.lr is not None and not self.lr > 0:

@@ -2,8 +2,8 @@
 
     load → optimize → prune → quantize / QAT → lower → measure → select → report → gates
 
-Each stage is a small unit in `compiler/stages/` (or `prune_stage`,
-`quantize_stage`) with typed inputs and outputs; this module only calls them in
+Each stage is a small unit in `compiler/stages/` with typed inputs and
+outputs; this module only calls them in
 order and assembles the `Report`. Everything is built in a staging folder
 beside the output directory and moved into place only when the run succeeds,
 so a failed or interrupted run leaves no partial artifact behind (the input
@@ -22,7 +22,7 @@ from typing import Any
 
 import onnx_ir as ir
 
-from compiler import __version__, interrupt, quantize_stage
+from compiler import __version__, interrupt
 from compiler.config import CompileConfig
 from compiler.gates import GateResult, judge, junit_xml
 from compiler.ground.errors import TargetUnavailable, UsageError
@@ -37,6 +37,7 @@ from compiler.stages.optimize import optimize
 from compiler.stages.outputs import make_staging, publish
 from compiler.stages.progress import Progress, no_progress
 from compiler.stages.prune import run_prune
+from compiler.stages.quantize import quantization_records, run_ptq, run_qat
 from compiler.stages.select import select_precision
 from passes.prune.unstructured import compressed_size
 from targets.base import Target
@@ -168,20 +169,22 @@ def transform(
         )
         pruning = outcome.to_dict()
     models: dict[str, ir.Model] = {}
+    quantization: dict[str, Any] | None = None
+    calibrate_s: float | None = None
     if config.precision in ("fp32", "auto"):
         models["fp32"] = model
-    quantization = calibrate_s = None
     if config.precision in ("int8", "auto"):
         t_cal = time.perf_counter()
         if config.qat:
-            models["int8"], quantization = quantize_stage.run_qat(
+            models["int8"], quantization = run_qat(
                 config, source, loaded.evalset, target, out_dir, threads, progress
             )
         else:
-            models["int8"], quantization = quantize_stage.run(
+            models["int8"], quantization = run_ptq(
                 model, config, source, target, threads=threads, progress=progress
             )
         calibrate_s = time.perf_counter() - t_cal
+        records += quantization_records(model, models["int8"], quantization, calibrate_s)
     return Candidates(models, fp32_model, records, pruning, quantization, calibrate_s)
 
 

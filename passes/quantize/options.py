@@ -2,7 +2,7 @@
 
 `PtqOptions` is the single home of PTQ's defaults: `quantize()` takes one of
 these, the compile stage builds one from its configuration
-(`compiler.quantize_stage.ptq_options`), and QAT takes the one its PTQ
+(`compiler.stages.quantize.ptq_options`), and QAT takes the one its PTQ
 initialisation runs with (`passes.qat.QatOptions.ptq`), so no default is
 written twice and no flag can be lost between them. Values are checked when the
 object is built: a bad one raises `PassOptionError` with a one-line message

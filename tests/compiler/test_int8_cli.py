@@ -30,6 +30,14 @@ def test_digits_cnn_int8_keeps_label_accuracy(tmp_path: Path) -> None:
     assert q["qdq_counts"]["Conv"]["weight"] == q["qdq_counts"]["Conv"]["nodes"] >= 2
     assert report["precision"] == "int8" and report["seconds"]["calibrate"] > 0
     assert report["baseline"]["precision"] == "fp32" and report["baseline"]["latency_ms"] > 0
+    # quantization's steps are recorded like every other pass, after the graph passes
+    steps = {p["name"]: p for p in report["passes"] if p["name"].startswith("quantize.")}
+    assert list(steps) == [f"quantize.{s}" for s in q["seconds"] if s != "total"]
+    assert {"quantize.calibrate", "quantize.bias_correction"} <= set(steps)
+    insert = steps["quantize.insert_qdq"]
+    assert insert["changed"] and insert["nodes_after"] > insert["nodes_before"]
+    assert not steps["quantize.calibrate"]["changed"]
+    assert steps["quantize.calibrate"]["nodes_after"] == insert["nodes_before"]
 
 
 def test_digits_gru_quantizes_and_reports_accuracy(tmp_path: Path) -> None:

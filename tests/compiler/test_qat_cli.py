@@ -26,6 +26,8 @@ def test_digits_cnn_qat_keeps_label_accuracy(tmp_path: Path) -> None:
     assert acc["top1_accuracy"] >= acc["baseline_top1_accuracy"] - 0.002
     assert report["quantization"]["method"].startswith("qat")
     assert report["precision"] == "int8"
+    (qat,) = [p for p in report["passes"] if p["name"] == "QuantizationAwareTraining"]
+    assert qat["changed"] and qat["nodes_after"] > qat["nodes_before"] and qat["seconds"] > 0
     assert (out / "qat_checkpoints").is_dir()  # kept for --resume
 
 
@@ -67,10 +69,10 @@ def test_qat_gets_the_same_ptq_options_as_ptq(
     """One `ptq_options` for both: --calib-method and --calib-samples reach QAT's PTQ start."""
     import passes.qat.stage
     import passes.quantize
-    from compiler import quantize_stage
     from compiler.config import CompileConfig
     from compiler.data import EvalSet
     from compiler.sources import resolve
+    from compiler.stages import quantize as quantize_stage
     from passes.quantize import CPU_SPEC, PtqOptions
 
     seen: dict[str, PtqOptions] = {}
@@ -91,7 +93,7 @@ def test_qat_gets_the_same_ptq_options_as_ptq(
     source = resolve("digits_cnn")
     target = SimpleNamespace(quant_spec=CPU_SPEC)
     with pytest.raises(_Stop):
-        quantize_stage.run(None, config, source, target, threads=1, progress=lambda *a: None)  # type: ignore[arg-type]
+        quantize_stage.run_ptq(None, config, source, target, threads=1, progress=lambda *a: None)  # type: ignore[arg-type]
     qat_config = CompileConfig(
         model="digits_cnn", precision="int8", calib_method="minmax", calib_samples=64, qat=True
     )

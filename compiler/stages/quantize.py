@@ -23,7 +23,7 @@ Passes raise their own errors; the calls into them run inside
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,7 @@ import onnx_ir as ir
 from compiler.config import CompileConfig
 from compiler.data import EvalSet, training_inputs
 from compiler.ground.errors import UsageError
+from compiler.recording import PassRecord, count_nodes
 from compiler.sources import ModelSource
 from compiler.stages.boundary import pass_errors
 from passes.quantize.options import PtqOptions
@@ -95,11 +96,11 @@ def calibration_source(
     return str(path), preprocess, n, str(path)
 
 
-def run(
+def run_ptq(
     model: ir.Model,
     config: CompileConfig,
     source: ModelSource,
-    target: Any,
+    target: Target,
     *,
     threads: int,
     progress: Callable[[str, int, int], None],
@@ -122,21 +123,6 @@ def run(
     return quantized, section
 
 
-def refuse_for_qat(config: CompileConfig) -> None:
-    """The post-training flags QAT's PTQ initialisation cannot honour, refused by name."""
-    if config.auto_fallback:
-        raise UsageError(
-            "--auto-fallback keeps layers in float after post-training quantization, but "
-            "--qat trains every quantized layer in int8: drop --auto-fallback (the "
-            "--min-accuracy gate still judges the result) or drop --qat"
-        )
-    if config.sensitivity:
-        raise UsageError(
-            "--sensitivity reports post-training quantization's per-layer sensitivity and "
-            "does not apply to --qat: drop it, or run --precision int8 without --qat"
-        )
-
-
 def run_qat(
     config: CompileConfig,
     source: ModelSource,
@@ -148,8 +134,9 @@ def run_qat(
 ) -> tuple[ir.Model, dict[str, Any]]:
     """Quantization-aware training in torch, exported to the same Q/DQ form as PTQ.
 
-    QAT starts from PTQ run with the same `ptq_options` as `run` (so --calib-method
-    and --calib-samples reach it); `refuse_for_qat` names the flags it cannot follow.
+    QAT starts from PTQ run with the same `ptq_options` as `run_ptq` (so --calib-method
+    and --calib-samples reach it); `CompileConfig` refuses by name the flags it cannot
+    follow (--auto-fallback, --sensitivity).
     Checkpoints live in `<out>/qat_checkpoints/` (outside the staging folder) so
     an interrupted run can continue with `--resume`.
     """
@@ -160,7 +147,6 @@ def run_qat(
         )
     if len(evalset.inputs) != 1:
         raise UsageError("--qat supports single-input models")
-    refuse_for_qat(config)
     options = ptq_options(config, source, threads=threads)
     from passes.qat.stage import run_qat_stage
 
@@ -188,3 +174,37 @@ def run_qat(
             ),
         )
     return model, {"method": "qat (distillation from the fp32 model)", **section}
+
+
+def quantization_records(
+    float_model: ir.Model, quantized: ir.Model, section: Mapping[str, Any], seconds: float
+) -> list[PassRecord]:
+    """Quantization's steps as `report.passes` entries, like every other pass.
+
+    PTQ gives one record per step that ran (`quantize.<step>`, timed by the
+    step pipeline): only Q/DQ insertion changes the node count; `changed` says
+    whether the step changed the model or the numbers it will carry
+    (equalization, rounding, bias correction, insertion), while calibration,
+    range search and sensitivity only measure. QAT is one record: training in
+    torch, exported to the Q/DQ graph.
+    """
+    before, after = count_nodes(float_model), count_nodes(quantized)
+    if str(section.get("method", "")).startswith("qat"):
+        return [PassRecord("QuantizationAwareTraining", True, before, after, seconds)]
+    changed = {
+        "equalize": section["equalized_pairs"] + section["equalized_streams"] > 0,
+        "rounding": section["rounded_layers"] > 0,
+        "bias_correction": section["bias_corrected"] > 0,
+        "insert_qdq": True,
+    }
+    return [
+        PassRecord(
+            f"quantize.{step}",
+            changed.get(step, False),
+            before,
+            after if step == "insert_qdq" else before,
+            step_seconds,
+        )
+        for step, step_seconds in section["seconds"].items()
+        if step != "total"
+    ]
