@@ -36,6 +36,7 @@ from passes.quantize.options import PtqOptions
 from passes.quantize.plan import plan_quantization, stem_nodes
 from passes.quantize.qdq import InsertQdqPass, count_qdq
 from passes.quantize.spec import CPU_SPEC, TENSORRT_SPEC
+from tests.hardware import U8S8_SATURATION, x86_without_vnni
 from tests.passes.qat.qat_models import DataDependent, FunctionalWeight, tiny_mobile, tiny_resnet
 
 SPECS = [CPU_SPEC, TENSORRT_SPEC]
@@ -198,6 +199,8 @@ def test_onnxruntime_matches_torch_fake_quant(exported, optimize_graph: bool) ->
     err = np.abs(out - ref).max() / step
     print(f"cos {cos.min():.6f} max err {err:.3f} steps")
     if optimize_graph:
+        if not (cos.min() >= 0.999 and err <= 8) and x86_without_vnni():
+            pytest.xfail(f"{U8S8_SATURATION}: cos {cos.min():.4f}, {err:.1f} steps")
         assert cos.min() >= 0.999 and err <= 8, (cos.min(), err)
         assert (out.argmax(1) == ref.argmax(1)).all()
     else:

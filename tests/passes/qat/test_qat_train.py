@@ -30,7 +30,8 @@ def test_digits_cnn_int8_accuracy_within_0_2_point_of_fp32(digits, spec) -> None
     r = qat(module, spec, train_inputs=x, train_labels=y, eval_inputs=x_eval, eval_labels=y_eval,
             epochs=3, lr=1e-3, batch_size=32, options=OPTS)  # fmt: skip
     assert r.metric == "top1_accuracy" and len(y_eval) == 539
-    assert r.accuracy_fp32 == pytest.approx(0.9907, abs=5e-4)
+    # digits_cnn is trained on the machine at first use: 0.9907 on AVX-512, 0.9870 on AVX2
+    assert r.accuracy_fp32 >= 0.985
     assert r.accuracy_exported >= r.accuracy_fp32 - 0.002  # measured on the ONNX artifact
     assert r.accuracy_after >= r.accuracy_fp32 - 0.002
     assert [h["epoch"] for h in r.history] == [1, 2, 3]

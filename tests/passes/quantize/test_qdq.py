@@ -11,6 +11,7 @@ from passes import graph_tools
 from passes.quantize import CPU_SPEC, TENSORRT_SPEC, InsertQdqPass, count_qdq
 from passes.quantize.fold import int8_weight
 from passes.quantize.plan import plan_quantization
+from tests.hardware import U8S8_SATURATION, x86_without_vnni
 from tests.passes.quantize import _models
 
 # the flavours' Q/DQ rules without the float stem (tested on its own below)
@@ -93,7 +94,10 @@ def test_chained_adds_keep_a_float_skip_path(tmp_path) -> None:  # type: ignore[
     ops = _optimized_ops(q, tmp_path)
     assert ops.count("Add") == 2 and "QLinearAdd" not in ops and ops.count("QLinearConv") == 4
     ref = _models.run(model, {"x": x})
-    assert _models.sqnr_db(ref, _models.run(q, {"x": x}, optimize=True)) > 25
+    sqnr = _models.sqnr_db(ref, _models.run(q, {"x": x}, optimize=True))
+    if sqnr <= 25 and x86_without_vnni():
+        pytest.xfail(f"{U8S8_SATURATION}: {sqnr:.1f} dB")
+    assert sqnr > 25
     # without float_skip the stream is requantized after each Add (two QLinearAdds)
     _, q_old, _ = _quantized(CPU.replace(float_skip=False), _models.stream_model())
     assert _optimized_ops(q_old, tmp_path).count("QLinearAdd") == 2
