@@ -18,6 +18,7 @@ SUITES = {
     "reliability": ("bench.reliability", "reliability.json"),
     "calibration_memory": ("bench.calibration_memory", "calibration_memory.json"),
     "qat": ("bench.qat_compare", "qat_compare.json"),
+    "artifact_identity": ("bench.artifact_identity", "artifact_identity.json"),
 }
 
 
