@@ -145,10 +145,19 @@ def _budget_options(fn: Callable[..., Any]) -> Callable[..., Any]:
 )
 @click.option("--eval-samples", type=int, default=None, help="How many evaluation samples.")
 @click.option(
-    "--calib", "calib_source", default=None, help="Calibration data (int8): zoo, folder, .npy/.npz."
+    "--calib",
+    "calib_source",
+    default=None,
+    help="Calibration data (int8, fp16): zoo, folder, .npy/.npz.",
 )
 @click.option("--calib-method", default=None, help="minmax, percentile, entropy or mse.")
 @click.option("--calib-samples", type=int, default=None, help="How many calibration samples.")
+@click.option(
+    "--keep-io-types",
+    is_flag=True,
+    default=None,
+    help="fp16: keep the model's float32 inputs and outputs (casts inside the graph).",
+)
 @click.option(
     "--qat", is_flag=True, default=None, help="Quantization-aware training (torch sources)."
 )

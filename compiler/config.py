@@ -58,6 +58,7 @@ class CompileConfig:
     prune_ratio: float | None = None
     prune_mode: str | None = None
     finetune_epochs: int | None = None
+    keep_io_types: bool = False
     qat: bool = False
     epochs: int | None = None
     lr: float | None = None
@@ -102,6 +103,8 @@ class CompileConfig:
             raise UsageError("--auto-fallback and --sensitivity apply to --precision int8 or auto")
         if (self.epochs is not None or self.lr is not None or self.resume) and not self.qat:
             raise UsageError("--epochs, --lr and --resume apply to --qat")
+        if self.keep_io_types and self.precision != "fp16":
+            raise UsageError("--keep-io-types applies to --precision fp16")
         if self.qat and self.precision != "int8":
             raise UsageError("--qat trains for INT8: use it with --precision int8")
         if self.qat and self.auto_fallback:

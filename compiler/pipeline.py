@@ -37,7 +37,7 @@ from compiler.stages.optimize import optimize
 from compiler.stages.outputs import make_staging, publish
 from compiler.stages.progress import Progress, no_progress
 from compiler.stages.prune import run_prune
-from compiler.stages.quantize import quantization_records, run_ptq, run_qat
+from compiler.stages.quantize import check_calibration, quantization_records, run_ptq, run_qat
 from compiler.stages.select import select_precision
 from passes.prune.unstructured import compressed_size
 from targets.base import Target
@@ -110,6 +110,8 @@ def compile_model(config: CompileConfig, progress: Progress | None = None) -> Co
     target = _resolve_target(config.target)
     _check_fits_target(config, target)
     loaded = load(config, progress)
+    if config.precision in ("int8", "auto", "fp16") and not config.qat:
+        check_calibration(config, loaded.source)
     out_dir = config.out_dir or Path("build") / loaded.source.name
     threads = config.threads or default_threads()
     staging = make_staging(out_dir)

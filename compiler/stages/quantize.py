@@ -69,6 +69,27 @@ def ptq_options(config: CompileConfig, source: ModelSource, *, threads: int = 0)
         )
 
 
+def check_calibration(config: CompileConfig, source: ModelSource) -> None:
+    """Refuse, before any expensive work, a run that will need calibration data it
+    cannot get (`calibration_source` reads the data itself, later)."""
+    arg = config.calib_source
+    if arg in (None, "zoo") and source.zoo_spec is None:
+        raise UsageError(
+            f"{source.name} is not a zoo model: give calibration data with --calib "
+            "(a .npy/.npz file, or a folder of images for zoo image models)"
+        )
+    spec = source.zoo_spec
+    if (
+        arg not in (None, "zoo")
+        and Path(arg).is_dir()
+        and getattr(spec, "preprocess", None) is None
+    ):
+        raise UsageError(
+            f"--calib {arg} is a folder of images, but {source.name} has no image "
+            "preprocessing; give a .npy/.npz of preprocessed inputs instead"
+        )
+
+
 def calibration_source(
     config: CompileConfig, source: ModelSource
 ) -> tuple[Any, Callable[[np.ndarray], np.ndarray] | None, int | None, str]:

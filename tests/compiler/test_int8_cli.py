@@ -122,3 +122,18 @@ def test_int8_flag_errors(small_cnn_onnx: Path, tmp_path: Path) -> None:
     assert res.exit_code == 2
     res = runner.invoke(main, ["compile", "digits_cnn", "--precision", "int8", "--auto-fallback"])
     assert res.exit_code == 2 and "--min-accuracy" in res.output
+
+
+def test_missing_calibration_data_is_refused_before_any_pass(
+    small_cnn_onnx: Path, tmp_path: Path
+) -> None:
+    """A non-zoo model without --calib is refused right after loading: no pass runs first."""
+    from compiler.config import CompileConfig
+    from compiler.ground.errors import UsageError
+    from compiler.pipeline import compile_model
+
+    stages: list[str] = []
+    config = CompileConfig(model=str(small_cnn_onnx), precision="int8", out_dir=tmp_path / "o")
+    with pytest.raises(UsageError, match="is not a zoo model: give calibration data with --calib"):
+        compile_model(config, lambda stage, done, total: stages.append(stage))
+    assert stages == ["load", "load"] and not (tmp_path / "o").exists()
