@@ -100,7 +100,9 @@ class OrtRunner:
     model" by default for bytes). Use as a context manager. `providers[0]` is
     the one asked for: if onnxruntime silently falls back from it (a CUDA
     library missing), activation raises TargetUnavailable instead of measuring
-    the CPU under the wrong name.
+    the CPU under the wrong name. `provider_options` (one dict per provider)
+    and `session_config` (session configuration entries) are passed to
+    onnxruntime as they are; the CPU target sets neither.
     """
 
     def __init__(
@@ -111,6 +113,8 @@ class OrtRunner:
         threads: int | None = None,
         level: Level = "all",
         name: str | None = None,
+        provider_options: Sequence[Mapping[str, str]] | None = None,
+        session_config: Mapping[str, str] | None = None,
     ) -> None:
         if not providers:
             raise ValueError("OrtRunner needs at least one execution provider")
@@ -125,6 +129,8 @@ class OrtRunner:
         self.providers = tuple(providers)
         self.threads = threads
         self.level = level
+        self.provider_options = None if provider_options is None else list(provider_options)
+        self.session_config = dict(session_config or {})
         self.input_names: list[str] = []
         self.output_names: list[str] = []
         self.last_inference_ms: float | None = None
@@ -142,8 +148,12 @@ class OrtRunner:
             raise InvalidInput(f"artifact {self.path} does not exist or is not a file")
         model = str(self.path) if self._model_bytes is None else self._model_bytes
         opts = _session_options(self.threads, self.level)
+        for key, value in self.session_config.items():
+            opts.add_session_config_entry(key, value)
         try:
-            session = open_session(model, opts, providers=self.providers)
+            session = open_session(
+                model, opts, providers=self.providers, provider_options=self.provider_options
+            )
         except Exception as e:  # onnxruntime raises its own pybind exception types
             raise InvalidInput(f"onnxruntime cannot load {self.name}: {ort_error_line(e)}") from e
         wanted = self.providers[0]

@@ -7,9 +7,64 @@ device cannot be loaded. So availability is decided by a probe: a one-node
 session on CUDA whose `get_providers()` must still contain CUDA. The probe runs
 once per process and its answer is cached.
 
-Latency: `OrtRunner.infer` returns outputs as host numpy arrays, so each run
-ends with a device-to-host copy and is synchronous; a timed call covers the
-host-to-device input copy, the kernels and the copy back.
+Provider options (`cuda_provider_options`), the same for every session:
+
+- `use_tf32=0`. onnxruntime's CUDA provider computes float32 MatMul/Gemm and
+  cuDNN convolutions in TF32 by default (`use_tf32` defaults to true in
+  `onnxruntime/core/providers/cuda/cuda_execution_provider_info.h`: "By
+  default, enable TF32 to speed up float GEMM/MatMul or cuDNN convolution";
+  option added in microsoft/onnxruntime#19357 and #19426). TF32 rounds the
+  inputs to a 10-bit mantissa on Ampere and newer GPUs, so an "fp32" artifact
+  and the FP32 baseline every candidate is judged against would not be FP32,
+  nor comparable with the CPU target's numbers.
+- `enable_cuda_graph` only on the timing session when asked for
+  (`CudaTarget(cuda_graph=True)`; off by default), see Latency.
+
+CPU fallback: a node the CUDA provider has no kernel for runs on the CPU
+without a word. The session option `session.disable_cpu_ep_fallback=1` is NOT
+used: onnxruntime then fails every session with any node on the CPU
+(`inference_session.cc`: "This session contains graph nodes that are assigned
+to the default CPU EP, but fallback to CPU EP has been explicitly disabled"),
+and the CUDA provider itself places shape computations on the CPU on purpose
+(`GetCpuPreferredNodes`, `core/framework/fallback_cpu_capability.cc`: nodes
+fed only by Shape/Size outputs, graph inputs and small initializers), so every
+model with a dynamic dimension (the zoo's batch, BERT's sequence) would be
+refused. Instead every session records its node placement
+(`session.record_ep_graph_assignment_info=1`, read back with
+`InferenceSession.get_provider_graph_assignment_info()`: a structured list,
+no verbose log to parse, no second session). A node on the CPU is deliberate
+when it computes shapes by onnxruntime's own rule (all inputs are constants,
+graph inputs, Shape/Size outputs or outputs of other such nodes, at least one
+of them shape-derived) or touches only integer/bool tensors; any other node on
+the CPU is one the CUDA provider cannot run, and activation raises
+InvalidInput (exit 4) naming its op and node. Nodes onnxruntime created itself
+(names not in the model) are judged by op type.
+
+INT8 is refused (`precision_refusal`): onnxruntime's documentation, "Quantize
+ONNX Models" → "Quantization on GPU"
+(onnxruntime.ai/docs/performance/model-optimizations/quantization.html), says
+"ONNX Runtime leverages the TensorRT Execution Provider for quantization on GPU
+now"; the CUDA provider registers QuantizeLinear/DequantizeLinear and
+MatMulInteger but no QLinearConv/ConvInteger/QLinearMatMul kernels
+(docs/OperatorKernels.md; checked in the onnxruntime-gpu 1.31.1 provider
+library), so a Q/DQ model would run float kernels between extra quantize and
+dequantize steps: slower than FP32, with INT8's error. `--target tensorrt`
+runs INT8.
+
+FP16: a float16 graph (float16 weights, activations, possibly inputs and
+outputs) is lowered as it is; the runner casts float feeds to the float type
+each input declares (float32 ↔ float16 only), and returns outputs in the
+model's own types.
+
+Latency: `CudaRunner.infer` returns host numpy arrays (for accuracy), so each
+call copies inputs in and outputs out. `CudaRunner.bound_call(feeds)` is what
+`targets.latency.timed_call` times instead: IO binding with the inputs copied
+to the device once (`OrtValue.ortvalue_from_numpy(x, "cuda", 0)`) and the
+outputs bound to the device, so a timed call is the kernels alone. With CUDA
+graphs on, the bound call runs on a second session with `enable_cuda_graph=1`,
+outputs preallocated on the device (the graph replays fixed addresses); where
+onnxruntime refuses that session (control flow, nodes off CUDA) the plain bound
+call is timed and `timing_mode` says so.
 """
 
 from __future__ import annotations
@@ -23,16 +78,19 @@ import os
 import re
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+import numpy as np
+import onnx
 import onnx_ir as ir
 
-from compiler.ground.errors import TargetUnavailable, UsageError
-from compiler.ground.sessions import open_session
-from targets.base import DEFAULT_PRECISIONS, Artifact
+from compiler.ground.errors import InvalidInput, TargetUnavailable, UsageError
+from compiler.ground.sessions import open_session, session_options
+from targets.base import Artifact
 from targets.cpu import OrtRunner, lower_onnx, ort_error_line
 
 if TYPE_CHECKING:
@@ -41,18 +99,71 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 _PROVIDER = "CUDAExecutionProvider"
+_CPU = "CPUExecutionProvider"
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+#: Session configuration of every CUDA session: onnxruntime records each node's provider.
+SESSION_CONFIG: dict[str, str] = {"session.record_ep_graph_assignment_info": "1"}
+
+INT8_REFUSAL = (
+    "target cuda does not run --precision int8: onnxruntime's CUDA provider has no int8 "
+    "convolution kernels and would run the Q/DQ model as float kernels plus quantize/dequantize "
+    "steps (onnxruntime runs INT8 on NVIDIA GPUs through TensorRT); use --target tensorrt for "
+    "int8, or --precision fp16 or fp32 on cuda"
+)
+
+# CUDA kernels whose outputs live in host memory: where onnxruntime's shape math starts.
+_HOST_OUTPUT_OPS = frozenset({"Shape", "Size"})
+# Ops onnxruntime keeps on the CPU for shape math; judges nodes it created itself.
+_SHAPE_OPS = frozenset(
+    {
+        "Abs", "Add", "Cast", "Ceil", "Concat", "ConstantOfShape", "Div", "Equal", "Expand",
+        "Floor", "Gather", "Greater", "Identity", "Less", "Max", "Min", "Mod", "Mul", "Neg",
+        "Not", "Range", "ReduceProd", "Reshape", "Shape", "Size", "Slice", "Squeeze", "Sub",
+        "Unsqueeze", "Where",
+    }
+)  # fmt: skip
+_INTEGER_TYPES = frozenset(
+    {
+        onnx.TensorProto.BOOL, onnx.TensorProto.INT8, onnx.TensorProto.INT16,
+        onnx.TensorProto.INT32, onnx.TensorProto.INT64, onnx.TensorProto.UINT8,
+        onnx.TensorProto.UINT16, onnx.TensorProto.UINT32, onnx.TensorProto.UINT64,
+    }
+)  # fmt: skip
+_FLOATS = (np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64))
+_ORT_FLOATS: dict[str, np.dtype[Any]] = {
+    "tensor(float16)": np.dtype(np.float16),
+    "tensor(float)": np.dtype(np.float32),
+    "tensor(double)": np.dtype(np.float64),
+}
+
+
+def cuda_provider_options(*, cuda_graph: bool = False, device_id: int = 0) -> dict[str, str]:
+    """The CUDA provider options of every edgec session (see the module docstring)."""
+    return {
+        "device_id": str(device_id),
+        "use_tf32": "0",
+        "enable_cuda_graph": "1" if cuda_graph else "0",
+    }
 
 
 class CudaTarget:
-    """onnxruntime on an NVIDIA GPU; artifact: `.onnx`."""
+    """onnxruntime on an NVIDIA GPU; artifact: `.onnx`.
+
+    `cuda_graph=True` times with CUDA graph capture where onnxruntime allows it
+    (off by default; the registry builds the default).
+    """
 
     name = "cuda"
     #: channel pruning keeps channel counts in multiples of this
     channel_multiple = 8
-    precisions: tuple[str, ...] = DEFAULT_PRECISIONS
+    #: no int8: see `precision_refusal`
+    precisions: tuple[str, ...] = ("fp32", "fp16", "auto")
     formats: tuple[str, ...] = ("onnx",)
     providers: tuple[str, ...] = (_PROVIDER,)
+
+    def __init__(self, *, cuda_graph: bool = False) -> None:
+        self.cuda_graph = cuda_graph
 
     @property
     def quant_spec(self) -> QuantSpec:
@@ -60,6 +171,23 @@ class CudaTarget:
         from passes.quantize.spec import TENSORRT_SPEC
 
         return TENSORRT_SPEC
+
+    def precision_refusal(self, precision: str) -> str | None:
+        """None when this target runs `precision`, else a one-line reason with what to use."""
+        if precision == "int8":
+            return INT8_REFUSAL
+        if precision not in self.precisions:
+            return (
+                f"target {self.name} does not run --precision {precision}; "
+                f"choose one of {', '.join(self.precisions)}"
+            )
+        return None
+
+    def check_precision(self, precision: str) -> None:
+        """Raise UsageError (exit 2) with `precision_refusal`'s reason, if any."""
+        reason = self.precision_refusal(precision)
+        if reason:
+            raise UsageError(reason)
 
     def unavailable_reason(self) -> str | None:
         return probe_cuda()
@@ -74,11 +202,287 @@ class CudaTarget:
             )
         return lower_onnx(model, out_dir, stem=stem)
 
-    def runner(self, artifact: Path, *, threads: int | None = None) -> OrtRunner:
+    def runner(self, artifact: Path, *, threads: int | None = None) -> CudaRunner:
         reason = self.unavailable_reason()
         if reason:
             raise TargetUnavailable(reason)
-        return OrtRunner(artifact, providers=self.providers, threads=threads)
+        return CudaRunner(artifact, threads=threads, cuda_graph=self.cuda_graph)
+
+
+class CudaRunner(OrtRunner):
+    """`OrtRunner` on the CUDA provider with edgec's options, the placement check,
+    float-type-aware feeds and an IO-bound call for timing.
+
+    `providers` and `device` exist so the same code runs on the CPU provider
+    (`providers=("CPUExecutionProvider",), device="cpu"`, as the tests do):
+    onnxruntime binds inputs and outputs to "cpu" too. CUDA provider options
+    are only passed to the CUDA provider.
+    """
+
+    def __init__(
+        self,
+        model: Path | str | bytes,
+        *,
+        threads: int | None = None,
+        cuda_graph: bool = False,
+        providers: Sequence[str] = (_PROVIDER,),
+        device: str = "cuda",
+        device_id: int = 0,
+        name: str | None = None,
+    ) -> None:
+        on_cuda = bool(providers) and providers[0] == _PROVIDER
+        if cuda_graph and not on_cuda:
+            raise ValueError("CUDA graphs need the CUDA provider")
+        options = [cuda_provider_options(device_id=device_id)] if on_cuda else None
+        super().__init__(
+            model,
+            providers=providers,
+            threads=threads,
+            name=name,
+            provider_options=options,
+            session_config=SESSION_CONFIG,
+        )
+        self.cuda_graph = cuda_graph
+        self.device = device
+        self.device_id = device_id
+        #: how `bound_call` times: "io_binding" or "cuda_graph" (set by `bound_call`)
+        self.timing_mode: str | None = None
+        #: (provider, op type, node name) of every node, after activation
+        self.placements: list[Placement] = []
+        self._graph_session: Any = None
+
+    def activate(self) -> None:
+        if self.is_active:
+            return
+        super().activate()
+        self.placements = node_placements(self._session)
+        wanted = self.providers[0]
+        if not any(p.provider != wanted for p in self.placements):
+            return
+        fallbacks = cpu_fallbacks(self.placements, self._model_proto(), wanted)
+        if fallbacks:
+            self.deactivate()
+            raise InvalidInput(_fallback_message(fallbacks, self.name, wanted))
+
+    def deactivate(self) -> None:
+        self._graph_session = None
+        super().deactivate()
+
+    def __enter__(self) -> CudaRunner:
+        self.activate()
+        return self
+
+    def infer(self, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+        """Run once on host arrays (float feeds cast to the inputs' float types)."""
+        return super().infer(self.cast_feeds(feeds))
+
+    def cast_feeds(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """`feeds` with each float array cast to the float type its input declares."""
+        if self._session is None:
+            raise RuntimeError("runner is not active; use it as a context manager (with ... as r)")
+        wanted = {i.name: _ORT_FLOATS.get(i.type) for i in self._session.get_inputs()}
+        out: dict[str, np.ndarray] = {}
+        for name, x in feeds.items():
+            x = np.asarray(x)
+            target = wanted.get(name)
+            if target is not None and x.dtype in _FLOATS and x.dtype != target:
+                x = x.astype(target)
+            out[name] = x
+        return out
+
+    def bound_call(self, feeds: Mapping[str, np.ndarray]) -> BoundCall:
+        """A call on `feeds` with inputs already on the device and outputs left there.
+
+        With `cuda_graph`, the call replays a captured CUDA graph where
+        onnxruntime allows it; `timing_mode` says which one this is.
+        """
+        feeds = self.cast_feeds(feeds)  # raises unless active
+        if self.cuda_graph:
+            graph_call = self._graph_call(feeds)
+            if graph_call is not None:
+                self.timing_mode = "cuda_graph"
+                return graph_call
+        self.timing_mode = "io_binding"
+        try:
+            return BoundCall(self._session, feeds, device=self.device, device_id=self.device_id)
+        except Exception as e:  # onnxruntime's own exception types
+            raise InvalidInput(f"cannot bind inputs of {self.name}: {ort_error_line(e)}") from e
+
+    def _graph_call(self, feeds: dict[str, np.ndarray]) -> BoundCall | None:
+        """The bound call on a CUDA-graph session, or None (logged) where onnxruntime refuses."""
+        outputs = self.infer(feeds)  # the output shapes and types the graph writes
+        model = str(self.path) if self.path is not None else self._model_bytes
+        assert model is not None
+        opts = session_options(threads=self.threads, level=self.level, log_severity=3)
+        try:
+            session = open_session(
+                model,
+                opts,
+                providers=self.providers,
+                provider_options=[cuda_provider_options(cuda_graph=True, device_id=self.device_id)],
+            )
+            call = BoundCall(session, feeds, device=self.device, device_id=self.device_id)
+            call.preallocate_outputs(outputs)
+            call()  # the first runs capture the graph
+        except Exception as e:
+            logger.warning(
+                "%s: no CUDA graph (%s); timing with IO binding", self.name, ort_error_line(e)
+            )
+            return None
+        self._graph_session = session
+        return call
+
+    def _model_proto(self) -> onnx.ModelProto:
+        if self._model_bytes is not None:
+            return onnx.load_from_string(self._model_bytes)
+        assert self.path is not None
+        return onnx.load(str(self.path), load_external_data=False)
+
+
+class BoundCall:
+    """One inference on fixed feeds through onnxruntime's IO binding.
+
+    The feeds are copied to `device` once (on "cpu" onnxruntime uses the arrays
+    in place); each call runs the model and leaves the outputs on the device.
+    `outputs()` copies the last call's outputs to the host.
+    """
+
+    def __init__(
+        self, session: Any, feeds: Mapping[str, np.ndarray], *, device: str, device_id: int = 0
+    ) -> None:
+        import onnxruntime as ort
+
+        self._session = session
+        self._device = device
+        self._device_id = device_id
+        self._binding = session.io_binding()
+        self._values: list[Any] = []  # keeps the bound OrtValues (and arrays) alive
+        for name, x in feeds.items():
+            value = ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(x), device, device_id)
+            self._values.append(value)
+            self._binding.bind_ortvalue_input(name, value)
+        self.output_names = [o.name for o in session.get_outputs()]
+        for name in self.output_names:
+            self._binding.bind_output(name, device, device_id)
+
+    def preallocate_outputs(self, like: Sequence[np.ndarray]) -> None:
+        """Bind each output to a fixed device buffer shaped like `like` (CUDA graphs replay
+        fixed addresses)."""
+        import onnxruntime as ort
+
+        self._binding.clear_binding_outputs()
+        for name, ref in zip(self.output_names, like, strict=True):
+            value = ort.OrtValue.ortvalue_from_shape_and_type(
+                list(ref.shape), ref.dtype, self._device, self._device_id
+            )
+            self._values.append(value)
+            self._binding.bind_ortvalue_output(name, value)
+
+    def __call__(self) -> None:
+        self._session.run_with_iobinding(self._binding)
+
+    def outputs(self) -> list[np.ndarray]:
+        """The last call's outputs, copied to the host."""
+        return [np.asarray(o) for o in self._binding.copy_outputs_to_cpu()]
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where onnxruntime runs one node: its provider, op type and node name ('' if unnamed)."""
+
+    provider: str
+    op_type: str
+    name: str
+
+
+def node_placements(session: Any) -> list[Placement]:
+    """Every node's provider, from a session opened with `SESSION_CONFIG`.
+
+    Empty when this onnxruntime cannot report it (no
+    `get_provider_graph_assignment_info`, before 1.2x) or the session did not record it.
+    """
+    report = getattr(session, "get_provider_graph_assignment_info", None)
+    if report is None:
+        logger.debug("this onnxruntime does not report node placement; not checked")
+        return []
+    try:
+        subgraphs = report()
+    except Exception as e:  # recording was not enabled for this session
+        logger.debug("no node placement: %s", ort_error_line(e))
+        return []
+    return [
+        Placement(provider=sg.ep_name, op_type=n.op_type, name=n.name)
+        for sg in subgraphs
+        for n in sg.get_nodes()
+    ]
+
+
+def cpu_fallbacks(
+    placements: Sequence[Placement], model: onnx.ModelProto, wanted: str
+) -> list[Placement]:
+    """The nodes placed off `wanted` that are not shape math (see the module docstring)."""
+    off = [p for p in placements if p.provider != wanted]
+    if not off:
+        return []
+    off_names = {p.name for p in off if p.name}
+    by_name = {n.name for n in model.graph.node if n.name}
+    deliberate = _shape_math_nodes(model, off_names)
+    fallbacks = []
+    for p in off:
+        if p.op_type in _HOST_OUTPUT_OPS or p.name in deliberate:
+            continue
+        if p.name in by_name or p.op_type not in _SHAPE_OPS:
+            fallbacks.append(p)
+    return fallbacks
+
+
+def _shape_math_nodes(model: onnx.ModelProto, off_names: set[str]) -> set[str]:
+    """Names of the nodes in `off_names` that onnxruntime would keep on the CPU on purpose."""
+    graph = model.graph
+    constants = {t.name for t in graph.initializer} | {i.name for i in graph.input}
+    integer = _integer_tensors(model)
+    host: set[str] = set()
+    deliberate: set[str] = set()
+    for node in graph.node:  # ONNX graphs are topologically sorted
+        if node.op_type == "Constant":
+            constants.update(node.output)
+            continue
+        if node.op_type in _HOST_OUTPUT_OPS:
+            host.update(node.output)
+        if node.name not in off_names:
+            continue
+        inputs = [i for i in node.input if i]
+        chained = all(i in constants or i in host for i in inputs) and any(
+            i in host for i in inputs
+        )
+        if chained or all(t in integer for t in [*inputs, *node.output]):
+            deliberate.add(node.name)
+            host.update(node.output)
+    return deliberate
+
+
+def _integer_tensors(model: onnx.ModelProto) -> set[str]:
+    """Names of the tensors whose element type is integer or bool (as far as ONNX knows)."""
+    graph = model.graph
+    infos = [*graph.input, *graph.value_info, *graph.output]
+    if not graph.value_info:
+        with contextlib.suppress(Exception):  # over 2 GiB or odd: the declared types will do
+            inferred = onnx.shape_inference.infer_shapes(model).graph.value_info
+            infos = [*graph.input, *inferred, *graph.output]
+    names = {v.name for v in infos if v.type.tensor_type.elem_type in _INTEGER_TYPES}
+    names |= {t.name for t in graph.initializer if t.data_type in _INTEGER_TYPES}
+    return names
+
+
+def _fallback_message(fallbacks: Sequence[Placement], name: str, wanted: str) -> str:
+    shown = ", ".join(f"{p.op_type} {p.name!r}" if p.name else p.op_type for p in fallbacks[:5])
+    more = f" and {len(fallbacks) - 5} more" if len(fallbacks) > 5 else ""
+    ops = ", ".join(sorted({p.op_type for p in fallbacks}))
+    return (
+        f"onnxruntime's {wanted} has no kernel for {len(fallbacks)} node(s) of {name} "
+        f"(op {ops}): {shown}{more} would run on the CPU; use --target cpu, or --target "
+        "tensorrt, or replace those ops"
+    )
 
 
 @functools.cache
@@ -101,7 +505,11 @@ def probe_cuda() -> str | None:
     with _captured_stderr() as captured:
         _preload_pip_cuda_libraries(ort)
         try:
-            session = open_session(_tiny_model_bytes(), providers=[_PROVIDER])
+            session = open_session(
+                _tiny_model_bytes(),
+                providers=[_PROVIDER],
+                provider_options=[cuda_provider_options()],
+            )
             providers = session.get_providers()
             error = None
         except Exception as e:

@@ -10,7 +10,7 @@ level, spinning, the arena) is made once. onnxruntime is imported lazily.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Literal
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -62,9 +62,22 @@ def open_session(
     options: ort.SessionOptions | None = None,
     *,
     providers: Sequence[str] = CPU,
+    provider_options: Sequence[Mapping[str, str]] | None = None,
 ) -> ort.InferenceSession:
-    """An InferenceSession on a serialized model or a file; onnxruntime's own errors propagate."""
+    """An InferenceSession on a serialized model or a file; onnxruntime's own errors propagate.
+
+    `provider_options`, when given, holds one dict of options per provider, in
+    `providers` order (e.g. the CUDA provider's `use_tf32`).
+    """
     import onnxruntime as ort
 
     source = model if isinstance(model, bytes) else os.fspath(model)
-    return ort.InferenceSession(source, options or session_options(), providers=list(providers))
+    opts = options or session_options()
+    if provider_options is None:
+        return ort.InferenceSession(source, opts, providers=list(providers))
+    return ort.InferenceSession(
+        source,
+        opts,
+        providers=list(providers),
+        provider_options=[dict(o) for o in provider_options],
+    )
