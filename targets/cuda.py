@@ -262,7 +262,7 @@ class CudaRunner(OrtRunner):
         fallbacks = cpu_fallbacks(self.placements, self._model_proto(), wanted)
         if fallbacks:
             self.deactivate()
-            raise InvalidInput(_fallback_message(fallbacks, self.name, wanted))
+            raise InvalidInput(fallback_message(fallbacks, self.name, wanted))
 
     def deactivate(self) -> None:
         self._graph_session = None
@@ -474,14 +474,14 @@ def _integer_tensors(model: onnx.ModelProto) -> set[str]:
     return names
 
 
-def _fallback_message(fallbacks: Sequence[Placement], name: str, wanted: str) -> str:
+def fallback_message(fallbacks: Sequence[Placement], name: str, wanted: str) -> str:
+    """One line naming the ops and nodes `wanted` cannot run (the first five)."""
     shown = ", ".join(f"{p.op_type} {p.name!r}" if p.name else p.op_type for p in fallbacks[:5])
     more = f" and {len(fallbacks) - 5} more" if len(fallbacks) > 5 else ""
-    ops = ", ".join(sorted({p.op_type for p in fallbacks}))
     return (
-        f"onnxruntime's {wanted} has no kernel for {len(fallbacks)} node(s) of {name} "
-        f"(op {ops}): {shown}{more} would run on the CPU; use --target cpu, or --target "
-        "tensorrt, or replace those ops"
+        f"onnxruntime's {wanted} has no kernel for {len(fallbacks)} node(s) of {name}, which "
+        f"would run on the CPU: {shown}{more}; use --target cpu or --target tensorrt, or "
+        "replace those ops"
     )
 
 

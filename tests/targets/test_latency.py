@@ -11,7 +11,15 @@ import numpy as np
 import pytest
 
 from targets.cpu import CpuTarget
-from targets.latency import LatencyStats, bench_runner, bench_torch, compare, measure_latency
+from targets.cuda import BoundCall, CudaRunner
+from targets.latency import (
+    LatencyStats,
+    bench_runner,
+    bench_torch,
+    compare,
+    measure_latency,
+    timed_call,
+)
 from tests.targets.conftest import TinyModel
 
 REPORT_KEYS = {
@@ -162,6 +170,29 @@ def test_bench_runner(tmp_path: Path, gemm_relu: TinyModel) -> None:
     feeds = {"x": np.ones((3, 8), np.float32)}
     with CpuTarget().runner(artifact.path, threads=1) as r:
         stats = bench_runner(r, feeds, warmup=1, min_iterations=4, max_iterations=8)
+    assert stats.batch == 3 and stats.threads == 1
+    assert 4 <= stats.iterations <= 8
+    _check_stats(stats)
+
+
+def test_timed_call_of_a_plain_runner_is_infer(tmp_path: Path, gemm_relu: TinyModel) -> None:
+    artifact = CpuTarget().lower(gemm_relu.ir(), tmp_path, stem="m")
+    with CpuTarget().runner(artifact.path, threads=1) as r:
+        call = timed_call(r, {"x": np.ones((2, 8), np.float32)})
+        assert r.last_inference_ms is None
+        call()
+        assert r.last_inference_ms is not None  # went through infer: outputs copied out
+
+
+def test_bench_runner_times_the_bound_call(gemm_relu: TinyModel) -> None:
+    # the CUDA runner's IO-bound path, run for real on the CPU provider
+    model = gemm_relu.proto.SerializeToString()
+    feeds = {"x": np.ones((3, 8), np.float32)}
+    with CudaRunner(model, providers=("CPUExecutionProvider",), device="cpu", threads=1) as r:
+        assert isinstance(timed_call(r, feeds), BoundCall)
+        stats = bench_runner(r, feeds, warmup=1, min_iterations=4, max_iterations=8)
+        assert r.timing_mode == "io_binding"
+        assert r.last_inference_ms is None  # never through infer
     assert stats.batch == 3 and stats.threads == 1
     assert 4 <= stats.iterations <= 8
     _check_stats(stats)
