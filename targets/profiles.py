@@ -18,6 +18,15 @@ sold with more or less memory needs its own profile. Rules the fields keep:
 - `max_workspace_bytes` caps TensorRT's builder workspace at 1/8 of the
   board's memory, at most 4 GiB: Jetson memory is shared by CPU and GPU, and the
   application needs the rest. None where TensorRT does not run.
+- `tensorrt` is among a board's targets only when its NVIDIA software can have
+  TensorRT 10 or newer (`MIN_TENSORRT`), which edgec's tensorrt target needs:
+  Jetson Orin with JetPack 6.1 or newer (TensorRT 10.3; JetPack 6.0 had 8.6)
+  can; Jetson Xavier cannot — its last JetPack, 5.1, ships TensorRT 8.5 — so
+  its profile offers cuda and cpu, and says so (`tensorrt_version`).
+- `dla_cores` are the board's NVDLA engines. edgec reaches them only through
+  the tensorrt target (TensorRT builds DLA engines), so on a board without it
+  they are listed but unused. TensorRT reached DLA up to 10.7 (JetPack 6.1 has
+  10.3) and again from 11.4.1 on JetPack 7.2.2+ (NVIDIA's "Working with DLA").
 
 Engines are specific to the GPU and TensorRT version that built them: an
 engine for a board is built on the board (or an identical one); the profile
@@ -30,11 +39,13 @@ import dataclasses
 from dataclasses import dataclass
 from types import MappingProxyType
 
-__all__ = ["PROFILES", "DeviceProfile", "get_profile", "profile_names"]
+__all__ = ["MIN_TENSORRT", "PROFILES", "DeviceProfile", "get_profile", "profile_names"]
 
 GiB = 1 << 30
 _TARGETS = ("cpu", "cuda", "tensorrt")
 _ARCHES = ("aarch64", "x86_64")
+#: the oldest TensorRT (major, minor) edgec's tensorrt target builds with
+MIN_TENSORRT = (10, 0)
 
 
 @dataclass(frozen=True)
@@ -53,8 +64,11 @@ class DeviceProfile:
         supports_sparsity: 2:4 sparse tensor cores (Ampere or newer).
         gpu: GPU architecture and SM, e.g. ``Ampere sm_87``; None without a CUDA GPU.
         compute_capability: (major, minor) of that GPU.
-        dla_cores: NVDLA engines TensorRT can build for.
+        dla_cores: the board's NVDLA engines (used only by the tensorrt target).
         max_workspace_bytes: bound on TensorRT's builder workspace on this board.
+        jetpack: the newest NVIDIA JetPack for the board, e.g. ``JetPack 6.1``; None off Jetson.
+        tensorrt_version: (major, minor) of the TensorRT that JetPack ships; None when
+            the board has no NVIDIA software stack of its own.
     """
 
     name: str
@@ -71,6 +85,8 @@ class DeviceProfile:
     compute_capability: tuple[int, int] | None = None
     dla_cores: int = 0
     max_workspace_bytes: int | None = None
+    jetpack: str | None = None
+    tensorrt_version: tuple[int, int] | None = None
 
     def __post_init__(self) -> None:
         unknown = [t for t in self.targets if t not in _TARGETS]
@@ -100,8 +116,14 @@ class DeviceProfile:
             )
         if self.dla_cores < 0:
             raise ValueError(f"profile {self.name}: dla_cores must be >= 0")
-        if self.dla_cores and "tensorrt" not in self.targets:
-            raise ValueError(f"profile {self.name}: DLA cores are only reachable through tensorrt")
+        if self.dla_cores and self.compute_capability is None:
+            raise ValueError(f"profile {self.name}: DLA cores come with an NVIDIA GPU (Jetson)")
+        trt = self.tensorrt_version
+        if "tensorrt" in self.targets and trt is not None and trt < MIN_TENSORRT:
+            raise ValueError(
+                f"profile {self.name}: the tensorrt target needs TensorRT "
+                f"{MIN_TENSORRT[0]}.{MIN_TENSORRT[1]} or newer, the board ships {trt[0]}.{trt[1]}"
+            )
         ws = self.max_workspace_bytes
         if ws is not None and not 0 < ws <= self.memory_bytes:
             raise ValueError(
@@ -113,6 +135,8 @@ class DeviceProfile:
         d["targets"] = list(self.targets)
         if self.compute_capability is not None:
             d["compute_capability"] = list(self.compute_capability)
+        if self.tensorrt_version is not None:
+            d["tensorrt_version"] = list(self.tensorrt_version)
         return d
 
 
@@ -129,17 +153,21 @@ def _jetson(
     gpu: str,
     compute_capability: tuple[int, int],
     dla_cores: int,
+    jetpack: str,
+    tensorrt_version: tuple[int, int],
 ) -> DeviceProfile:
-    """A Jetson module: TensorRT by default, CUDA and the CPU too.
+    """A Jetson module: TensorRT by default where its JetPack has TensorRT 10+, CUDA and the CPU.
 
     fp16 and int8 run natively on every Jetson GPU; 2:4 sparse tensor cores come
     with compute capability 8.0 (Ampere); the builder workspace is `_workspace`.
+    Without TensorRT 10+ the board's default target is cuda.
     """
+    tensorrt = tensorrt_version >= MIN_TENSORRT
     return DeviceProfile(
         name=name,
         description=description,
-        target="tensorrt",
-        targets=("tensorrt", "cuda", "cpu"),
+        target="tensorrt" if tensorrt else "cuda",
+        targets=("tensorrt", "cuda", "cpu") if tensorrt else ("cuda", "cpu"),
         arch="aarch64",
         memory_bytes=memory_bytes,
         threads=threads,
@@ -149,7 +177,9 @@ def _jetson(
         gpu=gpu,
         compute_capability=compute_capability,
         dla_cores=dla_cores,
-        max_workspace_bytes=_workspace(memory_bytes),
+        max_workspace_bytes=_workspace(memory_bytes) if tensorrt else None,
+        jetpack=jetpack,
+        tensorrt_version=tensorrt_version,
     )
 
 
@@ -179,6 +209,8 @@ _ALL = (
         gpu="Ampere sm_87",
         compute_capability=(8, 7),
         dla_cores=0,
+        jetpack="JetPack 6.1",
+        tensorrt_version=(10, 3),
     ),
     _jetson(
         "jetson-orin-nx",
@@ -188,6 +220,8 @@ _ALL = (
         gpu="Ampere sm_87",
         compute_capability=(8, 7),
         dla_cores=2,
+        jetpack="JetPack 6.1",
+        tensorrt_version=(10, 3),
     ),
     _jetson(
         "jetson-orin-agx",
@@ -197,15 +231,20 @@ _ALL = (
         gpu="Ampere sm_87",
         compute_capability=(8, 7),
         dla_cores=2,
+        jetpack="JetPack 6.1",
+        tensorrt_version=(10, 3),
     ),
     _jetson(
         "jetson-xavier-nx",
-        "Jetson Xavier NX 8GB: 6-core Carmel, 384-core Volta GPU, 2 NVDLA",
+        "Jetson Xavier NX 8GB: 6-core Carmel, 384-core Volta GPU, 2 NVDLA; JetPack 5.1 "
+        "(TensorRT 8.5): no TensorRT 10, so cuda and cpu only",
         memory_bytes=8 * GiB,
         threads=6,
         gpu="Volta sm_72",
         compute_capability=(7, 2),
         dla_cores=2,
+        jetpack="JetPack 5.1",
+        tensorrt_version=(8, 5),
     ),
     _cpu_board(
         "raspberry-pi-5",

@@ -1,11 +1,14 @@
+"""Device profiles: the boards' facts and the rules the fields keep (pure Python)."""
+
 from __future__ import annotations
 
 import dataclasses
 
 import pytest
 
-from targets.profiles import PROFILES, DeviceProfile, get_profile, profile_names
+from targets.profiles import MIN_TENSORRT, PROFILES, DeviceProfile, get_profile, profile_names
 from targets.registry import target_names
+from targets.tensorrt.compat import MIN_MAJOR
 
 BOARDS = [
     "jetson-orin-nano",
@@ -40,7 +43,11 @@ def test_profiles_keep_their_rules(profile: DeviceProfile) -> None:
     if "tensorrt" in profile.targets:
         assert profile.max_workspace_bytes is not None
         assert profile.max_workspace_bytes == min(profile.memory_bytes // 8, 4 << 30)
+        # edgec's tensorrt target needs TensorRT 10+: the board's JetPack must have it
+        assert profile.tensorrt_version is not None and profile.tensorrt_version >= MIN_TENSORRT
     else:
+        assert profile.max_workspace_bytes is None
+    if profile.compute_capability is None:
         assert profile.dla_cores == 0 and profile.gpu is None
     d = profile.to_dict()
     assert d["name"] == profile.name and isinstance(d["targets"], list)
@@ -57,6 +64,14 @@ def test_board_facts() -> None:
         False,
         2,
     )
+    for orin in ("jetson-orin-nano", "jetson-orin-nx", "jetson-orin-agx"):
+        board = get_profile(orin)
+        assert (board.target, board.jetpack, board.tensorrt_version) == (
+            "tensorrt",
+            "JetPack 6.1",
+            (10, 3),
+        )
+    assert get_profile("jetson-orin-nx").dla_cores == 2
     pi = get_profile("raspberry-pi-5")
     assert (pi.target, pi.targets, pi.arch, pi.threads) == ("cpu", ("cpu",), "aarch64", 4)
     assert (pi.supports_int8, pi.supports_fp16) == (True, False)
@@ -77,5 +92,19 @@ def test_profiles_are_frozen_and_validated() -> None:
         dataclasses.replace(nano, supports_sparsity=False, compute_capability=None)
     with pytest.raises(ValueError, match="max_workspace_bytes"):
         dataclasses.replace(nano, max_workspace_bytes=nano.memory_bytes + 1)
-    with pytest.raises(ValueError, match="DLA"):
+    with pytest.raises(ValueError, match="DLA cores come with an NVIDIA GPU"):
         dataclasses.replace(get_profile("raspberry-pi-5"), dla_cores=1)
+
+
+def test_xavier_offers_no_tensorrt() -> None:
+    # JetPack 5.1, Xavier's last, ships TensorRT 8.5: no strongly typed TensorRT 10 there.
+    xavier = get_profile("jetson-xavier-nx")
+    assert "tensorrt" not in xavier.targets and xavier.target == "cuda"
+    assert (xavier.jetpack, xavier.tensorrt_version) == ("JetPack 5.1", (8, 5))
+    assert xavier.to_dict()["tensorrt_version"] == [8, 5]
+    with pytest.raises(ValueError, match="needs TensorRT 10.0 or newer, the board ships 8.5"):
+        dataclasses.replace(xavier, target="tensorrt", targets=("tensorrt", "cuda", "cpu"))
+
+
+def test_minimum_tensorrt_agrees_with_the_target() -> None:
+    assert MIN_TENSORRT == (MIN_MAJOR, 0)
