@@ -1,30 +1,52 @@
 """Build a serialized TensorRT engine from ONNX bytes (Polygraphy's `EngineFromNetwork` shape).
 
 `EngineFromOnnx(model, settings)` is a loader: calling it parses the model with
-TensorRT's ONNX parser, applies `BuilderSettings` and returns the serialized
-engine's bytes; `.save(path)` writes them atomically. `tensorrt` is imported
-only when a loader is called.
+TensorRT's ONNX parser into a strongly typed network, applies `BuilderSettings`
+and returns the serialized engine's bytes; `.save(path)` writes them
+atomically. After a build, `.summary` says what the engine runs in (read back
+with the engine inspector) and `.timing_cache` where the timing cache went.
+`tensorrt` is imported only when a loader is called.
 
-Written against the TensorRT 10.x Python API (not runnable on the machines
-this was written on, which have no TensorRT and no GPU):
-- `trt.Builder(logger)`, `builder.create_network(0)` — networks are always
-  explicit-batch in TensorRT 10, `EXPLICIT_BATCH` is deprecated and ignored;
-- `trt.OnnxParser(network, logger).parse(bytes)`, `num_errors`, `get_error(i)`
-  whose `desc()`, `node_name()`, `node_operator()` describe the failure;
-- `builder.create_builder_config()`, `config.set_flag(trt.BuilderFlag.FP16 |
-  INT8 | SPARSE_WEIGHTS | OBEY_PRECISION_CONSTRAINTS)`, `config.clear_flag(TF32)`,
-  `config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, n)`;
-- `builder.create_optimization_profile()`, `profile.set_shape(name, min, opt,
-  max)`, `config.add_optimization_profile(profile)` — only for inputs with a
-  dynamic (-1) dimension after parsing;
-- `builder.build_serialized_network(network, config)` → IHostMemory or None.
+Written against the TensorRT 10.x and 11.x Python API (NVIDIA's Python API
+reference, docs.nvidia.com/deeplearning/tensorrt/latest/_static/python-api/,
+pages named below; not runnable on the machines this was written on, which
+have no TensorRT and no GPU):
+- infer/Core/Builder.html: `trt.Builder(logger)`, `builder.create_network(flags)`
+  with `1 << NetworkDefinitionCreationFlag.STRONGLY_TYPED` where the bindings
+  have it (`compat.network_flags`), `create_builder_config()`,
+  `create_optimization_profile()`, `build_serialized_network(network, config)`
+  → IHostMemory or None, `num_DLA_cores`;
+- parsers/Onnx/pyOnnx.html: `trt.OnnxParser(network, logger).parse(bytes)`,
+  `num_errors`, `get_error(i)` whose `desc()`, `node_name()`, `node_operator()`
+  describe the failure;
+- infer/Core/BuilderConfig.html: `config.set_memory_pool_limit(
+  MemoryPoolType.WORKSPACE, n)`, `set_flag(BuilderFlag.SPARSE_WEIGHTS |
+  GPU_FALLBACK)`, `clear_flag(BuilderFlag.TF32)`, `builder_optimization_level`,
+  `default_device_type = DeviceType.DLA`, `DLA_core`, `profiling_verbosity =
+  ProfilingVerbosity.DETAILED`, `add_optimization_profile(profile)`,
+  `create_timing_cache(bytes)`, `set_timing_cache(cache, ignore_mismatch)`,
+  `get_timing_cache()`; infer/Core/TimingCache.html: `cache.serialize()`;
+- infer/Core/OptimizationProfile.html: `profile.set_shape(name, min, opt, max)`
+  — only for inputs with a dynamic (-1) dimension after parsing;
+- infer/Core/Runtime.html, Engine.html, ExecutionContext.html,
+  EngineInspector.html: `trt.Runtime(logger).deserialize_cuda_engine(bytes)`,
+  `engine.create_execution_context()`, `context.set_input_shape`,
+  `engine.create_engine_inspector()`, `inspector.context` (10.x) /
+  `inspector.execution_context` (11.x), `inspector.get_engine_information(
+  LayerInformationFormat.JSON)`.
+No precision flags: FP16, INT8, OBEY_PRECISION_CONSTRAINTS and calibrators are
+removed in TensorRT 11 ("Migrating from TensorRT 10.x to 11.x"); the graph's
+types and Q/DQ nodes say what runs in which precision (see `settings`).
+
 The logger is a `trt.ILogger` subclass that forwards to Python logging and
 keeps the errors, so a failed parse or build raises with TensorRT's own words.
 
 Not byte-deterministic: TensorRT chooses kernels by timing them on the GPU at
 hand, so two builds of the same model may differ (same as the `.ort` caveat in
 `targets/cpu.py`); the `.onnx` stays the reproducible artifact. An engine runs
-only on the GPU model and TensorRT version that built it.
+only on the GPU model and TensorRT version that built it. The timing cache
+(`<stem>.timing.cache` beside the engine) makes a rebuild on the same GPU and
+TensorRT version reuse the kernel timings instead of measuring them again.
 """
 
 from __future__ import annotations
@@ -39,26 +61,20 @@ import onnx
 
 from compiler.ground.errors import InvalidInput, TargetUnavailable
 from compiler.ground.io import atomic_write_bytes
+from targets.tensorrt.compat import import_tensorrt, network_flags, require_api
+from targets.tensorrt.engine_info import EngineSummary, summarize_engine_json
 from targets.tensorrt.settings import BuilderSettings
 
 logger = logging.getLogger(__name__)
 
-SUPPORTED_MAJOR = 10
-INSTALL_HINT = (
-    "pip install '.[tensorrt]' on a machine with an NVIDIA GPU (TensorRT wheels come from "
-    "NVIDIA's package index), or use --target cuda or --target cpu"
-)
-
-
-def import_tensorrt() -> ModuleType:
-    """`import tensorrt`, or TargetUnavailable with what to do."""
-    try:
-        import tensorrt as trt
-    except ImportError as e:
-        raise TargetUnavailable(f"TensorRT is not installed ({e}); {INSTALL_HINT}") from e
-    except OSError as e:  # the wheel is there, its shared libraries are not
-        raise TargetUnavailable(f"TensorRT cannot load its libraries ({e}); {INSTALL_HINT}") from e
-    return trt
+__all__ = [
+    "EngineFromOnnx",
+    "configure_builder",
+    "import_tensorrt",
+    "inspect_engine",
+    "parser_error_line",
+    "trt_logger",
+]
 
 
 class _Log:
@@ -126,17 +142,33 @@ def parser_error_line(error: Any) -> str:
 
 
 class EngineFromOnnx:
-    """Loader: ONNX model (proto or serialized bytes) + BuilderSettings → serialized engine bytes."""
+    """Loader: ONNX model (proto or serialized bytes) + BuilderSettings → serialized engine bytes.
+
+    `timing_cache`: a file to load kernel timings from (when it exists) and to
+    save them to after a build; None builds without one. `inspect`: read the
+    built engine's layers back (`.summary`); it deserializes the engine once
+    more, on the same GPU.
+    """
 
     def __init__(
-        self, model: onnx.ModelProto | bytes, settings: BuilderSettings, *, name: str = "model"
+        self,
+        model: onnx.ModelProto | bytes,
+        settings: BuilderSettings,
+        *,
+        name: str = "model",
+        timing_cache: Path | None = None,
+        inspect: bool = True,
     ) -> None:
         self.model = model
         self.settings = settings
         self.name = name
+        self.timing_cache = Path(timing_cache) if timing_cache is not None else None
+        self.inspect = inspect
+        self.summary: EngineSummary | None = None
+        self.tensorrt_version: str | None = None
 
     def __call__(self) -> bytes:
-        trt = import_tensorrt()
+        trt = require_api(import_tensorrt())
         log = trt_logger(trt)
         log.state.clear()
         data = (
@@ -153,7 +185,7 @@ class EngineFromOnnx:
                 f"TensorRT cannot create a builder ({log.state.last_error() or 'no usable GPU'}); "
                 "check the NVIDIA driver and GPU"
             )
-        network = builder.create_network(0)
+        network = builder.create_network(network_flags(trt))
         parser = trt.OnnxParser(network, log)
         if not parser.parse(data):
             n = parser.num_errors
@@ -162,6 +194,7 @@ class EngineFromOnnx:
             raise InvalidInput(f"TensorRT's ONNX parser rejected {self.name}: {first}{more}")
         config = builder.create_builder_config()
         configure_builder(trt, builder, network, config, self.settings)
+        load_timing_cache(config, self.timing_cache)
         logger.debug("building TensorRT engine for %s with %s", self.name, self.settings)
         serialized = builder.build_serialized_network(network, config)
         if serialized is None:
@@ -169,7 +202,12 @@ class EngineFromOnnx:
                 f"TensorRT could not build an engine for {self.name}: "
                 f"{log.state.last_error() or 'the builder reported no reason'}"
             )
-        return bytes(memoryview(serialized))
+        plan = bytes(memoryview(serialized))
+        save_timing_cache(config, self.timing_cache)
+        self.tensorrt_version = str(getattr(trt, "__version__", "")) or None
+        if self.inspect:
+            self.summary = inspect_engine(trt, plan, self.settings)
+        return plan
 
     def save(self, path: Path) -> Path:
         """Build and write the engine to `path` atomically (nothing is left on failure)."""
@@ -178,48 +216,45 @@ class EngineFromOnnx:
         return Path(path)
 
 
-def _flag(trt: ModuleType, name: str) -> Any:
-    flag = getattr(trt.BuilderFlag, name, None)
-    if flag is None:
-        raise TargetUnavailable(
-            f"this TensorRT ({getattr(trt, '__version__', '?')}) has no BuilderFlag.{name}; "
-            f"edgec's tensorrt target needs TensorRT {SUPPORTED_MAJOR}.x"
-        )
-    return flag
-
-
 def configure_builder(
     trt: ModuleType, builder: Any, network: Any, config: Any, settings: BuilderSettings
 ) -> None:
-    """Apply `settings` to a builder config for a parsed `network`.
+    """Apply `settings` to a builder config for a parsed, strongly typed `network`.
 
     Raises InvalidInput when a dynamic network input has no shape range in the
     settings, when a range disagrees with the input's rank, or when an input is
-    a shape tensor (its *values* would need a range; edgec does not build those).
+    a shape tensor (its *values* would need a range; edgec does not build
+    those); TargetUnavailable when a DLA core is asked for that this TensorRT
+    and machine do not have.
     """
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, settings.workspace_bytes)
-    for enabled, name in (
-        (settings.fp16, "FP16"),
-        (settings.int8, "INT8"),
-        (settings.sparse_weights, "SPARSE_WEIGHTS"),
-        (settings.obey_precision, "OBEY_PRECISION_CONSTRAINTS"),
-    ):
-        if enabled:
-            config.set_flag(_flag(trt, name))
-    tf32 = getattr(trt.BuilderFlag, "TF32", None)
-    if not settings.tf32 and tf32 is not None:
-        config.clear_flag(tf32)  # on by default in TensorRT
+    if settings.sparse_weights:
+        config.set_flag(trt.BuilderFlag.SPARSE_WEIGHTS)
+    if not settings.tf32:
+        config.clear_flag(trt.BuilderFlag.TF32)  # on by default in TensorRT
     if settings.builder_optimization_level is not None:
         config.builder_optimization_level = settings.builder_optimization_level
+    # DETAILED: the engine inspector then reports each layer's tensor types.
+    config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED
     if settings.dla_core is not None:
-        if settings.dla_core >= builder.num_DLA_cores:
-            raise TargetUnavailable(
-                f"DLA core {settings.dla_core} requested, this device has {builder.num_DLA_cores}"
-            )
-        config.default_device_type = trt.DeviceType.DLA
-        config.DLA_core = settings.dla_core
-        config.set_flag(_flag(trt, "GPU_FALLBACK"))
+        _use_dla(trt, builder, config, settings.dla_core)
+    _add_profile(builder, network, config, settings)
 
+
+def _use_dla(trt: ModuleType, builder: Any, config: Any, core: int) -> None:
+    available = int(builder.num_DLA_cores)
+    if core >= available:
+        raise TargetUnavailable(
+            f"DLA core {core} requested, this TensorRT and device have {available}: DLA needs "
+            "a Jetson Orin NX/AGX with TensorRT 10 up to 10.7 (JetPack 6.1) or 11.4.1+ "
+            "(JetPack 7.2.2+); build on the board, or without DLA (use_dla=False)"
+        )
+    config.default_device_type = trt.DeviceType.DLA
+    config.DLA_core = core
+    config.set_flag(trt.BuilderFlag.GPU_FALLBACK)  # layers DLA cannot run stay on the GPU
+
+
+def _add_profile(builder: Any, network: Any, config: Any, settings: BuilderSettings) -> None:
     profile = None
     for i in range(network.num_inputs):
         tensor = network.get_input(i)
@@ -247,3 +282,66 @@ def configure_builder(
         profile.set_shape(name, shape.min, shape.opt, shape.max)
     if profile is not None:
         config.add_optimization_profile(profile)
+
+
+def load_timing_cache(config: Any, path: Path | None) -> None:
+    """Give the builder a timing cache: `path`'s contents when it holds one, else an empty one.
+
+    A cache TensorRT does not take (another TensorRT version, another GPU, a
+    damaged file) is replaced by an empty one, with a warning: the build only
+    gets slower.
+    """
+    if path is None:
+        return
+    data = path.read_bytes() if path.is_file() else b""
+    if data:
+        try:
+            cache = config.create_timing_cache(data)
+            if cache is not None and config.set_timing_cache(cache, False):
+                logger.debug("timing cache %s: %d bytes loaded", path, len(data))
+                return
+        except Exception as e:  # noqa: BLE001 - the bindings raise on a damaged cache
+            logger.debug("timing cache %s refused: %s", path, e)
+        logger.warning("TensorRT did not take the timing cache %s; starting a new one", path)
+    config.set_timing_cache(config.create_timing_cache(b""), False)
+
+
+def save_timing_cache(config: Any, path: Path | None) -> None:
+    """Write the builder's timing cache to `path` atomically (after a successful build)."""
+    if path is None:
+        return
+    cache = config.get_timing_cache()
+    if cache is None:
+        return
+    atomic_write_bytes(path, bytes(memoryview(cache.serialize())))
+
+
+def inspect_engine(
+    trt: ModuleType, engine_bytes: bytes, settings: BuilderSettings
+) -> EngineSummary | None:
+    """What the built engine runs in, from TensorRT's engine inspector; None if it cannot say.
+
+    The inspector is given an execution context whose input shapes are the
+    profile's optimum, so that types are known for dynamic shapes too. Any
+    failure here is logged and leaves the build alone.
+    """
+    try:
+        runtime = trt.Runtime(trt_logger(trt))
+        engine = runtime.deserialize_cuda_engine(engine_bytes)
+        inspector = engine.create_engine_inspector()
+        context = engine.create_execution_context()
+        if context is not None:
+            for p in settings.profiles:
+                if not p.is_static:
+                    context.set_input_shape(p.name, p.opt)
+            if hasattr(inspector, "execution_context"):  # TensorRT 11.x
+                inspector.execution_context = context
+            else:  # TensorRT 10.x
+                inspector.context = context
+        text = inspector.get_engine_information(trt.LayerInformationFormat.JSON)
+        return summarize_engine_json(str(text))
+    except Exception as e:  # noqa: BLE001 - the engine is built; the summary is extra
+        logger.warning(
+            "could not read the engine's layers back (%s); the report leaves them out", e
+        )
+        return None

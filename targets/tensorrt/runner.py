@@ -1,21 +1,33 @@
 """Run a serialized TensorRT engine: `TrtRunner`, a Polygraphy-shaped context manager.
 
 Device memory and streams come from NVIDIA's `cuda-python` package (its
-runtime bindings: `cuda.bindings.runtime`, or `cuda.cudart` before 12.6),
-imported lazily like `tensorrt` itself. Why not the alternatives: torch is the
-CPU build in this project, so torch CUDA tensors are not there; pycuda needs a
-compiler toolchain at install time and keeps its own context, while
-cuda-python's runtime API shares the device's primary context with TensorRT
-(TensorRT's own Python samples use it). Use the cuda-python major version that
-matches the TensorRT wheel's CUDA (tensorrt-cu12 → cuda-python 12.x).
+runtime bindings: `cuda.bindings.runtime`, or `cuda.cudart` before 12.6; the
+latter is gone in 13), imported lazily like `tensorrt` itself. Why not the
+alternatives: torch is the CPU build in this project, so torch CUDA tensors are
+not there; pycuda needs a compiler toolchain at install time and keeps its own
+context, while cuda-python's runtime API shares the device's primary context
+with TensorRT (TensorRT's own Python samples use it). Use the cuda-python major
+version that matches the TensorRT wheel's CUDA (tensorrt-cu12 → cuda-python
+12.x, tensorrt-cu13 → 13.x).
 
-TensorRT 10.x API used (name-based I/O; the binding-index API is gone in 10):
-`trt.Runtime(logger).deserialize_cuda_engine(bytes)`, `engine.num_io_tensors`,
-`engine.get_tensor_name(i)`, `engine.get_tensor_mode(name)` (`TensorIOMode`),
-`engine.get_tensor_dtype(name)` with `trt.nptype`,
+The stream goes to TensorRT as its native handle: `cuda.bindings.utils.
+get_cuda_native_handle(stream)` where the bindings have it (cuda-bindings
+12.9.1+ and 13, whose release notes deprecate `int(cuda_obj)` for this), else
+`int(stream)` (older 12.x, where that is the documented way).
+
+TensorRT 10.x/11.x API used (name-based I/O; the binding-index API is gone
+since 10; NVIDIA's Python API reference, infer/Core/Engine.html and
+ExecutionContext.html): `trt.Runtime(logger).deserialize_cuda_engine(bytes)`,
+`engine.num_io_tensors`, `engine.get_tensor_name(i)`, `engine.get_tensor_mode(
+name)` (`TensorIOMode`), `engine.get_tensor_dtype(name)` with `trt.nptype`,
 `engine.get_tensor_profile_shape(name, 0)`, `engine.create_execution_context()`,
 `context.set_input_shape`, `context.get_tensor_shape`,
 `context.set_tensor_address`, `context.execute_async_v3(stream_handle)`.
+
+Host buffers follow the engine's tensor types (`trt.nptype`): an fp16 engine
+built from a float16 graph takes and returns float16. A float32 feed for a
+float16 input (or the reverse) is converted, as the graph's own input cast
+would; any other type mismatch is refused.
 
 One call of `infer` copies the inputs to the device, enqueues the engine, copies
 the outputs back and synchronizes the stream, so `last_inference_ms` (and the
@@ -38,13 +50,16 @@ import numpy as np
 
 from compiler.ground.errors import InvalidInput, TargetUnavailable
 from targets.base import check_feeds
-from targets.tensorrt.build import import_tensorrt, trt_logger
+from targets.tensorrt.build import trt_logger
+from targets.tensorrt.compat import import_tensorrt, require_api
 
 logger = logging.getLogger(__name__)
 
+_FLOATS = {np.dtype(np.float32), np.dtype(np.float16)}
+
 CUDA_PYTHON_HINT = (
-    "pip install cuda-python (the major version matching TensorRT's CUDA, e.g. 12.x for "
-    "tensorrt-cu12); edgec's TensorRT runner uses it for device memory"
+    "pip install cuda-python (the major version matching TensorRT's CUDA: 12.x for "
+    "tensorrt-cu12, 13.x for tensorrt-cu13); edgec's TensorRT runner uses it for device memory"
 )
 
 
@@ -60,6 +75,18 @@ def import_cudart() -> ModuleType:
         raise TargetUnavailable(f"cuda-python is not installed; {CUDA_PYTHON_HINT}") from e
 
 
+def stream_handle(stream: Any) -> int:
+    """The native `cudaStream_t` address TensorRT's `execute_async_v3` takes."""
+    try:
+        utils = importlib.import_module("cuda.bindings.utils")
+    except ImportError:
+        utils = None
+    get_handle = getattr(utils, "get_cuda_native_handle", None)
+    if get_handle is not None:  # cuda-bindings 12.9.1+ / 13: int(cuda_obj) is deprecated
+        return int(get_handle(stream))
+    return int(stream)  # older cuda-python 12.x
+
+
 def cuda_call(cudart: ModuleType, result: tuple[Any, ...], what: str) -> Any:
     """Unpack cuda-python's `(error, *values)`; raise TargetUnavailable on an error."""
     err, values = result[0], result[1:]
@@ -72,6 +99,21 @@ def cuda_call(cudart: ModuleType, result: tuple[Any, ...], what: str) -> Any:
     if not values:
         return None
     return values[0] if len(values) == 1 else values
+
+
+def cuda_device_problem() -> str | None:
+    """None when cuda-python finds a CUDA device here, else a one-line reason."""
+    try:
+        cudart = import_cudart()
+    except TargetUnavailable:
+        return f"cuda-python is not installed; {CUDA_PYTHON_HINT}"
+    try:
+        count = cuda_call(cudart, cudart.cudaGetDeviceCount(), "device query")
+    except Exception as e:  # noqa: BLE001 - TargetUnavailable, or the driver library missing
+        return f"no usable CUDA device ({e}); TensorRT needs an NVIDIA GPU and its driver"
+    if not count:
+        return "no CUDA device found; TensorRT needs an NVIDIA GPU and its driver"
+    return None
 
 
 class _DeviceBuffer:
@@ -143,7 +185,7 @@ class TrtRunner:
     def activate(self) -> None:
         if self._context is not None:
             return
-        trt = import_tensorrt()
+        trt = require_api(import_tensorrt())
         cudart = import_cudart()
         data = self._engine_bytes()
         log = trt_logger(trt)
@@ -224,6 +266,18 @@ class TrtRunner:
         except Exception:  # noqa: BLE001 - static inputs have no profile
             return f"{tuple(self._engine.get_tensor_shape(name))}"
 
+    def _host_input(self, name: str, value: np.ndarray) -> np.ndarray:
+        """`value` as a contiguous array of the engine's type for input `name`."""
+        arr = np.asarray(value)
+        want = self._dtypes[name]
+        if arr.dtype != want:
+            if {arr.dtype, want} != _FLOATS:
+                raise InvalidInput(
+                    f"input {name!r} of {self.name} is {arr.dtype}, the engine takes {want}"
+                )
+            arr = arr.astype(want)  # float32 <-> float16, as the graph's input cast would
+        return np.ascontiguousarray(arr)
+
     def infer(self, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
         """Run once; outputs in `output_names` order, as numpy arrays on the host."""
         if self._context is None:
@@ -236,11 +290,7 @@ class TrtRunner:
         start = time.perf_counter_ns()
         hosts = []  # keep the input arrays alive until the stream is synchronized
         for name in self.input_names:
-            arr = np.ascontiguousarray(feeds[name])
-            if arr.dtype != self._dtypes[name]:
-                raise InvalidInput(
-                    f"input {name!r} of {self.name} is {arr.dtype}, the engine takes {self._dtypes[name]}"
-                )
+            arr = self._host_input(name, feeds[name])
             if not context.set_input_shape(name, arr.shape):
                 raise InvalidInput(
                     f"input {name!r} has shape {arr.shape}, outside what {self.name} was built for "
@@ -267,7 +317,7 @@ class TrtRunner:
             context.set_tensor_address(name, self._buffer(name, out.nbytes))
             outputs.append(out)
         trt_logger(self._trt).state.clear()
-        if not context.execute_async_v3(int(stream)):
+        if not context.execute_async_v3(stream_handle(stream)):
             raise InvalidInput(
                 f"TensorRT failed to run {self.name}: "
                 f"{trt_logger(self._trt).state.last_error() or 'no reason reported'}"

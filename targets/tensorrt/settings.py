@@ -4,43 +4,55 @@
 and the user's flags into a frozen `BuilderSettings`; `build.EngineFromOnnx`
 applies them. Everything here is pure Python and unit-tested without a GPU.
 
-Precision (TensorRT 10.x "weakly typed" networks):
-- A model holding QuantizeLinear/DequantizeLinear is *explicitly quantized*:
-  TensorRT builds int8 layers where the Q/DQ say so, and needs `BuilderFlag.INT8`
-  for that. Implicit int8 (calibrators) is deprecated since TensorRT 10.1, so
-  `--precision int8` without Q/DQ in the model is refused, not calibrated here.
-- FP16 is enabled for `--precision fp16`, and also next to INT8 so that the
-  layers the Q/DQ leave in float may run in half precision (TensorRT's
-  quantization guide recommends enabling both).
+Precision (strongly typed networks, TensorRT 10.x and 11.x): the graph says
+what every tensor is, and TensorRT builds exactly that. There are no precision
+builder flags: `BuilderFlag.FP16`, `INT8` and `OBEY_PRECISION_CONSTRAINTS`
+(weak typing) are deprecated since TensorRT 10.12 and removed in 11 (NVIDIA's
+"Migrating from TensorRT 10.x to 11.x" guide). So:
+- int8 comes from QuantizeLinear/DequantizeLinear in the graph (explicit
+  quantization); `--precision int8` on a model without Q/DQ is refused, not
+  calibrated here (calibrators are removed in TensorRT 11 too).
+- fp16 comes from float16 tensors and casts in the graph (edgec's FP16 pass
+  writes such a graph); `--precision fp16` on a graph with no float16 in it is
+  refused, because TensorRT would build it in fp32.
 - The Q/DQ must be what TensorRT accepts (its ONNX operator matrix:
   "`x_zero_point` must be zero"; its quantization guide: int8, activations per
   tensor, weights per output channel). `check_qdq_for_tensorrt` lists every
   violation; `derive_settings` raises InvalidInput on the first. The weight
   axis rule is `TENSORRT_SPEC.weight_axis` — the quantization spec this target
   owns — so the quantizer and this check cannot drift apart.
-- Weak typing (the FP16/INT8 builder flags) is deprecated from TensorRT 10.12
-  and removed in 11; the target therefore requires TensorRT 10.x.
+- TF32 (`BuilderFlag.TF32`, still in TensorRT 11) lets float32 matrix math run
+  with a 10-bit mantissa; it is cleared for fp32 engines so that "fp32" means fp32.
 
 Sparsity: the 2:4 pruning pass marks a model with
 `metadata_props["edgec.sparsity"] == "2:4"`; then `SPARSE_WEIGHTS` is set and
 TensorRT picks sparse kernels per layer where they win (Ampere and newer; a
 device profile without sparse tensor cores drops the flag).
 
-Shapes: TensorRT needs one optimization profile covering every dynamic input.
-Axis 0 of an input is the batch axis when it is symbolic: its range is
-min 1, opt `batch`, max `max_batch`. Any other symbolic or unknown dimension is
-refused unless `input_shapes` gives it. A static input gets a fixed range
-(min = opt = max); the builder only sends dynamic inputs to TensorRT.
+DLA: on a device profile with NVDLA cores (Jetson Orin NX / AGX Orin) and an
+fp16 or int8 graph, the engine is built for DLA core 0 with GPU fallback
+(layers DLA cannot run stay on the GPU); `use_dla=False` keeps it on the GPU.
+Whether the installed TensorRT and the machine have a DLA is only known when
+building (`builder.num_DLA_cores`): TensorRT 10 up to 10.7 (JetPack 6.1 ships 10.3), and
+TensorRT 11.4.1+ on JetPack 7.2.2+ (AGX Orin), per NVIDIA's "Working with DLA".
+NVIDIA documents DLA with strongly typed networks for 11.4.1; for 10.x the
+documentation read here does not say either way. If a 10.x builder refuses,
+the build fails with TensorRT's own error (exit 4) and `use_dla=False`
+builds the same engine for the GPU.
 
-`check_onnx_for_tensorrt(model)` lists what TensorRT 10's ONNX parser is known
+Shapes: `shapes.shape_profiles` (one optimization profile; the batch axis
+covers the evaluation batches; other dynamic dims from `input_shapes` or
+`shape_ranges`).
+
+`check_onnx_for_tensorrt(model)` lists what TensorRT's ONNX parser is known
 to reject, from the ONNX-TensorRT operator support matrix (docs/operators.md of
 onnx/onnx-tensorrt, TensorRT 10.15: opsets 9 to 24; TensorRT 10.0 covered
 9 to 20): operators marked unsupported, non-standard domains (they need a
 plugin), and a few documented attribute restrictions. It is conservative: an op
-not listed may still fail on an older TensorRT 10 release, and the parser has
-the final word (`build.EngineFromOnnx` reports its first error). INT64 is no
-longer listed: TensorRT 10 supports INT64 tensors natively (the cast-down to
-INT32 belongs to TensorRT 8/9); only DOUBLE is still cast (to FLOAT, clamped).
+not listed may still fail on an older TensorRT release, and the parser has
+the final word (`build.EngineFromOnnx` reports its first error). INT64 is not
+listed: TensorRT 10 supports INT64 tensors natively (the cast-down to INT32
+belongs to TensorRT 8/9); only DOUBLE is still cast (to FLOAT, clamped).
 """
 
 from __future__ import annotations
@@ -57,6 +69,7 @@ import onnx
 from onnx import TensorProto, numpy_helper
 
 from compiler.ground.errors import InvalidInput, UsageError
+from targets.tensorrt.shapes import ShapeProfile, ShapeRange, real_inputs, shape_profiles
 
 if TYPE_CHECKING:
     from targets.profiles import DeviceProfile
@@ -73,9 +86,12 @@ __all__ = [
     "UNSUPPORTED_OPS",
     "BuilderSettings",
     "ShapeProfile",
+    "ShapeRange",
     "check_onnx_for_tensorrt",
     "check_qdq_for_tensorrt",
     "derive_settings",
+    "graph_precision",
+    "has_float16",
     "has_qdq",
 ]
 
@@ -158,65 +174,37 @@ _UNSUPPORTED_TYPES: dict[int, str] = {
 
 
 @dataclass(frozen=True)
-class ShapeProfile:
-    """The shape range of one network input inside TensorRT's optimization profile."""
-
-    name: str
-    min: tuple[int, ...]
-    opt: tuple[int, ...]
-    max: tuple[int, ...]
-
-    def __post_init__(self) -> None:
-        for field in ("min", "opt", "max"):
-            object.__setattr__(self, field, tuple(int(d) for d in getattr(self, field)))
-        if not len(self.min) == len(self.opt) == len(self.max):
-            raise ValueError(f"shape profile of {self.name!r}: min, opt and max differ in rank")
-        for lo, mid, hi in zip(self.min, self.opt, self.max, strict=True):
-            if not 0 <= lo <= mid <= hi:
-                raise ValueError(
-                    f"shape profile of {self.name!r} needs 0 <= min <= opt <= max per axis, "
-                    f"got {self.min}, {self.opt}, {self.max}"
-                )
-
-    @property
-    def is_static(self) -> bool:
-        return self.min == self.opt == self.max
-
-
-@dataclass(frozen=True)
 class BuilderSettings:
-    """What `EngineFromOnnx` asks TensorRT's builder for.
+    """What `EngineFromOnnx` asks TensorRT's builder for (always a strongly typed network).
 
     Attributes:
-        fp16, int8, sparse_weights: the builder flags of the same names.
-        tf32: leave TensorRT's default TF32 flag on (Ampere+ runs fp32 matrix math
-            with a 10-bit mantissa). Off for `--precision fp32`, so that an
-            "fp32" engine computes in fp32, as the report claims.
+        precision: what the graph carries ("fp32", "fp16", "int8"); descriptive
+            (the report says it), not a builder flag: the graph's types decide.
+        sparse_weights: `BuilderFlag.SPARSE_WEIGHTS`.
         workspace_bytes: the limit of `MemoryPoolType.WORKSPACE` (scratch memory
             the tactics may use).
         profiles: one `ShapeProfile` per network input, together forming the
             engine's single optimization profile.
-        obey_precision: `BuilderFlag.OBEY_PRECISION_CONSTRAINTS` (the successor of
-            the deprecated STRICT_TYPES). Off by default: nothing edgec emits pins
-            layer precisions; it is there for callers that do (via `replace`).
-        dla_core: build for this DLA core with GPU fallback (Jetson Xavier/Orin);
-            None (the default) builds for the GPU. DLA is opt-in: it only runs
-            fp16/int8 and a subset of layers.
+        tf32: leave TensorRT's default `BuilderFlag.TF32` on (Ampere+ runs fp32
+            matrix math with a 10-bit mantissa). Off for fp32 graphs, so that an
+            "fp32" engine computes in fp32, as the report claims.
+        dla_core: build for this DLA core with `BuilderFlag.GPU_FALLBACK`
+            (Jetson Orin); None builds for the GPU.
         builder_optimization_level: TensorRT's 0..5 (None: TensorRT's default, 3).
     """
 
-    fp16: bool
-    int8: bool
+    precision: str
     sparse_weights: bool
     workspace_bytes: int
     profiles: tuple[ShapeProfile, ...]
     tf32: bool = True
-    obey_precision: bool = False
     dla_core: int | None = None
     builder_optimization_level: int | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "profiles", tuple(self.profiles))
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
         if self.workspace_bytes <= 0:
             raise ValueError(f"workspace_bytes must be positive, got {self.workspace_bytes}")
         names = [p.name for p in self.profiles]
@@ -241,10 +229,8 @@ class BuilderSettings:
     def to_dict(self) -> dict[str, object]:
         """JSON-ready, for the report."""
         d = dataclasses.asdict(self)
-        d["profiles"] = [
-            {"name": p.name, "min": list(p.min), "opt": list(p.opt), "max": list(p.max)}
-            for p in self.profiles
-        ]
+        d["profiles"] = [p.to_dict() for p in self.profiles]
+        d["strongly_typed"] = True
         return d
 
 
@@ -256,43 +242,40 @@ def derive_settings(
     max_batch: int | None = None,
     device_profile: DeviceProfile | None = None,
     input_shapes: Mapping[str, Sequence[int]] | None = None,
+    shape_ranges: Mapping[str, ShapeRange] | None = None,
+    use_dla: bool = True,
 ) -> BuilderSettings:
     """Builder settings for `model` (see the module docstring for the rules).
 
     `max_batch` defaults to `batch`. `input_shapes` gives full shapes for inputs
-    with dynamic dimensions besides the batch axis; its axis 0 is replaced by the
-    batch range when the model's axis 0 is dynamic.
+    with dynamic dimensions besides the batch axis, `shape_ranges` (min, opt,
+    max) shapes for them; a dynamic axis 0 always gets the batch range (see
+    `shapes.shape_profiles`).
 
     Raises UsageError for flags that do not fit (unknown precision, max_batch <
-    batch, a device without a TensorRT-capable GPU or without the precision,
-    dynamic dims without shapes) and InvalidInput for a model TensorRT cannot
-    build as asked (illegal Q/DQ, int8 without Q/DQ).
+    batch, a device without TensorRT 10+ or without the precision, dynamic dims
+    without shapes) and InvalidInput for a model TensorRT cannot build as asked
+    (illegal Q/DQ, int8 without Q/DQ, fp16 without float16 tensors).
     """
     max_batch = _check_batch_flags(precision, batch, max_batch)
-    quantized = _check_quantization(model, precision)
-    int8 = quantized
-    fp16 = precision in ("fp16", "int8")
-    if quantized and precision == "fp32":
-        logger.info("the model holds Q/DQ nodes: building int8 layers despite precision fp32")
+    built = _check_graph_precision(model, precision)
     sparse = model_is_2_4_sparse(model)
     workspace = DEFAULT_WORKSPACE_BYTES
+    dla_core: int | None = None
     if device_profile is not None:
-        fp16, sparse, workspace = _fit_device(
-            device_profile,
-            precision=precision,
-            fp16=fp16,
-            int8=int8,
-            sparse=sparse,
-            workspace=workspace,
+        sparse, workspace = _fit_device(
+            device_profile, precision=built, sparse=sparse, workspace=workspace
         )
-    profiles = _shape_profiles(model, batch, max_batch, input_shapes or {})
+        if use_dla and device_profile.dla_cores and built in ("fp16", "int8"):
+            dla_core = 0
+    profiles = shape_profiles(model, batch, max_batch, input_shapes, shape_ranges)
     return BuilderSettings(
-        fp16=fp16,
-        int8=int8,
+        precision=built,
         sparse_weights=sparse,
         workspace_bytes=workspace,
         profiles=profiles,
-        tf32=precision != "fp32",
+        tf32=built != "fp32",
+        dla_core=dla_core,
     )
 
 
@@ -308,8 +291,13 @@ def _check_batch_flags(precision: str, batch: int, max_batch: int | None) -> int
     return max_batch
 
 
-def _check_quantization(model: onnx.ModelProto, precision: str) -> bool:
-    """Whether the model is explicitly quantized; refuses Q/DQ TensorRT rejects, or int8 without Q/DQ."""
+def _check_graph_precision(model: onnx.ModelProto, precision: str) -> str:
+    """The precision the graph carries, after refusing what TensorRT cannot build as asked.
+
+    Q/DQ nodes must be TensorRT-legal; `precision` int8 needs Q/DQ, fp16 needs
+    float16 tensors (a strongly typed network builds the types it is given).
+    A graph with Q/DQ is int8 whatever was asked.
+    """
     quantized = has_qdq(model)
     if quantized:
         problems = check_qdq_for_tensorrt(model)
@@ -320,28 +308,50 @@ def _check_quantization(model: onnx.ModelProto, precision: str) -> bool:
                 "re-quantize for --target tensorrt (symmetric int8, zero point 0, weights "
                 "per output channel)"
             )
-    elif precision == "int8":
+        if precision != "int8":
+            logger.info("the model holds Q/DQ nodes: building int8 layers despite %s", precision)
+        return "int8"
+    if precision == "int8":
         raise InvalidInput(
-            "TensorRT 10 builds int8 engines only from explicitly quantized models "
+            "TensorRT builds int8 engines only from explicitly quantized models "
             "(QuantizeLinear/DequantizeLinear), and this one has none; quantize it first "
             "(edgec compile --precision int8 --target tensorrt runs the quantize pass)"
         )
-    return quantized
+    if precision == "fp16" and not has_float16(model):
+        raise InvalidInput(
+            "TensorRT builds strongly typed networks: an fp16 engine needs a graph with float16 "
+            "tensors, and this one has none; convert it first (edgec compile --precision fp16 "
+            "runs the FP16 pass)"
+        )
+    return precision
+
+
+def graph_precision(model: onnx.ModelProto) -> str:
+    """What the graph carries: int8 (Q/DQ), fp16 (float16 tensors or casts), else fp32."""
+    if has_qdq(model):
+        return "int8"
+    return "fp16" if has_float16(model) else "fp32"
 
 
 def _fit_device(
-    d: DeviceProfile, *, precision: str, fp16: bool, int8: bool, sparse: bool, workspace: int
-) -> tuple[bool, bool, int]:
-    """(fp16, sparse, workspace) narrowed to what device `d` runs; refuses what it cannot."""
+    d: DeviceProfile, *, precision: str, sparse: bool, workspace: int
+) -> tuple[bool, int]:
+    """(sparse, workspace) narrowed to what device `d` runs; refuses what it cannot."""
     if "tensorrt" not in d.targets:
+        if d.tensorrt_version is not None:
+            major, minor = d.tensorrt_version
+            raise UsageError(
+                f"device {d.name} cannot have TensorRT 10 or newer: its NVIDIA software "
+                f"({d.jetpack or 'its BSP'}) ships TensorRT {major}.{minor}, and edgec's "
+                f"tensorrt target needs 10 or 11; choose --target {d.target}"
+            )
         raise UsageError(
             f"device {d.name} has no GPU that TensorRT can target (its targets: "
             f"{', '.join(d.targets)}); choose --target {d.target}"
         )
-    if fp16 and not d.supports_fp16 and precision == "fp16":
+    if precision == "fp16" and not d.supports_fp16:
         raise UsageError(f"device {d.name} does not run fp16; use --precision fp32")
-    fp16 = fp16 and d.supports_fp16
-    if int8 and not d.supports_int8:
+    if precision == "int8" and not d.supports_int8:
         raise UsageError(f"device {d.name} does not run int8; use an unquantized model")
     if sparse and not d.supports_sparsity:
         logger.warning(
@@ -352,7 +362,7 @@ def _fit_device(
         sparse = False
     if d.max_workspace_bytes is not None:
         workspace = min(workspace, d.max_workspace_bytes)
-    return fp16, sparse, workspace
+    return sparse, workspace
 
 
 def model_is_2_4_sparse(model: onnx.ModelProto) -> bool:
@@ -364,86 +374,29 @@ def has_qdq(model: onnx.ModelProto) -> bool:
     return any(n.op_type in _QDQ and n.domain in _STD_DOMAINS for n in model.graph.node)
 
 
-# --------------------------------------------------------------------------- shapes
+def _is_f16(vi: onnx.ValueInfoProto) -> bool:
+    return vi.type.HasField("tensor_type") and vi.type.tensor_type.elem_type == TensorProto.FLOAT16
 
 
-def _real_inputs(graph: onnx.GraphProto) -> list[onnx.ValueInfoProto]:
-    inits = {i.name for i in graph.initializer}
-    return [vi for vi in graph.input if vi.name not in inits]
-
-
-def _dims(vi: onnx.ValueInfoProto) -> list[int | None] | None:
-    """Static dims as ints, symbolic/unknown ones as None; None when the rank is unknown."""
-    if not vi.type.HasField("tensor_type"):
-        raise InvalidInput(f"input {vi.name!r} is not a tensor; TensorRT takes tensor inputs only")
-    tt = vi.type.tensor_type
-    if not tt.HasField("shape"):
-        return None
-    return [
-        d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None for d in tt.shape.dim
-    ]
-
-
-def _shape_profiles(
-    model: onnx.ModelProto,
-    batch: int,
-    max_batch: int,
-    input_shapes: Mapping[str, Sequence[int]],
-) -> tuple[ShapeProfile, ...]:
-    inputs = _real_inputs(model.graph)
-    known = {vi.name for vi in inputs}
-    unknown = sorted(set(input_shapes) - known)
-    if unknown:
-        raise UsageError(
-            f"input shapes given for {unknown}, but the model's inputs are {sorted(known)}"
-        )
-    profiles = []
-    for vi in inputs:
-        dims = _dims(vi)
-        explicit = input_shapes.get(vi.name)
-        if explicit is not None:
-            explicit = tuple(int(d) for d in explicit)
-            if any(d < 1 for d in explicit):
-                raise UsageError(f"input shape {explicit} for {vi.name!r} must be positive")
-            if dims is not None and len(dims) != len(explicit):
-                raise UsageError(
-                    f"input shape {explicit} for {vi.name!r} has rank {len(explicit)}, "
-                    f"the model's input has rank {len(dims)}"
-                )
-            if dims is None:
-                dims = [None for _ in explicit]  # the rank comes from the explicit shape
-            for axis, (d, e) in enumerate(zip(dims, explicit, strict=True)):
-                if axis > 0 and d is not None and d != e:
-                    raise UsageError(
-                        f"input shape {explicit} for {vi.name!r} disagrees with the model's "
-                        f"static dimension {d} at axis {axis}"
-                    )
-        elif dims is None:
-            raise UsageError(
-                f"input {vi.name!r} has no declared shape; give its shape explicitly "
-                "(--input-shape), e.g. 1,3,224,224"
-            )
-        lo: list[int] = []
-        opt: list[int] = []
-        hi: list[int] = []
-        for axis, d in enumerate(dims):
-            if d is not None:
-                low, mid, high = d, d, d
-            elif axis == 0:
-                low, mid, high = 1, batch, max_batch
-            elif explicit is not None:
-                low = mid = high = explicit[axis]
-            else:
-                raise UsageError(
-                    f"input {vi.name!r} has a dynamic dimension at axis {axis}; TensorRT needs a "
-                    "range for it: give the input's shape explicitly (--input-shape), "
-                    "e.g. 1,3,224,224"
-                )
-            lo.append(low)
-            opt.append(mid)
-            hi.append(high)
-        profiles.append(ShapeProfile(vi.name, tuple(lo), tuple(opt), tuple(hi)))
-    return tuple(profiles)
+def has_float16(model: onnx.ModelProto) -> bool:
+    """True when the main graph holds float16 tensors: initializers, inputs, outputs, value
+    infos, Constant values or Casts to float16 (what an FP16 pass leaves, with or without
+    float32 I/O)."""
+    g = model.graph
+    if any(t.data_type == TensorProto.FLOAT16 for t in g.initializer):
+        return True
+    if any(_is_f16(vi) for vi in (*g.input, *g.output, *g.value_info)):
+        return True
+    for node in g.node:
+        if node.domain not in _STD_DOMAINS:
+            continue
+        if node.op_type == "Cast" and _attr(node, "to", 0) == TensorProto.FLOAT16:
+            return True
+        if node.op_type == "Constant":
+            value = next((a.t for a in node.attribute if a.name == "value"), None)
+            if value is not None and value.data_type == TensorProto.FLOAT16:
+                return True
+    return False
 
 
 # --------------------------------------------------------------------------- Q/DQ legality
@@ -670,7 +623,7 @@ def _bytes_attr(node: onnx.NodeProto, name: str, default: str) -> str:
 
 
 def check_onnx_for_tensorrt(model: onnx.ModelProto) -> list[str]:
-    """What TensorRT 10's ONNX parser is known to reject or change in `model`; one line each.
+    """What TensorRT's ONNX parser is known to reject or change in `model`; one line each.
 
     Covers the opset range, unsupported and non-standard operators (model-local
     functions are fine: the parser inlines them), documented attribute
@@ -689,7 +642,7 @@ def check_onnx_for_tensorrt(model: onnx.ModelProto) -> list[str]:
         )
     elif opset > MAX_OPSET:
         problems.append(
-            f"opset {opset} is newer than TensorRT 10's ONNX parser documents ({MIN_OPSET} to "
+            f"opset {opset} is newer than TensorRT's ONNX parser documents ({MIN_OPSET} to "
             f"{MAX_OPSET}); re-export with --opset 17"
         )
 
@@ -719,7 +672,7 @@ def check_onnx_for_tensorrt(model: onnx.ModelProto) -> list[str]:
         problems.append(f"{op} {why} ({len(names)} node(s), e.g. {names[0]!r})")
 
     graph = model.graph
-    for kind, values in (("input", _real_inputs(graph)), ("output", list(graph.output))):
+    for kind, values in (("input", real_inputs(graph)), ("output", list(graph.output))):
         for vi in values:
             if not vi.type.HasField("tensor_type"):
                 problems.append(f"graph {kind} {vi.name!r} is not a tensor (sequence/map/optional)")

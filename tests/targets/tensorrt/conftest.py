@@ -49,6 +49,34 @@ def dynamic_mlp() -> onnx.ModelProto:
     )
 
 
+def fp16_mlp(*, keep_io_types: bool = False) -> onnx.ModelProto:
+    """`dynamic_mlp` as an FP16 pass leaves it: float16 weights and math; with
+    `keep_io_types`, float32 I/O and casts at the edges."""
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal((8, 4)).astype(np.float16)
+    if keep_io_types:
+        return parse(
+            """
+            mlp (float[N, 8] x) => (float[N, 4] y) {
+              xh = Cast <to = 10> (x)
+              h = MatMul (xh, W)
+              r = Relu (h)
+              y = Cast <to = 1> (r)
+            }
+            """,
+            W=w,
+        )
+    return parse(
+        """
+        mlp (float16[N, 8] x) => (float16[N, 4] y) {
+          h = MatMul (x, W)
+          y = Relu (h)
+        }
+        """,
+        W=w,
+    )
+
+
 _ZERO_I8 = np.int8(0)
 
 

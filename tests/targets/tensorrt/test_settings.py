@@ -1,4 +1,7 @@
-"""derive_settings and the Q/DQ legality check, on small ONNX graphs (no TensorRT needed)."""
+"""derive_settings and the Q/DQ legality check, on small ONNX graphs (no TensorRT needed).
+
+Settings are pure Python: what edgec derives from a model and the flags, tested directly.
+"""
 
 from __future__ import annotations
 
@@ -20,10 +23,13 @@ from targets.tensorrt.settings import (
     ShapeProfile,
     check_qdq_for_tensorrt,
     derive_settings,
+    graph_precision,
+    has_float16,
     has_qdq,
 )
 from tests.targets.tensorrt.conftest import (
     dynamic_mlp,
+    fp16_mlp,
     parse,
     qdq_conv,
     static_mlp,
@@ -33,7 +39,7 @@ from tests.targets.tensorrt.conftest import (
 
 def test_fp32_static_model_gets_one_fixed_profile() -> None:
     s = derive_settings(static_mlp(), precision="fp32", batch=1, max_batch=8)
-    assert (s.fp16, s.int8, s.sparse_weights, s.obey_precision) == (False, False, False, False)
+    assert (s.precision, s.sparse_weights, s.dla_core) == ("fp32", False, None)
     assert s.tf32 is False  # fp32 means fp32, not TF32
     assert s.workspace_bytes == DEFAULT_WORKSPACE_BYTES
     assert s.profiles == (ShapeProfile("x", (1, 8), (1, 8), (1, 8)),)
@@ -85,9 +91,17 @@ def test_flag_errors() -> None:
         derive_settings(dynamic_mlp(), precision="fp32", batch=0)
 
 
-def test_fp16_sets_fp16_only() -> None:
-    s = derive_settings(dynamic_mlp(), precision="fp16")
-    assert (s.fp16, s.int8, s.tf32) == (True, False, True)
+def test_fp16_needs_a_float16_graph() -> None:
+    # Strongly typed: TensorRT builds the graph's types, so an fp32 graph would be an fp32 engine.
+    with pytest.raises(InvalidInput, match="needs a graph with float16 tensors") as err:
+        derive_settings(dynamic_mlp(), precision="fp16")
+    assert err.value.exit_code == 4 and "--precision fp16" in str(err.value)
+    for model in (fp16_mlp(), fp16_mlp(keep_io_types=True)):
+        s = derive_settings(model, precision="fp16")
+        assert (s.precision, s.tf32) == ("fp16", True)
+    assert graph_precision(fp16_mlp(keep_io_types=True)) == "fp16"
+    assert graph_precision(dynamic_mlp()) == "fp32" and graph_precision(qdq_conv()) == "int8"
+    assert has_float16(fp16_mlp()) and not has_float16(dynamic_mlp())
 
 
 def test_qdq_model_builds_int8_with_fp16_fallback() -> None:
@@ -95,13 +109,13 @@ def test_qdq_model_builds_int8_with_fp16_fallback() -> None:
     assert has_qdq(model)
     assert check_qdq_for_tensorrt(model) == []
     s = derive_settings(model, precision="int8", batch=2, max_batch=16)
-    assert (s.int8, s.fp16) == (True, True)
+    assert s.precision == "int8" and s.tf32 is True
     assert s.profiles == (ShapeProfile("x", (1, 4, 8, 8), (2, 4, 8, 8), (16, 4, 8, 8)),)
 
 
 def test_qdq_model_is_int8_even_when_fp32_is_asked() -> None:
     s = derive_settings(qdq_conv(), precision="fp32")
-    assert (s.int8, s.fp16) == (True, False)
+    assert s.precision == "int8"  # the Q/DQ nodes decide, not the flag
 
 
 def test_legal_qdq_model_runs_in_onnxruntime() -> None:
@@ -203,10 +217,10 @@ def test_scale_count_must_match_the_weight_axis() -> None:
 
 def test_2_4_metadata_sets_sparse_weights() -> None:
     sparse = with_metadata(dynamic_mlp(), {SPARSITY_KEY: SPARSITY_2_4})
-    assert derive_settings(sparse, precision="fp16").sparse_weights is True
-    assert derive_settings(dynamic_mlp(), precision="fp16").sparse_weights is False
+    assert derive_settings(sparse, precision="fp32").sparse_weights is True
+    assert derive_settings(dynamic_mlp(), precision="fp32").sparse_weights is False
     other = with_metadata(dynamic_mlp(), {SPARSITY_KEY: "unstructured"})
-    assert derive_settings(other, precision="fp16").sparse_weights is False
+    assert derive_settings(other, precision="fp32").sparse_weights is False
 
 
 def test_sparsity_key_matches_the_pruning_pass() -> None:
@@ -215,15 +229,37 @@ def test_sparsity_key_matches_the_pruning_pass() -> None:
 
 
 def test_device_profile_caps_workspace_and_drops_sparsity_it_lacks() -> None:
-    sparse = with_metadata(dynamic_mlp(), {SPARSITY_KEY: SPARSITY_2_4})
-    orin = derive_settings(sparse, precision="fp16", device_profile=get_profile("jetson-orin-nano"))
+    sparse = with_metadata(fp16_mlp(), {SPARSITY_KEY: SPARSITY_2_4})
+    nano = get_profile("jetson-orin-nano")
+    orin = derive_settings(sparse, precision="fp16", device_profile=nano)
     assert orin.sparse_weights is True
-    assert orin.workspace_bytes == get_profile("jetson-orin-nano").max_workspace_bytes
-    xavier = derive_settings(
-        sparse, precision="fp16", device_profile=get_profile("jetson-xavier-nx")
+    assert orin.workspace_bytes == nano.max_workspace_bytes
+    volta = dataclasses.replace(nano, name="board", supports_sparsity=False)
+    assert derive_settings(sparse, precision="fp16", device_profile=volta).sparse_weights is False
+
+
+def test_xavier_cannot_have_tensorrt_10() -> None:
+    with pytest.raises(UsageError) as err:
+        derive_settings(
+            fp16_mlp(), precision="fp16", device_profile=get_profile("jetson-xavier-nx")
+        )
+    message = str(err.value)
+    assert "cannot have TensorRT 10 or newer" in message and "TensorRT 8.5" in message
+    assert "JetPack 5.1" in message and "--target cuda" in message and err.value.exit_code == 2
+
+
+def test_dla_core_on_boards_with_dla_for_fp16_and_int8() -> None:
+    nx, agx, nano = (
+        get_profile(n) for n in ("jetson-orin-nx", "jetson-orin-agx", "jetson-orin-nano")
     )
-    assert xavier.sparse_weights is False  # Volta: no sparse tensor cores
-    assert xavier.fp16 is True
+    assert derive_settings(fp16_mlp(), precision="fp16", device_profile=nx).dla_core == 0
+    assert derive_settings(qdq_conv(), precision="int8", device_profile=agx).dla_core == 0
+    # fp32 does not run on DLA; a board without DLA; the caller opting out
+    assert derive_settings(dynamic_mlp(), precision="fp32", device_profile=nx).dla_core is None
+    assert derive_settings(fp16_mlp(), precision="fp16", device_profile=nano).dla_core is None
+    off = derive_settings(fp16_mlp(), precision="fp16", device_profile=nx, use_dla=False)
+    assert off.dla_core is None
+    assert derive_settings(fp16_mlp(), precision="fp16").dla_core is None  # no board, no DLA
 
 
 def test_device_profile_without_tensorrt_is_refused() -> None:
@@ -233,12 +269,14 @@ def test_device_profile_without_tensorrt_is_refused() -> None:
         )
 
 
-def test_device_profile_without_fp16_is_refused() -> None:
-    no_fp16 = dataclasses.replace(
-        get_profile("jetson-orin-nano"), name="board", supports_fp16=False
-    )
+def test_device_profile_without_fp16_or_int8_is_refused() -> None:
+    nano = get_profile("jetson-orin-nano")
+    no_fp16 = dataclasses.replace(nano, name="board", supports_fp16=False)
     with pytest.raises(UsageError, match="does not run fp16"):
-        derive_settings(dynamic_mlp(), precision="fp16", device_profile=no_fp16)
+        derive_settings(fp16_mlp(), precision="fp16", device_profile=no_fp16)
+    no_int8 = dataclasses.replace(nano, name="board", supports_int8=False)
+    with pytest.raises(UsageError, match="does not run int8"):
+        derive_settings(qdq_conv(), precision="fp32", device_profile=no_int8)
 
 
 def test_settings_validate_and_serialize() -> None:
@@ -246,18 +284,22 @@ def test_settings_validate_and_serialize() -> None:
         ShapeProfile("x", (4, 8), (2, 8), (8, 8))
     with pytest.raises(ValueError, match="rank"):
         ShapeProfile("x", (1,), (1, 8), (1, 8))
-    p = ShapeProfile("x", [1, 8], [2, 8], [4, 8])  # type: ignore[arg-type]
+    p = ShapeProfile("x", [1, 8], [2, 8], [4, 8])  # type: ignore[arg-type]  # lists are converted
     assert p.opt == (2, 8)
     with pytest.raises(ValueError, match="workspace"):
-        BuilderSettings(
-            fp16=False, int8=False, sparse_weights=False, workspace_bytes=0, profiles=()
-        )
+        BuilderSettings(precision="fp32", sparse_weights=False, workspace_bytes=0, profiles=())
     with pytest.raises(ValueError, match="one shape profile per input"):
-        BuilderSettings(False, False, False, 1, profiles=(p, p))
-    s = derive_settings(dynamic_mlp(), precision="fp16", batch=2, max_batch=4)
+        BuilderSettings("fp32", False, 1, profiles=(p, p))
+    with pytest.raises(ValueError, match="precision"):
+        BuilderSettings("int4", False, 1, profiles=())
+    with pytest.raises(ValueError, match="builder_optimization_level"):
+        BuilderSettings("fp32", False, 1, profiles=(), builder_optimization_level=6)
+    s = derive_settings(fp16_mlp(), precision="fp16", batch=2, max_batch=4)
     d = s.to_dict()
     assert d["profiles"] == [{"name": "x", "min": [1, 8], "opt": [2, 8], "max": [4, 8]}]
-    assert d["fp16"] is True and d["workspace_bytes"] == DEFAULT_WORKSPACE_BYTES
+    assert d["precision"] == "fp16" and d["strongly_typed"] is True
+    assert d["workspace_bytes"] == DEFAULT_WORKSPACE_BYTES and d["dla_core"] is None
+    assert not {"fp16", "int8", "obey_precision"} & set(d)  # no weak-typing flags
     assert s.replace(dla_core=0).dla_core == 0
     with pytest.raises(dataclasses.FrozenInstanceError):
-        s.fp16 = False  # type: ignore[misc]
+        s.precision = "fp32"  # type: ignore[misc]  # frozen on purpose
