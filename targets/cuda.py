@@ -216,7 +216,8 @@ class CudaRunner(OrtRunner):
     `providers` and `device` exist so the same code runs on the CPU provider
     (`providers=("CPUExecutionProvider",), device="cpu"`, as the tests do):
     onnxruntime binds inputs and outputs to "cpu" too. CUDA provider options
-    are only passed to the CUDA provider.
+    are only passed to the CUDA provider. `check_placement=False` runs a model
+    with CPU fallbacks anyway (`placements` still lists them; for diagnosis).
     """
 
     def __init__(
@@ -229,11 +230,14 @@ class CudaRunner(OrtRunner):
         device: str = "cuda",
         device_id: int = 0,
         name: str | None = None,
+        check_placement: bool = True,
     ) -> None:
         on_cuda = bool(providers) and providers[0] == _PROVIDER
         if cuda_graph and not on_cuda:
             raise ValueError("CUDA graphs need the CUDA provider")
-        options = [cuda_provider_options(device_id=device_id)] if on_cuda else None
+        options = None
+        if on_cuda:  # one dict per provider; a CPU provider after CUDA gets none
+            options = [cuda_provider_options(device_id=device_id)] + [{}] * (len(providers) - 1)
         super().__init__(
             model,
             providers=providers,
@@ -245,11 +249,11 @@ class CudaRunner(OrtRunner):
         self.cuda_graph = cuda_graph
         self.device = device
         self.device_id = device_id
-        #: how `bound_call` times: "io_binding" or "cuda_graph" (set by `bound_call`)
+        self.check_placement = check_placement
+        #: how the last `bound_call` runs: "io_binding" or "cuda_graph"
         self.timing_mode: str | None = None
         #: (provider, op type, node name) of every node, after activation
         self.placements: list[Placement] = []
-        self._graph_session: Any = None
 
     def activate(self) -> None:
         if self.is_active:
@@ -257,16 +261,12 @@ class CudaRunner(OrtRunner):
         super().activate()
         self.placements = node_placements(self._session)
         wanted = self.providers[0]
-        if not any(p.provider != wanted for p in self.placements):
+        if not self.check_placement or not any(p.provider != wanted for p in self.placements):
             return
         fallbacks = cpu_fallbacks(self.placements, self._model_proto(), wanted)
         if fallbacks:
             self.deactivate()
             raise InvalidInput(fallback_message(fallbacks, self.name, wanted))
-
-    def deactivate(self) -> None:
-        self._graph_session = None
-        super().deactivate()
 
     def __enter__(self) -> CudaRunner:
         self.activate()
@@ -290,26 +290,33 @@ class CudaRunner(OrtRunner):
             out[name] = x
         return out
 
-    def bound_call(self, feeds: Mapping[str, np.ndarray]) -> BoundCall:
+    def bound_call(
+        self, feeds: Mapping[str, np.ndarray], *, cuda_graph: bool | None = None
+    ) -> BoundCall:
         """A call on `feeds` with inputs already on the device and outputs left there.
 
-        With `cuda_graph`, the call replays a captured CUDA graph where
-        onnxruntime allows it; `timing_mode` says which one this is.
+        With CUDA graphs (`cuda_graph`, default: the runner's), the call replays
+        a captured graph where onnxruntime allows it; its `mode` (and the
+        runner's `timing_mode`) says which it is.
         """
         feeds = self.cast_feeds(feeds)  # raises unless active
-        if self.cuda_graph:
-            graph_call = self._graph_call(feeds)
-            if graph_call is not None:
-                self.timing_mode = "cuda_graph"
-                return graph_call
-        self.timing_mode = "io_binding"
-        try:
-            return BoundCall(self._session, feeds, device=self.device, device_id=self.device_id)
-        except Exception as e:  # onnxruntime's own exception types
-            raise InvalidInput(f"cannot bind inputs of {self.name}: {ort_error_line(e)}") from e
+        call = (
+            self._graph_call(feeds)
+            if (self.cuda_graph if cuda_graph is None else cuda_graph)
+            else None
+        )
+        if call is None:
+            try:
+                call = BoundCall(self._session, feeds, device=self.device, device_id=self.device_id)
+            except Exception as e:  # onnxruntime's own exception types
+                raise InvalidInput(f"cannot bind inputs of {self.name}: {ort_error_line(e)}") from e
+        self.timing_mode = call.mode
+        return call
 
     def _graph_call(self, feeds: dict[str, np.ndarray]) -> BoundCall | None:
         """The bound call on a CUDA-graph session, or None (logged) where onnxruntime refuses."""
+        if self.providers[0] != _PROVIDER:
+            raise ValueError("CUDA graphs need the CUDA provider")
         outputs = self.infer(feeds)  # the output shapes and types the graph writes
         model = str(self.path) if self.path is not None else self._model_bytes
         assert model is not None
@@ -329,7 +336,7 @@ class CudaRunner(OrtRunner):
                 "%s: no CUDA graph (%s); timing with IO binding", self.name, ort_error_line(e)
             )
             return None
-        self._graph_session = session
+        call.mode = "cuda_graph"
         return call
 
     def _model_proto(self) -> onnx.ModelProto:
@@ -352,9 +359,11 @@ class BoundCall:
     ) -> None:
         import onnxruntime as ort
 
-        self._session = session
+        self._session = session  # held: a CUDA-graph session lives as long as its call
         self._device = device
         self._device_id = device_id
+        #: "io_binding", or "cuda_graph" when the session replays a captured graph
+        self.mode = "io_binding"
         self._binding = session.io_binding()
         self._values: list[Any] = []  # keeps the bound OrtValues (and arrays) alive
         for name, x in feeds.items():
