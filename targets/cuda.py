@@ -53,8 +53,8 @@ runs INT8.
 
 FP16: a float16 graph (float16 weights, activations, possibly inputs and
 outputs) is lowered as it is; the runner casts float feeds to the float type
-each input declares (float32 ↔ float16 only), and returns outputs in the
-model's own types.
+each input declares (between float types only; integers are never converted),
+and returns outputs in the model's own types.
 
 Latency: `CudaRunner.infer` returns host numpy arrays (for accuracy), so each
 call copies inputs in and outputs out. `CudaRunner.bound_call(feeds)` is what
@@ -62,9 +62,15 @@ call copies inputs in and outputs out. `CudaRunner.bound_call(feeds)` is what
 to the device once (`OrtValue.ortvalue_from_numpy(x, "cuda", 0)`) and the
 outputs bound to the device, so a timed call is the kernels alone. With CUDA
 graphs on, the bound call runs on a second session with `enable_cuda_graph=1`,
-outputs preallocated on the device (the graph replays fixed addresses); where
+outputs preallocated on the device (the graph replays fixed addresses; the
+constraints are in onnxruntime's CUDA provider page, "Using CUDA Graphs"); where
 onnxruntime refuses that session (control flow, nodes off CUDA) the plain bound
 call is timed and `timing_mode` says so.
+
+Not yet run on a GPU (no device was lent when this was written): the CUDA-only
+paths (options accepted, placement on a real CUDA session, CUDA graphs) are what
+the `gpu`-marked tests and `bench/gpu_check.py` check; everything else runs in
+the CPU tests, on the CPU provider.
 """
 
 from __future__ import annotations
@@ -408,7 +414,7 @@ def node_placements(session: Any) -> list[Placement]:
     """Every node's provider, from a session opened with `SESSION_CONFIG`.
 
     Empty when this onnxruntime cannot report it (no
-    `get_provider_graph_assignment_info`, before 1.2x) or the session did not record it.
+    `get_provider_graph_assignment_info`: older releases) or the session did not record it.
     """
     report = getattr(session, "get_provider_graph_assignment_info", None)
     if report is None:
