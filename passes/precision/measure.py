@@ -174,11 +174,11 @@ def _open_check(
         try:
             session = graph_tools.ort_session(graph_tools.model_bytes(check.model), threads=threads)
         except Exception as e:  # noqa: BLE001 - onnxruntime's errors name the node
-            message = " ".join(str(e).split())
+            message = _first(e)
             index = next((int(m[1]) for p in _NODE_IN_MESSAGE if (m := p.search(message))), None)
             if index is None or index >= len(nodes):
                 raise PassInputError(
-                    f"onnxruntime cannot build the float16 check model: {message[:300]}"
+                    f"onnxruntime cannot build the float16 check model: {message}"
                 ) from None
             refused[nodes.pop(index)] = message[:200]
             continue
@@ -225,6 +225,10 @@ class _Errors:
         return mismatch if self.err == 0 else math.inf
 
 
+def _first(error: Exception) -> str:
+    return " ".join(str(error).split())[:300]
+
+
 def _peak(array: np.ndarray) -> float:
     finite = np.abs(array[np.isfinite(array)])
     return float(finite.max()) if finite.size else 0.0
@@ -241,7 +245,10 @@ def measure(
         for v in node.outputs
         if v.name and types.get(v, UNDEFINED) != UNDEFINED
     ]
-    reference = graph_tools.ort_session(graph_tools.model_bytes(model, fetch), threads=threads)
+    try:
+        reference = graph_tools.ort_session(graph_tools.model_bytes(model, fetch), threads=threads)
+    except Exception as e:  # noqa: BLE001 - onnxruntime's own message says why
+        raise PassInputError(f"onnxruntime cannot load the float32 model: {_first(e)}") from None
     check, session, refused = _open_check(model, plan, types, threads)
     floats = {v.name: v for v in types if types[v] == FLOAT and v.name}
     value_max = {
@@ -253,7 +260,12 @@ def measure(
     outputs: list[Batch] = []
     samples = 0
     for feeds in batches:
-        ref = dict(zip(fetch, reference.run(fetch, feeds), strict=True))
+        try:
+            ref = dict(zip(fetch, reference.run(fetch, feeds), strict=True))
+        except Exception as e:  # noqa: BLE001 - onnxruntime's own message says why
+            raise PassInputError(
+                f"the float32 model fails on the calibration data: {_first(e)}"
+            ) from None
         ref.update(feeds)
         outputs.append({v.name: ref[v.name] for v in model.graph.outputs if v.name in ref})
         samples += next(iter(feeds.values())).shape[0]
@@ -267,10 +279,10 @@ def measure(
         raise PassInputError("the calibration data held no samples")
     measured = Measured(value_max, {}, {}, refused, samples)
     if check is not None:
-        for (index, variant, _), e in errors.items():
+        for (index, variant, _), acc in errors.items():
             table = measured.error if variant == "fp16" else measured.rounded_error
             node = check.nodes[index]
-            table[node] = max(table.get(node, 0.0), e.relative())
+            table[node] = max(table.get(node, 0.0), acc.relative())
     return measured, outputs
 
 

@@ -13,6 +13,8 @@ the two differ:
   nothing left to do at run time);
 - any other value gets one Cast per target type, placed right after its producer
   (at the top of the graph for graph inputs), shared by all readers that need it;
+- graph inputs: float16 unless `keep_io_types` (an input that is also an
+  initializer, a default the caller may override, stays float32);
 - graph outputs: float32 with `keep_io_types`, else float16; a Cast takes over the
   output's name when the producer's precision differs (a constant graph output is
   float16 only if converted in place). Values of the main graph read inside a kept
@@ -60,7 +62,9 @@ class _Rewriter:
             node.outputs[j] for node, slots in plan.fp16.items() for j in slots.outputs
         }
         if not keep_io_types:
-            self.half.update(v for v in self.graph.inputs if types.get(v) == FLOAT)
+            self.half.update(
+                v for v in self.graph.inputs if types.get(v) == FLOAT and not v.is_initializer()
+            )
         self.taken = graph_tools.value_names(self.graph)
         self.node_names = {n.name for n in self.graph if n.name}
         self.casts: dict[tuple[ir.Value, ir.DataType], ir.Value] = {}
