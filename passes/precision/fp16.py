@@ -5,8 +5,10 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 import onnx_ir as ir
 
 from passes import graph_tools
@@ -15,7 +17,7 @@ from passes.precision.emulate import emulate_float16_storage
 from passes.precision.measure import OutputError, compare_outputs, measure
 from passes.precision.ops import FLOAT, FLOAT16, Types, element_types
 from passes.precision.options import FP16_MAX, Fp16Options
-from passes.precision.plan import KeptNode, Measured, Plan, decide, static_plan
+from passes.precision.plan import KeptNode, Measured, Plan, decide, display_name, static_plan
 from passes.precision.rewrite import RewriteCounts, rewrite
 from passes.quantize.data import CalibrationSource, CalibrationStream, model_inputs
 
@@ -91,15 +93,23 @@ class Fp16Pass(ir.passes.InPlacePass):
 
     `calibration`: feeds for the reference run, any `passes.quantize.data`
     `CalibrationSource` (an iterable of ``{input name: array}`` batches, arrays, a
-    .npy/.npz path); it is read twice (analysis, then the end-to-end comparison),
-    `options.samples` samples at most. Raises `PassInputError` for a model it
+    .npy/.npz path, a folder of images with `preprocess`, as PTQ takes); it is read
+    twice (analysis, then the end-to-end comparison), `options.samples` samples at
+    most. Raises `PassInputError` for a model it
     refuses (float16 already, nothing float32) or unusable data, `PassOptionError`
     for exclude names the model does not have.
     """
 
-    def __init__(self, calibration: CalibrationSource, options: Fp16Options | None = None) -> None:
+    def __init__(
+        self,
+        calibration: CalibrationSource,
+        options: Fp16Options | None = None,
+        *,
+        preprocess: Callable[[np.ndarray], np.ndarray] | None = None,
+    ) -> None:
         super().__init__()
         self.calibration = calibration
+        self.preprocess = preprocess
         self.options = options if options is not None else Fp16Options()
         if not isinstance(self.options, Fp16Options):
             raise PassOptionError(f"options must be Fp16Options, got {type(options).__name__}")
@@ -120,6 +130,7 @@ class Fp16Pass(ir.passes.InPlacePass):
             model_inputs(model),
             samples=options.samples,
             batch_size=options.batch_size,
+            preprocess=self.preprocess,
         )
         measured, reference = measure(model, plan, types, stream, options.threads)
         decide(plan, measured, options)
@@ -227,7 +238,7 @@ def _summary(
 ) -> Fp16Summary:
     errors = sorted(
         (
-            NodeError(n.name or "", n.op_type, e)
+            NodeError(display_name(n), n.op_type, e)
             for n, e in measured.error.items()
             if n in plan.fp16
         ),

@@ -53,12 +53,13 @@ from passes.precision.ops import (
 )
 from passes.precision.options import Fp16Options
 
-__all__ = ["KeptNode", "Measured", "Plan", "decide", "static_plan"]
+__all__ = ["KeptNode", "Measured", "Plan", "decide", "display_name", "static_plan"]
 
 
 @dataclasses.dataclass(frozen=True)
 class KeptNode:
-    """A node kept in float32: its name, op type, reason code and a one-line detail."""
+    """A node kept in float32: its name (`display_name`), op type, reason code and a
+    one-line detail."""
 
     name: str
     op_type: str
@@ -76,7 +77,14 @@ class Plan:
     def keep(self, node: ir.Node, reason: str, detail: str) -> None:
         self.fp16.pop(node, None)
         if node not in self.kept:
-            self.kept[node] = KeptNode(node.name or "", node.op_type, reason, detail)
+            self.kept[node] = KeptNode(display_name(node), node.op_type, reason, detail)
+
+
+def display_name(node: ir.Node) -> str:
+    """The node's name, or for an unnamed node the name of its first output."""
+    if node.name:
+        return node.name
+    return f"({node.outputs[0].name})" if node.outputs and node.outputs[0].name else ""
 
 
 @dataclasses.dataclass
@@ -161,9 +169,7 @@ def _keep_integer_feeders(model: ir.Model, plan: Plan, types: Types) -> None:
 
 def _keep_statistics(reduction: ir.Node, plan: Plan) -> None:
     """Rule 9: walk forward from a kept reduction through the statistic's arithmetic."""
-    detail = (
-        f"statistics of a decomposed normalization (after {reduction.name or reduction.op_type})"
-    )
+    detail = f"statistics of a decomposed normalization (after {display_name(reduction)})"
     stack: list[tuple[ir.Node, bool]] = [(reduction, False)]
     seen: set[ir.Node] = set()
     while stack:
@@ -215,7 +221,7 @@ def decide(plan: Plan, measured: Measured, options: Fp16Options) -> None:
                 plan.keep(
                     producer,
                     "input_precision",
-                    f"feeds {node.name}, which errs {rounded:.3g} even in float32 on "
+                    f"feeds {display_name(node)}, which errs {rounded:.3g} even in float32 on "
                     "float16-rounded inputs",
                 )
 
