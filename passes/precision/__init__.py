@@ -42,7 +42,18 @@ error of float16 rounding alone (~5e-4) and keeps the ill-conditioned nodes only
 Returns `Fp16PassResult(model, modified, summary)`: `Fp16Summary` counts nodes
 converted, nodes kept float32 with their reasons, Casts inserted and constants
 converted or copied, and compares each graph output with float32 on the
-calibration data.
+calibration data with every float16 tensor stored in float16
+(`emulate.emulate_float16_storage`: onnxruntime's CPU runs float16 ops that lack
+CPU kernels in float32 and keeps the tensors between them in float32, which hides
+overflow a GPU would hit).
+
+Measured (bench/fp16_compare.py): on mobilenet_v2, digits_cnn/gru, BERT and GPT-2
+nothing overflows or errs, so the result equals onnxconverter-common's where that
+loads (top-1 agreement 1.0, size 0.50-0.52x); onnxconverter-common's output does not
+load in onnxruntime for GPT-2 (both I/O modes) and BERT with float32 I/O (a Cast to
+float left typed float16), and on an RMSNorm whose x^2 passes 65504 its float16
+storage gives max |error| 1.47 where this pass keeps the statistic float32
+(0.001).
 """
 
 from __future__ import annotations

@@ -40,7 +40,8 @@ def convert(
     proto: onnx.ModelProto, calibration: Any, **options: Any
 ) -> tuple[Fp16PassResult, onnx.ModelProto]:
     """Run the pass and hold it to the contract: full ONNX check, `modified` exact, a
-    second run changes nothing and says so."""
+    second run changes nothing and says so, and no integer/bool tensor is touched
+    (initializers, Constant values, graph inputs/outputs)."""
     pass_ = Fp16Pass(calibration, Fp16Options(**options))
     result = pass_(ir.from_proto(proto))
     assert isinstance(result, Fp16PassResult)
@@ -51,7 +52,25 @@ def convert(
     again = pass_(result.model)
     assert again.modified is False
     assert serialized(again.model) == once
+    assert _non_float(after) == _non_float(proto)
     return result, after
+
+
+def _non_float(proto: onnx.ModelProto) -> dict[str, bytes | int]:
+    """Every non-float tensor of the main graph, by name (initializers, Constant values)
+    and the element types of non-float graph inputs/outputs."""
+    floats = {F16, F32, onnx.TensorProto.DOUBLE}
+    found: dict[str, bytes | int] = {
+        t.name: t.SerializeToString() for t in proto.graph.initializer if t.data_type not in floats
+    }
+    for node in proto.graph.node:
+        for attr in node.attribute:
+            if node.op_type == "Constant" and attr.t.data_type and attr.t.data_type not in floats:
+                found[node.output[0]] = attr.t.SerializeToString()
+    for v in [*proto.graph.input, *proto.graph.output]:
+        if v.type.tensor_type.elem_type not in floats:
+            found["io:" + v.name] = v.type.tensor_type.elem_type
+    return found
 
 
 def run(model: ir.Model | onnx.ModelProto, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
