@@ -30,6 +30,7 @@ from compiler.ground.io import atomic_write_text, sha256_file
 from compiler.recording import PassRecord
 from compiler.report import write_reports
 from compiler.report_schema import ArtifactInfo, BaselineInfo, ModelInfo, Report, Seconds
+from compiler.stages.fp16 import run_fp16
 from compiler.stages.load import Loaded, load
 from compiler.stages.lower import Lowered, lower
 from compiler.stages.measure import Measured, measure
@@ -67,6 +68,7 @@ class Candidates:
     records: list[PassRecord]
     pruning: dict[str, Any] | None
     quantization: dict[str, Any] | None
+    fp16: dict[str, Any] | None
     calibrate_s: float | None
 
 
@@ -89,13 +91,9 @@ def _resolve_target(name: str) -> Target:
 
 def _check_fits_target(config: CompileConfig, target: Target) -> None:
     """Refuse, before any work, a precision or format the target does not have."""
-    if config.precision == "fp16":
-        raise UsageError("--precision fp16 is not available yet; use fp32, int8 or auto")
-    if config.precision not in target.precisions:
-        raise UsageError(
-            f"target {target.name} does not run --precision {config.precision}; "
-            f"choose one of {', '.join(target.precisions)}"
-        )
+    refusal = target.precision_refusal(config.precision)
+    if refusal:
+        raise UsageError(refusal)
     if config.artifact_format is not None and config.artifact_format not in target.formats:
         raise UsageError(
             f"target {target.name} writes {', '.join(target.formats)} artifacts, "
@@ -110,7 +108,7 @@ def compile_model(config: CompileConfig, progress: Progress | None = None) -> Co
     target = _resolve_target(config.target)
     _check_fits_target(config, target)
     loaded = load(config, progress)
-    if config.precision in ("int8", "auto", "fp16") and not config.qat:
+    if config.precision != "fp32" and not config.qat:
         check_calibration(config, loaded.source)
     out_dir = config.out_dir or Path("build") / loaded.source.name
     threads = config.threads or default_threads()
@@ -173,9 +171,10 @@ def transform(
     models: dict[str, ir.Model] = {}
     quantization: dict[str, Any] | None = None
     calibrate_s: float | None = None
-    if config.precision in ("fp32", "auto"):
+    wanted = target.auto_precisions if config.precision == "auto" else (config.precision,)
+    if "fp32" in wanted:
         models["fp32"] = model
-    if config.precision in ("int8", "auto"):
+    if "int8" in wanted:
         t_cal = time.perf_counter()
         if config.qat:
             models["int8"], quantization = run_qat(
@@ -187,7 +186,12 @@ def transform(
             )
         calibrate_s = time.perf_counter() - t_cal
         records += quantization_records(model, models["int8"], quantization, calibrate_s)
-    return Candidates(models, fp32_model, records, pruning, quantization, calibrate_s)
+    fp16: dict[str, Any] | None = None
+    if "fp16" in wanted:
+        t_cal = time.perf_counter()
+        models["fp16"], fp16 = run_fp16(model, config, source, threads=threads, records=records)
+        calibrate_s = (calibrate_s or 0.0) + time.perf_counter() - t_cal
+    return Candidates(models, fp32_model, records, pruning, quantization, fp16, calibrate_s)
 
 
 def build_report(
@@ -229,6 +233,7 @@ def build_report(
         seconds=seconds,
         pruning=cands.pruning,
         quantization=cands.quantization,
+        fp16=cands.fp16,
     )
 
 

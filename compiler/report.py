@@ -74,6 +74,19 @@ def _quantization_row(q: dict[str, Any]) -> tuple[str, str]:
     )
 
 
+def _fp16_row(fp16: dict[str, Any]) -> tuple[str, str]:
+    """How much of the graph computes in float16, and what stayed float32 and why."""
+    kept = fp16.get("kept_by_reason") or {}
+    reasons = ", ".join(f"{n} {reason}" for reason, n in kept.items())
+    io = "float32 inputs/outputs" if fp16.get("keep_io_types") else "float16 inputs/outputs"
+    return (
+        "fp16",
+        f"{fp16.get('converted')} nodes float16 · {sum(kept.values())} kept float32"
+        f"{(' (' + reasons + ')') if reasons else ''} · {fp16.get('casts_inserted')} casts · "
+        f"{io} · decided on {fp16.get('samples')} calibration samples",
+    )
+
+
 def _auto_row(auto: dict[str, Any]) -> tuple[str, str]:
     """`--precision auto`: the choice and every candidate's figures."""
     return (
@@ -139,6 +152,8 @@ def summary_rows(report: dict[str, Any]) -> list[tuple[str, str]]:
         rows.append(_pruning_row(report["pruning"], a))
     if report.get("quantization"):
         rows.append(_quantization_row(report["quantization"]))
+    if report.get("fp16"):
+        rows.append(_fp16_row(report["fp16"]))
     if report.get("auto"):
         rows.append(_auto_row(report["auto"]))
     for g in report.get("gates") or []:

@@ -38,7 +38,7 @@ REPORT_KEYS = (
 )
 
 #: Sections beyond the contract's keys, also always present (null when the stage did not run).
-EXTRA_KEYS = ("pruning", "quantization", "auto")
+EXTRA_KEYS = ("pruning", "quantization", "fp16", "auto")
 
 
 @dataclass(frozen=True)
@@ -144,6 +144,7 @@ class Report:
     seconds: Seconds
     pruning: Mapping[str, Any] | None = None
     quantization: Mapping[str, Any] | None = None
+    fp16: Mapping[str, Any] | None = None
     auto: Mapping[str, Any] | None = None
     gates: Sequence[GateResult] = field(default_factory=tuple)
 
@@ -167,5 +168,6 @@ class Report:
             "seconds": self.seconds.to_dict(),
             "pruning": None if self.pruning is None else dict(self.pruning),
             "quantization": None if self.quantization is None else dict(self.quantization),
+            "fp16": None if self.fp16 is None else dict(self.fp16),
             "auto": None if self.auto is None else dict(self.auto),
         }

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from passes.quantize.spec import QuantSpec
 
 #: What every target accepts for `--precision` today (fp16 is refused by the pipeline).
-DEFAULT_PRECISIONS: tuple[str, ...] = ("fp32", "int8", "auto")
+DEFAULT_PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "int8", "auto")
 
 
 @dataclass(frozen=True)
@@ -88,8 +88,17 @@ class Target(Protocol):
         ...
 
     @property
+    def auto_precisions(self) -> tuple[str, ...]:
+        """What `--precision auto` compiles, measures and chooses among (fp32 first)."""
+        ...
+
+    @property
     def formats(self) -> tuple[str, ...]:
         """The artifact formats `lower` can write; the first is the default."""
+        ...
+
+    def precision_refusal(self, precision: str) -> str | None:
+        """None when the target runs `precision`, else a one-line reason with what to use."""
         ...
 
     def unavailable_reason(self) -> str | None:
@@ -105,3 +114,13 @@ class Target(Protocol):
     def runner(self, artifact: Path, *, threads: int | None = None) -> Runner:
         """Open a runner on an artifact this target wrote (or any .onnx file)."""
         ...
+
+
+def unlisted_precision(target: Target, precision: str) -> str | None:
+    """The plain refusal of a precision the target does not list (None when it does)."""
+    if precision in target.precisions:
+        return None
+    return (
+        f"target {target.name} does not run --precision {precision}; "
+        f"choose one of {', '.join(target.precisions)}"
+    )

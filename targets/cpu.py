@@ -25,7 +25,7 @@ import re
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import onnx_ir as ir
@@ -33,7 +33,7 @@ import onnx_ir as ir
 from compiler.ground.errors import InvalidInput, TargetUnavailable, UsageError
 from compiler.ground.io import atomic_path, save_onnx
 from compiler.ground.sessions import Level, open_session, session_options
-from targets.base import DEFAULT_PRECISIONS, Artifact, check_feeds
+from targets.base import DEFAULT_PRECISIONS, Artifact, check_feeds, unlisted_precision
 
 if TYPE_CHECKING:
     import onnxruntime as ort
@@ -45,6 +45,14 @@ logger = logging.getLogger(__name__)
 # onnxruntime's own log lines (unused initializers, fallbacks) would go straight
 # to stderr; the CLI owns the terminal, so sessions only log errors.
 _ORT_LOG_SEVERITY = 3
+
+#: float feeds are cast to the float type an input declares (a float16 graph takes float32 data)
+_FLOATS = (np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64))
+_ORT_FLOATS: dict[str, np.dtype[Any]] = {
+    "tensor(float16)": np.dtype(np.float16),
+    "tensor(float)": np.dtype(np.float32),
+    "tensor(double)": np.dtype(np.float64),
+}
 
 
 def ort_error_line(e: BaseException | str) -> str:
@@ -135,6 +143,7 @@ class OrtRunner:
         self.output_names: list[str] = []
         self.last_inference_ms: float | None = None
         self._session: ort.InferenceSession | None = None
+        self._input_floats: dict[str, np.dtype[Any] | None] = {}
 
     @property
     def is_active(self) -> bool:
@@ -164,6 +173,7 @@ class OrtRunner:
             )
         self._session = session
         self.input_names = [i.name for i in session.get_inputs()]
+        self._input_floats = {i.name: _ORT_FLOATS.get(i.type) for i in session.get_inputs()}
         self.output_names = [o.name for o in session.get_outputs()]
         logger.debug("activated %s on %s (threads=%s)", self.name, wanted, self.threads)
 
@@ -182,6 +192,7 @@ class OrtRunner:
         if self._session is None:
             raise RuntimeError("runner is not active; use it as a context manager (with ... as r)")
         check_feeds(feeds, self.input_names, self.name)
+        feeds = self.cast_feeds(feeds)
         start = time.perf_counter_ns()
         try:
             outputs = self._session.run(None, dict(feeds))
@@ -189,6 +200,19 @@ class OrtRunner:
             raise InvalidInput(f"inference on {self.name} failed: {ort_error_line(e)}") from e
         self.last_inference_ms = (time.perf_counter_ns() - start) / 1e6
         return [np.asarray(o) for o in outputs]
+
+    def cast_feeds(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """`feeds` with each float array cast to the float type its input declares."""
+        if self._session is None:
+            raise RuntimeError("runner is not active; use it as a context manager (with ... as r)")
+        out: dict[str, np.ndarray] = {}
+        for name, x in feeds.items():
+            x = np.asarray(x)
+            target = self._input_floats.get(name)
+            if target is not None and x.dtype in _FLOATS and x.dtype != target:
+                x = x.astype(target)
+            out[name] = x
+        return out
 
 
 class CpuTarget:
@@ -198,8 +222,13 @@ class CpuTarget:
     #: channel pruning keeps channel counts in multiples of this
     channel_multiple = 16
     precisions: tuple[str, ...] = DEFAULT_PRECISIONS
+    #: fp16 is not in auto: x86 CPUs without AVX512-FP16 compute it no faster than fp32
+    auto_precisions: tuple[str, ...] = ("fp32", "int8")
     formats: tuple[str, ...] = ("onnx", "ort")
     providers: tuple[str, ...] = ("CPUExecutionProvider",)
+
+    def precision_refusal(self, precision: str) -> str | None:
+        return unlisted_precision(self, precision)
 
     @property
     def quant_spec(self) -> QuantSpec:

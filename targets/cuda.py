@@ -96,7 +96,7 @@ import onnx_ir as ir
 
 from compiler.ground.errors import InvalidInput, TargetUnavailable, UsageError
 from compiler.ground.sessions import open_session, session_options
-from targets.base import Artifact
+from targets.base import Artifact, unlisted_precision
 from targets.cpu import OrtRunner, lower_onnx, ort_error_line
 
 if TYPE_CHECKING:
@@ -136,12 +136,6 @@ _INTEGER_TYPES = frozenset(
         onnx.TensorProto.UINT16, onnx.TensorProto.UINT32, onnx.TensorProto.UINT64,
     }
 )  # fmt: skip
-_FLOATS = (np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64))
-_ORT_FLOATS: dict[str, np.dtype[Any]] = {
-    "tensor(float16)": np.dtype(np.float16),
-    "tensor(float)": np.dtype(np.float32),
-    "tensor(double)": np.dtype(np.float64),
-}
 
 
 def cuda_provider_options(*, cuda_graph: bool = False, device_id: int = 0) -> dict[str, str]:
@@ -165,6 +159,7 @@ class CudaTarget:
     channel_multiple = 8
     #: no int8: see `precision_refusal`
     precisions: tuple[str, ...] = ("fp32", "fp16", "auto")
+    auto_precisions: tuple[str, ...] = ("fp32", "fp16")
     formats: tuple[str, ...] = ("onnx",)
     providers: tuple[str, ...] = (_PROVIDER,)
 
@@ -182,12 +177,7 @@ class CudaTarget:
         """None when this target runs `precision`, else a one-line reason with what to use."""
         if precision == "int8":
             return INT8_REFUSAL
-        if precision not in self.precisions:
-            return (
-                f"target {self.name} does not run --precision {precision}; "
-                f"choose one of {', '.join(self.precisions)}"
-            )
-        return None
+        return unlisted_precision(self, precision)
 
     def check_precision(self, precision: str) -> None:
         """Raise UsageError (exit 2) with `precision_refusal`'s reason, if any."""
@@ -277,24 +267,6 @@ class CudaRunner(OrtRunner):
     def __enter__(self) -> CudaRunner:
         self.activate()
         return self
-
-    def infer(self, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
-        """Run once on host arrays (float feeds cast to the inputs' float types)."""
-        return super().infer(self.cast_feeds(feeds))
-
-    def cast_feeds(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """`feeds` with each float array cast to the float type its input declares."""
-        if self._session is None:
-            raise RuntimeError("runner is not active; use it as a context manager (with ... as r)")
-        wanted = {i.name: _ORT_FLOATS.get(i.type) for i in self._session.get_inputs()}
-        out: dict[str, np.ndarray] = {}
-        for name, x in feeds.items():
-            x = np.asarray(x)
-            target = wanted.get(name)
-            if target is not None and x.dtype in _FLOATS and x.dtype != target:
-                x = x.astype(target)
-            out[name] = x
-        return out
 
     def bound_call(
         self, feeds: Mapping[str, np.ndarray], *, cuda_graph: bool | None = None

@@ -91,12 +91,13 @@ def check_calibration(config: CompileConfig, source: ModelSource) -> None:
 
 
 def calibration_source(
-    config: CompileConfig, source: ModelSource
+    config: CompileConfig, source: ModelSource, *, samples: int | None = None
 ) -> tuple[Any, Callable[[np.ndarray], np.ndarray] | None, int | None, str]:
-    """(source for CalibrationStream, preprocess, sample count, description)."""
+    """(source for CalibrationStream, preprocess, sample count, description); `samples`
+    overrides how many the run reads (default: --calib-samples or the zoo's own)."""
     spec = source.zoo_spec
     arg = config.calib_source
-    n = calibration_samples(config, source)
+    n = samples or calibration_samples(config, source)
     if arg in (None, "zoo"):
         if spec is None:
             raise UsageError(

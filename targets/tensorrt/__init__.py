@@ -39,7 +39,7 @@ import onnx_ir as ir
 
 from compiler.ground.errors import TargetUnavailable, UsageError
 from compiler.ground.io import load_onnx_proto
-from targets.base import DEFAULT_PRECISIONS, Artifact
+from targets.base import DEFAULT_PRECISIONS, Artifact, unlisted_precision
 from targets.cpu import _check_stem
 from targets.profiles import DeviceProfile
 from targets.tensorrt.build import EngineFromOnnx
@@ -118,7 +118,11 @@ class TensorRTTarget:
     #: channel pruning keeps channel counts in multiples of this
     channel_multiple = 8
     precisions: tuple[str, ...] = DEFAULT_PRECISIONS
+    auto_precisions: tuple[str, ...] = ("fp32", "fp16", "int8")
     formats: tuple[str, ...] = ("engine",)
+
+    def precision_refusal(self, precision: str) -> str | None:
+        return unlisted_precision(self, precision)
 
     @property
     def quant_spec(self) -> QuantSpec:

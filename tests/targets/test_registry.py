@@ -11,11 +11,14 @@ from passes.quantize.spec import CPU_SPEC, TENSORRT_SPEC, QuantSpec
 from targets.registry import TARGETS, get_target, target_names
 from tests.targets.conftest import TinyModel
 
-# name → (quant_spec, channel_multiple, formats); the first format is the default.
-EXPECTED: dict[str, tuple[QuantSpec, int, tuple[str, ...]]] = {
-    "cpu": (CPU_SPEC, 16, ("onnx", "ort")),
-    "cuda": (TENSORRT_SPEC, 8, ("onnx",)),
-    "tensorrt": (TENSORRT_SPEC, 8, ("engine",)),
+ALL = ("fp32", "fp16", "int8", "auto")
+# name → (quant_spec, channel_multiple, formats, precisions, auto_precisions);
+# the first format is the default.
+EXPECTED: dict[str, tuple[QuantSpec, int, tuple[str, ...], tuple[str, ...], tuple[str, ...]]] = {
+    "cpu": (CPU_SPEC, 16, ("onnx", "ort"), ALL, ("fp32", "int8")),
+    # onnxruntime's CUDA provider has no int8 kernels: int8 goes to --target tensorrt
+    "cuda": (TENSORRT_SPEC, 8, ("onnx",), ("fp32", "fp16", "auto"), ("fp32", "fp16")),
+    "tensorrt": (TENSORRT_SPEC, 8, ("engine",), ALL, ("fp32", "fp16", "int8")),
 }
 
 
@@ -26,13 +29,16 @@ def test_names_are_the_table_sorted() -> None:
 @pytest.mark.parametrize("name", sorted(EXPECTED))
 def test_target_declares_what_the_pipeline_asks(name: str) -> None:
     target = get_target(name)
-    spec, multiple, formats = EXPECTED[name]
+    spec, multiple, formats, precisions, auto = EXPECTED[name]
     assert target.name == name
     assert target.quant_spec is spec
     assert target.channel_multiple == multiple
-    # fp16 is refused by the pipeline for every target today
-    assert target.precisions == ("fp32", "int8", "auto")
+    assert target.precisions == precisions and target.auto_precisions == auto
     assert target.formats == formats
+    for p in ALL:
+        refusal = target.precision_refusal(p)
+        assert (refusal is None) == (p in precisions), p
+    assert "--target tensorrt" in (get_target("cuda").precision_refusal("int8") or "")
     reason = target.unavailable_reason()
     assert reason is None or (reason.strip() and "\n" not in reason)
 
