@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.edgec-installed
 JOBS   ?= 2
 
-.PHONY: install demo test test-slow lint bench clean
+.PHONY: install demo test test-slow lint bench gpu-check clean
 
 install: $(STAMP)
 
@@ -35,6 +35,12 @@ lint: install
 
 bench: install
 	$(BIN)/python -m bench.run $(SUITES)
+
+# On a machine with an NVIDIA GPU and its own python3 (no .venv): installs the wheels carried
+# in .whl/ (bench/gpu_wheels.sh), runs the gpu tests and the FP32/FP16 comparison, and writes
+# docs/gpu-results.md (docs/gpu-results.md says how to run it on a lent device machine).
+gpu-check:
+	$(PYTHON) bench/gpu_check.py $(GPU_CHECK_ARGS)
 
 clean:
 	rm -rf build .pytest_cache
