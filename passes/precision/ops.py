@@ -49,6 +49,7 @@ Types = Mapping[ir.Value, ir.DataType]
 #: so they need no error measurement (their range is still checked).
 EXACT_OPS = frozenset(
     {
+        "Abs",
         "Compress",
         "Concat",
         "DepthToSpace",
@@ -76,7 +77,6 @@ EXACT_OPS = frozenset(
         "Transpose",
         "Trilu",
         "Unsqueeze",
-        "Abs",
     }
 )
 

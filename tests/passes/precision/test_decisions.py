@@ -155,3 +155,36 @@ def test_unknown_exclude_names_and_bad_data() -> None:
         Fp16Pass([{"y": x}])(ir.from_proto(proto))
     with pytest.raises(PassOptionError, match="Fp16Options"):
         Fp16Pass({"x": x}, {"keep_io_types": True})  # type: ignore[arg-type]  # on purpose
+
+
+def test_a_node_onnxruntime_cannot_build_in_float16_stays_float32(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """onnxruntime names the node it has no float16 kernel for; that node leaves the
+    check model and stays float32, the others are still measured."""
+    from passes import graph_tools
+
+    real = graph_tools.ort_session
+    refused: list[bytes] = []
+
+    def session(model_bytes: bytes, **kwargs: object) -> object:
+        if b"fp16_check" in model_bytes and not refused:
+            refused.append(model_bytes)
+            raise RuntimeError(
+                "[ONNXRuntimeError] : 9 : NOT_IMPLEMENTED : Could not find an "
+                "implementation for MatMul(13) node with name '0.fp16'"
+            )
+        return real(model_bytes, **kwargs)  # type: ignore[arg-type]  # the real signature
+
+    monkeypatch.setattr(graph_tools, "ort_session", session)
+    proto = _models.build(
+        "g (float[N,16] x) => (float[N,4] y) { m = MatMul(x, w) y = Sigmoid(m) }",
+        w=RNG.standard_normal((16, 4)).astype(np.float32),
+    )
+    x = RNG.standard_normal((8, 16)).astype(np.float32)
+    result = Fp16Pass({"x": x})(ir.from_proto(proto))
+    assert refused
+    kept = result.summary.kept  # type: ignore[attr-defined]  # Fp16PassResult
+    assert [(k.op_type, k.reason) for k in kept] == [("MatMul", "no_kernel")]
+    assert "Could not find an implementation" in kept[0].detail
+    assert result.summary.converted == 1  # type: ignore[attr-defined]  # Sigmoid
