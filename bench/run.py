@@ -19,6 +19,7 @@ SUITES = {
     "calibration_memory": ("bench.calibration_memory", "calibration_memory.json"),
     "qat": ("bench.qat_compare", "qat_compare.json"),
     "artifact_identity": ("bench.artifact_identity", "artifact_identity.json"),
+    "fp16": ("bench.fp16_compare", "fp16_compare.json"),
 }
 
 
