@@ -39,7 +39,7 @@ from compiler.stages.outputs import make_staging, publish
 from compiler.stages.progress import Progress, no_progress
 from compiler.stages.prune import run_prune
 from compiler.stages.quantize import check_calibration, quantization_records, run_ptq, run_qat
-from compiler.stages.select import select_precision
+from compiler.stages.select import discard_rejected, select_precision
 from passes.prune.unstructured import compressed_size
 from targets.base import Target
 from targets.registry import get_target
@@ -132,6 +132,7 @@ def compile_model(config: CompileConfig, progress: Progress | None = None) -> Co
         seconds = Seconds(compile_s, cands.calibrate_s, measured.seconds)
         report = build_report(loaded, target, cands, lowered, measured, precision, seconds)
         report = replace(report, auto=auto, artifact=_published(report.artifact, out_dir))
+        discard_rejected(lowered, precision)
         gates = judge(report.to_dict(), config.budgets)
         report = replace(report, gates=tuple(gates))
         as_dict = report.to_dict()

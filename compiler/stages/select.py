@@ -1,8 +1,8 @@
 """`--precision auto`: pick the fastest candidate that keeps the accuracy budget.
 
 The decision uses the measured latencies (paired ratios against the FP32
-artifact) and accuracies of this run; the rejected artifacts are deleted
-before publishing.
+artifact) and accuracies of this run; `discard_rejected` deletes the rejected
+artifacts before publishing, after the report has been built from them.
 """
 
 from __future__ import annotations
@@ -22,11 +22,15 @@ def select_precision(
     if requested != "auto":
         return requested, None
     candidates = {p: (measured.latencies[p], measured.accuracies[p]) for p in lowered.artifacts}
-    precision, auto = choose_precision(candidates, min_accuracy)
+    return choose_precision(candidates, min_accuracy)
+
+
+def discard_rejected(lowered: Lowered, precision: str) -> None:
+    """Delete the candidates not chosen, once the report has read what it needs of them
+    (the baseline's size may be the fp32 candidate's file)."""
     for p, art in lowered.artifacts.items():
         if p != precision:
-            art.path.unlink()
-    return precision, auto
+            art.path.unlink(missing_ok=True)
 
 
 def choose_precision(

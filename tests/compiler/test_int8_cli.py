@@ -137,3 +137,22 @@ def test_missing_calibration_data_is_refused_before_any_pass(
     with pytest.raises(UsageError, match="is not a zoo model: give calibration data with --calib"):
         compile_model(config, lambda stage, done, total: stages.append(stage))
     assert stages == ["load", "load"] and not (tmp_path / "o").exists()
+
+
+def test_auto_choosing_int8_reports_the_fp32_baseline_it_then_discards(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """When auto picks int8, the fp32 candidate (also the baseline file) is deleted only
+    after the report has read its size: a run used to fail (exit 1) whenever int8 won."""
+    import compiler.stages.select as select
+
+    def int8_wins(candidates: dict, min_accuracy: float | None) -> tuple[str, dict]:
+        return "int8", {"chosen": "int8", "candidates": []}
+
+    monkeypatch.setattr(select, "choose_precision", int8_wins)
+    out = tmp_path / "o"
+    code, text, report = _compile("digits_cnn", "--precision", "auto", "--out", str(out))
+    assert code == 0, text
+    assert report["precision"] == "int8" and report["baseline"]["size_bytes"] > 0
+    assert report["baseline"]["size_ratio"] < 0.5  # int8 against the fp32 file's size
+    assert sorted(p.name for p in out.glob("*.onnx")) == ["digits_cnn.int8.onnx"]
