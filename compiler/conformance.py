@@ -49,6 +49,7 @@ import numpy as np
 import onnx
 
 from compiler.ground.sessions import open_session, session_options
+from compiler.ir_version import ORT_MAX_IR_VERSION
 
 log = logging.getLogger(__name__)
 
@@ -59,9 +60,8 @@ FLOAT_ATOL = 1e-5
 FLOAT16_RTOL = 1e-3
 FLOAT16_ATOL = 1e-3
 
-#: onnxruntime 1.31 loads models up to this IR version ...
-ORT_MAX_IR_VERSION = 13
-#: ... and officially supports the ai.onnx domain up to this opset.
+#: onnxruntime 1.31 officially supports the ai.onnx domain up to this opset
+#: (and loads IR versions up to `compiler.ir_version.ORT_MAX_IR_VERSION`).
 ORT_MAX_OPSET = 26
 
 #: Operators whose outputs are random: no reference to compare with.

@@ -22,6 +22,7 @@ import onnx
 from compiler.export import export_torch
 from compiler.ground.errors import InvalidInput, UsageError
 from compiler.ground.io import load_onnx_proto, sha256_file
+from compiler.ir_version import fit_ir_version
 
 if TYPE_CHECKING:
     from models.spec import ModelSpec
@@ -75,6 +76,7 @@ def resolve(
 
 def _from_onnx(path: Path, input_shape: tuple[int, ...] | None) -> ModelSource:
     proto = load_onnx_proto(path)
+    fit_ir_version(proto, name=path.name)  # the in-memory copy; the file is only read
     if input_shape is not None:
         _apply_input_shape(proto, input_shape)
     return ModelSource(name=path.stem, kind="onnx", proto=proto, sha256=sha256_file(path))
