@@ -24,7 +24,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from compiler import __version__, interrupt
-from compiler.config import Budgets, load_config_file, merge, parse_shape
+from compiler.config import Budgets, load_config_file, merge, parse_dim, parse_shape
 from compiler.ground.errors import EdgecError, GateFailed, UsageError
 
 out = Console()
@@ -153,6 +153,13 @@ def _budget_options(fn: Callable[..., Any]) -> Callable[..., Any]:
 @click.option("--calib-method", default=None, help="minmax, percentile, entropy or mse.")
 @click.option("--calib-samples", type=int, default=None, help="How many calibration samples.")
 @click.option(
+    "--dim",
+    "dims",
+    multiple=True,
+    help="Size of a named dynamic dimension for data and timing, e.g. --dim seq=128 (repeatable);"
+    " the artifact keeps it dynamic.",
+)
+@click.option(
     "--keep-io-types",
     is_flag=True,
     default=None,
@@ -227,6 +234,7 @@ def compile_cmd(
     base = load_config_file(config_file) if config_file else {}
     if flags.get("input_shape"):
         flags["input_shape"] = parse_shape(flags["input_shape"])
+    flags["dims"] = tuple(parse_dim(d) for d in flags.get("dims") or ()) or None
     if no_torch_baseline:
         flags["torch_baseline"] = False
     config = merge(base, {"model": model, **flags})

@@ -45,6 +45,8 @@ class CompileConfig:
     target: str = "cpu"
     precision: str = "fp32"
     input_shape: tuple[int, ...] | None = None
+    #: --dim NAME=N: sizes for named dynamic dimensions (the artifact keeps them dynamic)
+    dims: tuple[tuple[str, int], ...] = ()
     out_dir: Path | None = None
     #: None: the target's own default (onnx for onnxruntime targets, engine for TensorRT)
     artifact_format: str | None = None
@@ -85,6 +87,11 @@ class CompileConfig:
             raise UsageError("--batch must be at least 1")
         if self.threads is not None and self.threads < 1:
             raise UsageError("--threads must be at least 1")
+        for name, size in self.dims:
+            if not name or not isinstance(size, int) or size < 1:
+                raise UsageError(
+                    f"--dim {name}={size}: give a name and a positive size, e.g. seq=128"
+                )
         if self.input_shape is not None and any(d < 1 for d in self.input_shape):
             raise UsageError("--input-shape dimensions must be positive integers, e.g. 1,3,224,224")
         for name in ("eval_samples", "calib_samples"):
@@ -157,6 +164,14 @@ def parse_shape(text: str) -> tuple[int, ...]:
     return shape
 
 
+def parse_dim(text: str) -> tuple[str, int]:
+    """'seq=128' → ("seq", 128)."""
+    name, sep, size = text.partition("=")
+    if not sep or not name.strip() or not size.strip().isdigit() or int(size) < 1:
+        raise UsageError(f"--dim {text!r} is not NAME=N with a positive N, e.g. seq=128")
+    return name.strip(), int(size)
+
+
 def load_config_file(path: Path) -> dict[str, Any]:
     """Read a TOML or JSON config whose keys are CompileConfig/Budgets field names."""
     try:
@@ -168,6 +183,8 @@ def load_config_file(path: Path) -> dict[str, Any]:
     except (ValueError, tomllib.TOMLDecodeError) as e:
         raise UsageError(f"config file {path} is not valid TOML/JSON: {e}") from None
     data = {k.replace("-", "_"): v for k, v in data.items()}
+    if "dim" in data:  # the flag is --dim (repeatable); the field holds them all
+        data["dims"] = data.pop("dim")
     known = {f.name for f in fields(CompileConfig)} | {f.name for f in fields(Budgets)}
     unknown = sorted(set(data) - known)
     if unknown:
@@ -188,6 +205,12 @@ def merge(base: dict[str, Any], overrides: dict[str, Any]) -> CompileConfig:
         values["input_shape"] = parse_shape(values["input_shape"])
     elif values.get("input_shape") is not None:
         values["input_shape"] = tuple(values["input_shape"])
+    if values.get("dims"):
+        dims = values["dims"]
+        items = dims.items() if isinstance(dims, dict) else dims
+        values["dims"] = tuple(
+            parse_dim(d) if isinstance(d, str) else (str(d[0]), int(d[1])) for d in items
+        )
     if isinstance(values.get("reports"), str):
         values["reports"] = tuple(r.strip() for r in values["reports"].split(",") if r.strip())
     if "model" not in values:

@@ -8,6 +8,7 @@ does not exist).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -41,6 +42,8 @@ class InputInfo:
     name: str
     shape: tuple[int, ...]  # batch-1 concrete shape
     dtype: np.dtype
+    #: integer inputs: random values are drawn from [0, high) (an embedding table's rows)
+    high: int = 2
 
 
 @dataclass(frozen=True)
@@ -55,10 +58,19 @@ class EvalSet:
 
 
 def graph_inputs(
-    proto: onnx.ModelProto, input_shape: tuple[int, ...] | None = None
+    proto: onnx.ModelProto,
+    input_shape: tuple[int, ...] | None = None,
+    dims: Mapping[str, int] | None = None,
 ) -> list[InputInfo]:
-    """Concrete batch-1 shapes of the graph's real inputs (initializers excluded)."""
+    """Concrete batch-1 shapes of the graph's real inputs (initializers excluded).
+
+    A dynamic axis other than the batch takes its size from `dims` (`--dim NAME=N`,
+    by the axis's dim_param); the model itself keeps the axis dynamic.
+    """
     inits = {i.name for i in proto.graph.initializer}
+    dims = dict(dims or {})
+    _check_dim_names(proto, dims)
+    index_ranges = embedding_rows(proto)
     infos = []
     for vi in proto.graph.input:
         if vi.name in inits:
@@ -75,10 +87,16 @@ def graph_inputs(
                     shape_list.append(1 if axis == 0 else d.dim_value)
                 elif axis == 0:
                     shape_list.append(1)
+                elif d.dim_param in dims:
+                    shape_list.append(dims[d.dim_param])
                 else:
+                    hint = (
+                        f"give --dim {d.dim_param}=N"
+                        if d.dim_param
+                        else "give --input-shape, e.g. 1,3,224,224"
+                    )
                     raise UsageError(
-                        f"input {vi.name!r} has a dynamic dimension at axis {axis}: "
-                        "give --input-shape, e.g. 1,3,224,224"
+                        f"input {vi.name!r} has a dynamic dimension at axis {axis}: {hint}"
                     )
             shape = tuple(shape_list)
         dtype = np.dtype(_NP_DTYPES[tt.elem_type])
@@ -86,10 +104,67 @@ def graph_inputs(
             raise InvalidInput(
                 f"input {vi.name!r} declares shape {shape}, over 1 GiB per sample; refusing to allocate"
             )
-        infos.append(InputInfo(vi.name, shape, dtype))
+        high = index_ranges.get(vi.name, 2)
+        infos.append(InputInfo(vi.name, shape, dtype, high))
     if not infos:
         raise InvalidInput("the model has no inputs to feed")
     return infos
+
+
+#: ops an index passes through unchanged on its way to a Gather
+_INDEX_PASSTHROUGH = frozenset({"Cast", "Identity", "Reshape", "Squeeze", "Unsqueeze", "Flatten"})
+
+
+def embedding_rows(proto: onnx.ModelProto) -> dict[str, int]:
+    """For each graph input that indexes an embedding table (a Gather on axis 0 of an
+    initializer, possibly through Cast/Reshape/...): the table's row count (the smallest,
+    when it indexes several). Random ids drawn below it are valid token ids."""
+    tables = {t.name: int(t.dims[0]) for t in proto.graph.initializer if t.dims}
+    readers: dict[str, list[onnx.NodeProto]] = {}
+    for node in proto.graph.node:
+        for name in node.input:
+            readers.setdefault(name, []).append(node)
+    rows: dict[str, int] = {}
+    for vi in proto.graph.input:
+        frontier, seen = [vi.name], set()
+        while frontier:
+            value = frontier.pop()
+            seen.add(value)
+            for node in readers.get(value, []):
+                if node.op_type in _INDEX_PASSTHROUGH and node.input[0] == value:
+                    frontier.extend(o for o in node.output if o not in seen)
+                elif (
+                    node.op_type == "Gather"
+                    and len(node.input) > 1
+                    and node.input[1] == value
+                    and node.input[0] in tables
+                    and all(a.i == 0 for a in node.attribute if a.name == "axis")
+                ):
+                    rows[vi.name] = min(
+                        rows.get(vi.name, tables[node.input[0]]), tables[node.input[0]]
+                    )
+    return rows
+
+
+def dim_names(proto: onnx.ModelProto) -> list[str]:
+    """The named dynamic dimensions (dim_params) of the graph's inputs, in order of first use."""
+    names: dict[str, None] = {}
+    for vi in proto.graph.input:
+        for d in vi.type.tensor_type.shape.dim:
+            if d.dim_param:
+                names[d.dim_param] = None
+    return list(names)
+
+
+def _check_dim_names(proto: onnx.ModelProto, dims: Mapping[str, int]) -> None:
+    """--dim names must be dim_params of the model's inputs (UsageError listing them)."""
+    known = dim_names(proto)
+    unknown = [n for n in dims if n not in known]
+    if unknown:
+        listed = ", ".join(known) if known else "none: every input dimension is fixed"
+        raise UsageError(
+            f"--dim {unknown[0]}: the model's inputs have no such dimension ({listed})"
+        )
 
 
 def fixed_batch(proto: onnx.ModelProto, batch: int) -> int | None:
@@ -138,7 +213,8 @@ def whole_batches(evalset: EvalSet, batch: int) -> EvalSet:
 
 
 def random_feeds(infos: list[InputInfo], batch: int, seed: int = 0) -> dict[str, np.ndarray]:
-    """Seeded inputs: normal floats, small non-negative ints, random bools."""
+    """Seeded inputs: normal floats; integers uniform in [0, high) (token ids below their
+    embedding table's rows; 0/1, as masks and flags, for other integer inputs); bools."""
     rng = np.random.default_rng(seed)
     feeds = {}
     for info in infos:
@@ -148,8 +224,21 @@ def random_feeds(infos: list[InputInfo], batch: int, seed: int = 0) -> dict[str,
         elif info.dtype == np.bool_:
             feeds[info.name] = rng.integers(0, 2, shape).astype(np.bool_)
         else:
-            feeds[info.name] = rng.integers(0, 4, shape).astype(info.dtype)
+            feeds[info.name] = rng.integers(0, info.high, shape).astype(info.dtype)
     return feeds
+
+
+def random_description(infos: list[InputInfo], seed: int) -> str:
+    """What seeded random data was, for the report: floats, and each integer input's range."""
+    parts = (
+        ["random normal floats"] if any(np.issubdtype(i.dtype, np.floating) for i in infos) else []
+    )
+    for i in infos:
+        if np.issubdtype(i.dtype, np.integer):
+            parts.append(f"{i.name} uniform in [0, {i.high})")
+        elif i.dtype == np.bool_:
+            parts.append(f"{i.name} random bools")
+    return f"{', '.join(parts)} (seed {seed})"
 
 
 def evaluation_set(
@@ -170,7 +259,7 @@ def evaluation_set(
         raise UsageError("--eval zoo needs a zoo model; give --eval PATH (.npy/.npz) instead")
     elif eval_arg is None or eval_arg == "random":
         n = samples or 16
-        return EvalSet(random_feeds(infos, n, seed), None, f"random normal inputs (seed {seed})")
+        return EvalSet(random_feeds(infos, n, seed), None, random_description(infos, seed))
     else:
         data, labels = load_arrays(Path(eval_arg), infos)
         if samples is not None:
@@ -264,7 +353,7 @@ def training_inputs(config: CompileConfig, source: ModelSource) -> np.ndarray:
     """Unlabeled training data for fine-tuning: the calibration side of the zoo, or --calib."""
     spec = source.zoo_spec
     if config.calib_source not in (None, "zoo"):
-        infos = graph_inputs(source.proto, config.input_shape)
+        infos = graph_inputs(source.proto, config.input_shape, dict(config.dims))
         data, _ = load_arrays(Path(config.calib_source), infos)
         validate_arrays(data, infos, what="training data")
         return next(iter(data.values()))

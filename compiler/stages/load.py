@@ -40,7 +40,7 @@ def load(config: CompileConfig, progress: Progress) -> Loaded:
     progress("load", 0, 1)
     source = resolve(config.model, input_shape=config.input_shape, opset=config.opset)
     progress("load", 1, 1)
-    infos = graph_inputs(source.proto, config.input_shape)
+    infos = graph_inputs(source.proto, config.input_shape, dict(config.dims))
     static_batch = fixed_batch(source.proto, config.batch)
     evalset = evaluation_set(
         infos,
