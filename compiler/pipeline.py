@@ -130,8 +130,9 @@ def compile_model(config: CompileConfig, progress: Progress | None = None) -> Co
             config.precision, lowered, measured, config.budgets.min_accuracy
         )
         seconds = Seconds(compile_s, cands.calibrate_s, measured.seconds)
-        report = build_report(loaded, target, cands, lowered, measured, precision, seconds)
-        report = replace(report, auto=auto, artifact=_published(report.artifact, out_dir))
+        report = build_report(
+            loaded, target, cands, lowered, measured, precision, seconds, auto, out_dir
+        )
         discard_rejected(lowered, precision)
         gates = judge(report.to_dict(), config.budgets)
         report = replace(report, gates=tuple(gates))
@@ -203,6 +204,8 @@ def build_report(
     measured: Measured,
     precision: str,
     seconds: Seconds,
+    auto: dict[str, Any] | None,
+    out_dir: Path,
 ) -> Report:
     """The run's facts for `precision`, before the gates judge them."""
     source, artifact = loaded.source, lowered.artifacts[precision]
@@ -215,7 +218,7 @@ def build_report(
         precision=precision,
         passes=tuple(cands.records),
         artifact=ArtifactInfo(
-            path=str(artifact.path),
+            path=str(out_dir / artifact.path.name),  # where publishing puts it
             format=artifact.format,
             size_bytes=size,
             compressed_size_bytes=compressed_size(artifact.path),
@@ -235,12 +238,8 @@ def build_report(
         pruning=cands.pruning,
         quantization=cands.quantization,
         fp16=cands.fp16,
+        auto=auto,
     )
-
-
-def _published(artifact: ArtifactInfo, out_dir: Path) -> ArtifactInfo:
-    """The artifact as the report names it: where publishing puts it, not the staging path."""
-    return replace(artifact, path=str(out_dir / Path(artifact.path).name))
 
 
 __all__ = ["CompileResult", "compile_model"]

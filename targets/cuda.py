@@ -179,12 +179,6 @@ class CudaTarget:
             return INT8_REFUSAL
         return unlisted_precision(self, precision)
 
-    def check_precision(self, precision: str) -> None:
-        """Raise UsageError (exit 2) with `precision_refusal`'s reason, if any."""
-        reason = self.precision_refusal(precision)
-        if reason:
-            raise UsageError(reason)
-
     def unavailable_reason(self) -> str | None:
         return probe_cuda()
 

@@ -22,7 +22,6 @@ from compiler.stages.boundary import pass_errors
 from compiler.stages.quantize import calibration_source
 from passes import graph_tools
 from passes.precision import Fp16Options, Fp16Pass, Fp16PassResult
-from passes.quantize.data import CalibrationStream, model_inputs
 
 
 def fp16_options(config: CompileConfig, *, threads: int) -> Fp16Options:
@@ -49,14 +48,7 @@ def run_fp16(
     data, preprocess, _, description = calibration_source(config, source, samples=options.samples)
     work = graph_tools.clone(model)  # the FP32 candidate and baseline stay as they are
     with pass_errors():
-        stream = CalibrationStream(
-            data,
-            model_inputs(work),
-            samples=options.samples,
-            batch_size=options.batch_size,
-            preprocess=preprocess,
-        )
-        result = RecordingPass(Fp16Pass(stream, options), records)(work)
+        result = RecordingPass(Fp16Pass(data, options, preprocess=preprocess), records)(work)
     if not isinstance(result, Fp16PassResult):  # RecordingPass hands back the inner result
         raise TypeError(f"Fp16Pass returned {type(result).__name__}")
     return result.model, {"calibration_data": description, **result.summary.as_dict()}

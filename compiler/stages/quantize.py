@@ -95,26 +95,16 @@ def calibration_source(
 ) -> tuple[Any, Callable[[np.ndarray], np.ndarray] | None, int | None, str]:
     """(source for CalibrationStream, preprocess, sample count, description); `samples`
     overrides how many the run reads (default: --calib-samples or the zoo's own)."""
+    check_calibration(config, source)
     spec = source.zoo_spec
     arg = config.calib_source
     n = samples or calibration_samples(config, source)
     if arg in (None, "zoo"):
-        if spec is None:
-            raise UsageError(
-                f"{source.name} is not a zoo model: give calibration data with --calib "
-                "(a .npy/.npz file, or a folder of images for zoo image models)"
-            )
+        assert spec is not None  # check_calibration refused a non-zoo model without --calib
         count = n if n is not None else spec.default_calib_samples
         return spec.calibration_data(count), None, count, f"zoo:{spec.name} calibration set"
     path = Path(arg)
-    preprocess = None
-    if path.is_dir():
-        preprocess = getattr(spec, "preprocess", None)
-        if preprocess is None:
-            raise UsageError(
-                f"--calib {path} is a folder of images, but {source.name} has no image "
-                "preprocessing; give a .npy/.npz of preprocessed inputs instead"
-            )
+    preprocess = getattr(spec, "preprocess", None) if path.is_dir() else None
     return str(path), preprocess, n, str(path)
 
 

@@ -157,12 +157,16 @@ def test_int8_is_refused_with_a_pointer_to_tensorrt() -> None:
     assert target.precisions == ("fp32", "fp16", "auto")
     assert target.precision_refusal("int8") == INT8_REFUSAL
     assert "\n" not in INT8_REFUSAL and "--target tensorrt" in INT8_REFUSAL
+    # the pipeline turns the refusal into a usage error (exit 2) before any work
+    from compiler.config import CompileConfig
+    from compiler.pipeline import _check_fits_target
+
     with pytest.raises(UsageError) as err:
-        target.check_precision("int8")
+        _check_fits_target(CompileConfig("m.onnx", target="cuda", precision="int8"), target)
     assert err.value.exit_code == 2 and str(err.value) == INT8_REFUSAL
     for precision in ("fp32", "fp16", "auto"):
         assert target.precision_refusal(precision) is None
-        target.check_precision(precision)
+        _check_fits_target(CompileConfig("m.onnx", target="cuda", precision=precision), target)
     assert target.precision_refusal("bf16") == (
         "target cuda does not run --precision bf16; choose one of fp32, fp16, auto"
     )
