@@ -33,7 +33,6 @@ Casts in the artifact; conversion seconds.
 from __future__ import annotations
 
 import collections
-import io
 import json
 import platform
 import time
@@ -47,6 +46,7 @@ import onnx
 import onnx_ir as ir
 import onnxruntime as ort
 
+from bench.foreign import BERT_VOCAB, GPT2_VOCAB, bert_bytes, gpt2_bytes, token_feeds
 from compiler.ground.sessions import open_session, session_options
 from passes.precision import Fp16Options, Fp16Pass
 from passes.precision.emulate import emulate_float16_storage
@@ -78,104 +78,20 @@ def _zoo(name: str, n_cal: int, n_eval: int) -> tuple[onnx.ModelProto, list[Feed
     return ir.to_proto(model), [{feed: cal}], evaluation
 
 
-def _export(module: Any, args: tuple[Any, ...], inputs: list[str], outputs: list[str]) -> bytes:
-    import torch
-
-    axes = {n: {0: "batch", 1: "sequence"} for n in [*inputs, outputs[0]]}
-    axes.update({n: {0: "batch"} for n in outputs[1:]})
-    buffer = io.BytesIO()
-    with warnings.catch_warnings(), torch.inference_mode():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            module.eval(),
-            args,
-            buffer,
-            dynamo=False,
-            opset_version=17,
-            input_names=inputs,
-            output_names=outputs,
-            dynamic_axes=axes,
-        )
-    return buffer.getvalue()
-
-
-def _token_feeds(
-    rng: np.random.Generator, vocab: int, batch: int, length: int, segments: bool
-) -> Feeds:
-    mask = np.ones((batch, length), np.int64)
-    mask[0, length - length // 4 :] = 0  # padding in the first sequence
-    feeds = {"input_ids": rng.integers(0, vocab, (batch, length), dtype=np.int64)}
-    feeds["attention_mask"] = mask
-    if segments:
-        types = np.zeros((batch, length), np.int64)
-        types[:, length // 2 :] = 1
-        feeds["token_type_ids"] = types
-    return feeds
-
-
 def _transformer_data(vocab: int, segments: bool) -> tuple[list[Feeds], list[Feeds]]:
     rng = np.random.default_rng(0)
-    calibration = [_token_feeds(rng, vocab, 8, 32, segments) for _ in range(4)]
+    calibration = [token_feeds(rng, vocab, 8, 32, segments=segments) for _ in range(4)]
     shapes = [(8, 24), (4, 64), (1, 7), (16, 16)]
-    evaluation = [_token_feeds(rng, vocab, b, s, segments) for b, s in shapes]
+    evaluation = [token_feeds(rng, vocab, b, s, segments=segments) for b, s in shapes]
     return calibration, evaluation
 
 
 def _bert() -> tuple[onnx.ModelProto, list[Feeds], list[Feeds]]:
-    import torch
-    from transformers import BertConfig, BertModel
-
-    torch.manual_seed(0)
-    config = BertConfig(
-        num_hidden_layers=2, hidden_size=128, num_attention_heads=2, intermediate_size=256
-    )
-
-    class Bert(torch.nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.bert = BertModel(config)
-
-        def forward(self, ids: Any, mask: Any, types: Any) -> Any:
-            out = self.bert(input_ids=ids, attention_mask=mask, token_type_ids=types)
-            return out.last_hidden_state, out.pooler_output
-
-    ones = torch.ones(2, 16, dtype=torch.long)
-    data = _export(
-        Bert(),
-        (torch.randint(0, config.vocab_size, (2, 16)), ones, torch.zeros_like(ones)),
-        ["input_ids", "attention_mask", "token_type_ids"],
-        ["last_hidden_state", "pooler_output"],
-    )
-    return (onnx.load_from_string(data), *_transformer_data(config.vocab_size, True))
+    return (onnx.load_from_string(bert_bytes()), *_transformer_data(BERT_VOCAB, True))
 
 
 def _gpt2() -> tuple[onnx.ModelProto, list[Feeds], list[Feeds]]:
-    import torch
-    from transformers import GPT2Config, GPT2Model
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.set_verbosity_error()
-    torch.manual_seed(0)
-    config = GPT2Config(
-        n_layer=2, n_embd=128, n_head=2, n_positions=128, vocab_size=1000, bos_token_id=0
-    )
-    config.eos_token_id = 0
-
-    class Gpt2(torch.nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.gpt2 = GPT2Model(config)
-
-        def forward(self, ids: Any, mask: Any) -> Any:
-            return self.gpt2(input_ids=ids, attention_mask=mask, use_cache=False).last_hidden_state
-
-    data = _export(
-        Gpt2(),
-        (torch.randint(0, 1000, (2, 16)), torch.ones(2, 16, dtype=torch.long)),
-        ["input_ids", "attention_mask"],
-        ["last_hidden_state"],
-    )
-    return (onnx.load_from_string(data), *_transformer_data(1000, False))
+    return (onnx.load_from_string(gpt2_bytes()), *_transformer_data(GPT2_VOCAB, False))
 
 
 def _rmsnorm_mlp() -> tuple[onnx.ModelProto, list[Feeds], list[Feeds]]:

@@ -1,11 +1,8 @@
 """Models and checks shared by the FP16 tests: ONNX text models, the pass contract,
-onnxruntime runs, and random-init transformers exported with torch (no download)."""
+onnxruntime runs; the random-init transformers come from `bench.foreign`."""
 
 from __future__ import annotations
 
-import functools
-import io
-import warnings
 from collections.abc import Mapping
 from typing import Any
 
@@ -14,6 +11,7 @@ import onnx
 import onnx_ir as ir
 from onnx import numpy_helper
 
+from bench.foreign import bert_bytes, bert_feeds, gpt2_bytes, gpt2_feeds
 from compiler.ground.sessions import open_session
 from passes.precision import Fp16Options, Fp16Pass, Fp16PassResult
 
@@ -116,109 +114,4 @@ def size_ratio(after: onnx.ModelProto, before: onnx.ModelProto) -> float:
 # --- architectures nobody here wrote: random-init transformers, exported by torch ----------
 
 
-def _export(module: Any, args: tuple[Any, ...], inputs: list[str], outputs: list[str]) -> bytes:
-    import torch
-
-    axes = {name: {0: "batch", 1: "sequence"} for name in inputs}
-    axes.update({name: {0: "batch"} for name in outputs})
-    axes[outputs[0]] = {0: "batch", 1: "sequence"}
-    buffer = io.BytesIO()
-    with warnings.catch_warnings(), torch.inference_mode():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            module.eval(),
-            args,
-            buffer,
-            dynamo=False,
-            opset_version=17,
-            input_names=inputs,
-            output_names=outputs,
-            dynamic_axes=axes,
-        )
-    return buffer.getvalue()
-
-
-@functools.cache
-def bert_bytes() -> bytes:
-    """A 2-layer BERT (hidden 128), random init (seed 0), inputs input_ids,
-    attention_mask, token_type_ids with dynamic batch and sequence."""
-    import torch
-    from transformers import BertConfig, BertModel
-
-    torch.manual_seed(0)
-    config = BertConfig(
-        num_hidden_layers=2, hidden_size=128, num_attention_heads=2, intermediate_size=256
-    )
-
-    class Bert(torch.nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.bert = BertModel(config)
-
-        def forward(self, ids: Any, mask: Any, types: Any) -> Any:
-            out = self.bert(input_ids=ids, attention_mask=mask, token_type_ids=types)
-            return out.last_hidden_state, out.pooler_output
-
-    ids = torch.randint(0, config.vocab_size, (2, 16))
-    ones = torch.ones(2, 16, dtype=torch.long)
-    return _export(
-        Bert(),
-        (ids, ones, torch.zeros_like(ones)),
-        ["input_ids", "attention_mask", "token_type_ids"],
-        ["last_hidden_state", "pooler_output"],
-    )
-
-
-def bert_feeds(rng: np.random.Generator, batch: int, length: int) -> dict[str, np.ndarray]:
-    """Seeded random token ids in BERT's vocabulary; the last quarter of the first
-    sequence is padding (mask 0); two segments."""
-    mask = np.ones((batch, length), np.int64)
-    mask[0, length - length // 4 :] = 0
-    types = np.zeros((batch, length), np.int64)
-    types[:, length // 2 :] = 1
-    return {
-        "input_ids": rng.integers(0, 30522, (batch, length), dtype=np.int64),
-        "attention_mask": mask,
-        "token_type_ids": types,
-    }
-
-
-@functools.cache
-def gpt2_bytes() -> bytes:
-    """A 2-layer GPT-2 (hidden 128, vocabulary 1000), random init (seed 0): causal
-    attention, tanh-GELU with Pow, Conv1D layers as Gemm; dynamic batch and sequence."""
-    import torch
-    from transformers import GPT2Config, GPT2Model
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.set_verbosity_error()
-    torch.manual_seed(0)
-    config = GPT2Config(
-        n_layer=2, n_embd=128, n_head=2, n_positions=128, vocab_size=1000, bos_token_id=0
-    )
-    config.eos_token_id = 0
-
-    class Gpt2(torch.nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.gpt2 = GPT2Model(config)
-
-        def forward(self, ids: Any, mask: Any) -> Any:
-            return self.gpt2(input_ids=ids, attention_mask=mask, use_cache=False).last_hidden_state
-
-    ids = torch.randint(0, 1000, (2, 16))
-    return _export(
-        Gpt2(),
-        (ids, torch.ones(2, 16, dtype=torch.long)),
-        ["input_ids", "attention_mask"],
-        ["last_hidden_state"],
-    )
-
-
-def gpt2_feeds(rng: np.random.Generator, batch: int, length: int) -> dict[str, np.ndarray]:
-    mask = np.ones((batch, length), np.int64)
-    mask[0, length - length // 4 :] = 0
-    return {
-        "input_ids": rng.integers(0, 1000, (batch, length), dtype=np.int64),
-        "attention_mask": mask,
-    }
+__all__ = ["bert_bytes", "bert_feeds", "gpt2_bytes", "gpt2_feeds"]  # from bench.foreign
