@@ -184,14 +184,27 @@ def transform(
             )
         else:
             models["int8"], quantization = run_ptq(
-                model, config, source, target, threads=threads, progress=progress
+                model,
+                config,
+                source,
+                target,
+                threads=threads,
+                progress=progress,
+                static_batch=loaded.static_batch,
             )
         calibrate_s = time.perf_counter() - t_cal
         records += quantization_records(model, models["int8"], quantization, calibrate_s)
     fp16: dict[str, Any] | None = None
     if "fp16" in wanted:
         t_cal = time.perf_counter()
-        models["fp16"], fp16 = run_fp16(model, config, source, threads=threads, records=records)
+        models["fp16"], fp16 = run_fp16(
+            model,
+            config,
+            source,
+            threads=threads,
+            records=records,
+            static_batch=loaded.static_batch,
+        )
         calibrate_s = (calibrate_s or 0.0) + time.perf_counter() - t_cal
     return Candidates(models, fp32_model, records, pruning, quantization, fp16, calibrate_s)
 

@@ -24,13 +24,15 @@ from passes import graph_tools
 from passes.precision import Fp16Options, Fp16Pass, Fp16PassResult
 
 
-def fp16_options(config: CompileConfig, *, threads: int) -> Fp16Options:
-    """The run's FP16 choices: --keep-io-types and --calib-samples; the rest are the pass's."""
+def fp16_options(config: CompileConfig, *, threads: int, batch: int | None = None) -> Fp16Options:
+    """The run's FP16 choices: --keep-io-types and --calib-samples, and `batch` when the
+    model fixes its batch size; the rest are the pass's."""
     defaults = Fp16Options()
     with pass_errors():
         return Fp16Options(
             keep_io_types=config.keep_io_types,
             samples=config.calib_samples or defaults.samples,
+            batch_size=batch or defaults.batch_size,
             threads=threads,
         )
 
@@ -42,9 +44,10 @@ def run_fp16(
     *,
     threads: int,
     records: list[PassRecord],
+    static_batch: int | None = None,
 ) -> tuple[ir.Model, dict[str, Any]]:
     """Convert a copy of the optimized FP32 model; returns (model, report section)."""
-    options = fp16_options(config, threads=threads)
+    options = fp16_options(config, threads=threads, batch=static_batch)
     data, preprocess, _, description = calibration_source(config, source, samples=options.samples)
     work = graph_tools.clone(model)  # the FP32 candidate and baseline stay as they are
     with pass_errors():

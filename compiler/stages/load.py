@@ -33,6 +33,8 @@ class Loaded:
     inputs: list[InputInfo]
     evalset: EvalSet
     eval_batch: int
+    #: the batch size the model fixes on axis 0 (every stage that runs it must feed exactly that)
+    static_batch: int | None
 
 
 def load(config: CompileConfig, progress: Progress) -> Loaded:
@@ -51,4 +53,4 @@ def load(config: CompileConfig, progress: Progress) -> Loaded:
     )
     if static_batch:
         evalset = whole_batches(evalset, static_batch)
-    return Loaded(source, infos, evalset, static_batch or EVAL_BATCH)
+    return Loaded(source, infos, evalset, static_batch or EVAL_BATCH, static_batch)

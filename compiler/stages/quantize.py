@@ -51,10 +51,13 @@ def calibration_samples(config: CompileConfig, source: ModelSource) -> int | Non
     return PtqOptions().samples
 
 
-def ptq_options(config: CompileConfig, source: ModelSource, *, threads: int = 0) -> PtqOptions:
+def ptq_options(
+    config: CompileConfig, source: ModelSource, *, threads: int = 0, batch: int | None = None
+) -> PtqOptions:
     """The run's PTQ choices, for PTQ itself (`run`) and QAT's PTQ initialisation
     (`run_qat`): calibration method and sample count, the float fallback to
-    --min-accuracy with --auto-fallback, the per-layer --sensitivity report."""
+    --min-accuracy with --auto-fallback, the per-layer --sensitivity report; `batch`:
+    the batch size the model fixes, if it does."""
     fallback = config.auto_fallback
     if fallback and config.budgets.min_accuracy is None:
         raise UsageError("--auto-fallback needs --min-accuracy (the budget to keep)")
@@ -66,6 +69,8 @@ def ptq_options(config: CompileConfig, source: ModelSource, *, threads: int = 0)
             min_agreement=config.budgets.min_accuracy if fallback else None,
             sensitivity=config.sensitivity or fallback,
             threads=threads,
+            # a model that fixes its batch takes exactly that many samples per run
+            batch_size=batch or defaults.batch_size,
         )
 
 
@@ -116,12 +121,13 @@ def run_ptq(
     *,
     threads: int,
     progress: Callable[[str, int, int], None],
+    static_batch: int | None = None,
 ) -> tuple[ir.Model, dict[str, Any]]:
     """Quantize the optimized FP32 model for `target`; returns (model, report section)."""
     from passes.quantize import quantize
 
     data, preprocess, _, description = calibration_source(config, source)
-    options = ptq_options(config, source, threads=threads)
+    options = ptq_options(config, source, threads=threads, batch=static_batch)
     with pass_errors():
         quantized, summary = quantize(
             model,

@@ -449,6 +449,12 @@ def start(
         raise PassInputError(
             "the model is already quantized (it holds QuantizeLinear/DequantizeLinear nodes)"
         )
+    opset = graph_tools.opset(model)
+    if opset < 13:  # InsertQdqPass refuses it too, but only after all the calibration work
+        raise PassInputError(
+            f"INT8 Q/DQ needs opset 13 or newer, the model has opset {opset}; "
+            "upgrade it first (onnx.version_converter.convert_version)"
+        )
     work = graph_tools.clone(model)
     graph_tools.ensure_types(work)
     ir.passes.common.NameFixPass()(work)

@@ -61,3 +61,22 @@ def test_fp16_flags_are_checked_before_any_work(small_cnn_onnx: Path, tmp_path: 
     code, text, _ = _compile(str(small_cnn_onnx), "--precision", "fp16", "--out", str(out))
     assert code == 2 and "give calibration data with --calib" in text
     assert not out.exists()
+
+
+def test_a_model_that_fixes_its_batch_is_calibrated_in_batches_of_it(tmp_path: Path) -> None:
+    """The reference run feeds exactly the model's own batch size (was batches of 8: exit 4)."""
+    proto = onnx.parser.parse_model(
+        """<ir_version: 8, opset_import: ["" : 17]>
+        g (float[1, 8] x) => (float[1, 4] y) { h = MatMul(x, w)  y = Relu(h) }"""
+    )
+    w = np.random.default_rng(0).standard_normal((8, 4)).astype(np.float32)
+    proto.graph.initializer.append(onnx.numpy_helper.from_array(w, "w"))
+    src, calib = tmp_path / "fixed.onnx", tmp_path / "calib.npy"
+    onnx.save(proto, src)
+    np.save(calib, np.random.default_rng(1).standard_normal((16, 8)).astype(np.float32))
+    out = tmp_path / "o"
+    code, text, report = _compile(
+        str(src), "--precision", "fp16", "--calib", str(calib), "--out", str(out)
+    )
+    assert code == 0, text
+    assert report["accuracy"]["cosine"] >= 0.999 and report["fp16"]["converted"] > 0

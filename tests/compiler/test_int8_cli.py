@@ -156,3 +156,28 @@ def test_auto_choosing_int8_reports_the_fp32_baseline_it_then_discards(
     assert report["precision"] == "int8" and report["baseline"]["size_bytes"] > 0
     assert report["baseline"]["size_ratio"] < 0.5  # int8 against the fp32 file's size
     assert sorted(p.name for p in out.glob("*.onnx")) == ["digits_cnn.int8.onnx"]
+
+
+def test_a_model_that_fixes_its_batch_quantizes(tmp_path: Path) -> None:
+    """Calibration, range search and bias correction feed the model's own batch size
+    (batches of 8 into a batch-1 graph used to end in exit 1)."""
+    import onnx
+
+    proto = onnx.parser.parse_model(
+        """<ir_version: 8, opset_import: ["" : 17]>
+        g (float[1, 3, 16, 16] x) => (float[1, 8, 16, 16] y) {
+            h = Conv<pads = [1, 1, 1, 1]>(x, w)
+            y = Relu(h)
+        }"""
+    )
+    w = np.random.default_rng(0).standard_normal((8, 3, 3, 3)).astype(np.float32)
+    proto.graph.initializer.append(onnx.numpy_helper.from_array(w, "w"))
+    src, calib = tmp_path / "fixed.onnx", tmp_path / "calib.npy"
+    onnx.save(proto, src)
+    np.save(calib, np.random.default_rng(1).standard_normal((32, 3, 16, 16)).astype(np.float32))
+    out = tmp_path / "o"
+    code, text, report = _compile(
+        str(src), "--precision", "int8", "--calib", str(calib), "--out", str(out)
+    )
+    assert code == 0, text
+    assert report["accuracy"]["cosine"] >= 0.999 and report["accuracy"]["sqnr_db"] > 35

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
 import onnx
 import onnx_ir as ir
@@ -157,3 +159,20 @@ def test_mobilenet_v2_int8_tracks_fp32() -> None:
     assert len(ir.to_proto(q).SerializeToString()) < 0.3 * len(proto.SerializeToString())
     assert _models.sqnr_db(ref, out) > 18.5
     assert (ref.argmax(1) == out.argmax(1)).mean() > 0.92
+
+
+def test_an_opset_older_than_qdq_is_refused_before_calibration() -> None:
+    """Per-channel Q/DQ needs opset 13: an opset-9 model (the onnx package's own light
+    models are) is refused with exit-4 input error before any data is read."""
+    proto = onnx.parser.parse_model(
+        """<ir_version: 4, opset_import: ["" : 9]>
+        g (float[1, 4] x) => (float[1, 3] y) { y = MatMul(x, w) }"""
+    )
+    proto.graph.initializer.append(onnx.numpy_helper.from_array(np.ones((4, 3), np.float32), "w"))
+
+    def no_data() -> Iterator[dict[str, np.ndarray]]:  # a generator that must not be read
+        raise AssertionError("calibration data was read")
+        yield
+
+    with pytest.raises(PassInputError, match="needs opset 13 or newer, the model has opset 9"):
+        quantize(ir.from_proto(proto), no_data())
