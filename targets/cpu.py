@@ -225,6 +225,8 @@ class CpuTarget:
     #: fp16 is not in auto: x86 CPUs without AVX512-FP16 compute it no faster than fp32
     auto_precisions: tuple[str, ...] = ("fp32", "int8")
     formats: tuple[str, ...] = ("onnx", "ort")
+    fusions = "onnxruntime"
+    quant_modes: tuple[str, ...] = ("static", "dynamic")
     providers: tuple[str, ...] = ("CPUExecutionProvider",)
 
     def precision_refusal(self, precision: str) -> str | None:

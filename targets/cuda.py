@@ -161,6 +161,8 @@ class CudaTarget:
     precisions: tuple[str, ...] = ("fp32", "fp16", "auto")
     auto_precisions: tuple[str, ...] = ("fp32", "fp16")
     formats: tuple[str, ...] = ("onnx",)
+    fusions = "onnxruntime"
+    quant_modes: tuple[str, ...] = ("static",)
     providers: tuple[str, ...] = (_PROVIDER,)
 
     def __init__(self, *, cuda_graph: bool = False) -> None:

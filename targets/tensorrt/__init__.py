@@ -120,6 +120,9 @@ class TensorRTTarget:
     precisions: tuple[str, ...] = DEFAULT_PRECISIONS
     auto_precisions: tuple[str, ...] = ("fp32", "fp16", "int8")
     formats: tuple[str, ...] = ("engine",)
+    #: TensorRT parses standard ONNX only; it fuses attention and normalizations itself
+    fusions = "portable"
+    quant_modes: tuple[str, ...] = ("static",)
 
     def precision_refusal(self, precision: str) -> str | None:
         return unlisted_precision(self, precision)
