@@ -50,13 +50,26 @@ def export_dynamic(
 def bert_bytes() -> bytes:
     """A 2-layer BERT (hidden 128), random init (seed 0), inputs input_ids,
     attention_mask, token_type_ids with dynamic batch and sequence."""
+    return _bert_export(
+        num_hidden_layers=2, hidden_size=128, num_attention_heads=2, intermediate_size=256
+    )
+
+
+@functools.cache
+def bert_base_bytes() -> bytes:
+    """BERT-base's shape (12 layers, hidden 768, 12 heads), random init (seed 0), the
+    same inputs and dynamic axes as `bert_bytes`: the size teams deploy."""
+    return _bert_export(
+        num_hidden_layers=12, hidden_size=768, num_attention_heads=12, intermediate_size=3072
+    )
+
+
+def _bert_export(**shape: int) -> bytes:
     import torch
     from transformers import BertConfig, BertModel
 
     torch.manual_seed(0)
-    config = BertConfig(
-        num_hidden_layers=2, hidden_size=128, num_attention_heads=2, intermediate_size=256
-    )
+    config = BertConfig(**shape)
 
     class Bert(torch.nn.Module):
         def __init__(self) -> None:
