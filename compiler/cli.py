@@ -358,7 +358,7 @@ def bench_cmd(
     tgt = _resolve_target(target)
     shape = parse_shape(input_shape) if input_shape else None
     source = resolve(artifact_or_model, input_shape=shape)
-    feeds = random_feeds(graph_inputs(source.proto, shape), batch)
+    feeds = random_feeds(graph_inputs(source.proto, shape, source.default_dims), batch)
     threads = threads or default_threads()
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(artifact_or_model)

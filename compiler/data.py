@@ -1,14 +1,15 @@
 """Evaluation data and example feeds for a run.
 
 Zoo models bring their own held-out set; `--eval PATH` takes `.npy`/`.npz`
-files; anything else is judged on seeded random inputs of the declared shape
-(agreement with the FP32 original still means something there; label accuracy
-does not exist).
+files, or a `.txt` file of sentences (one a line) for a zoo text model, which
+its own tokenizer reads; anything else is judged on seeded random inputs of the
+declared shape (agreement with the FP32 original still means something there;
+label accuracy does not exist).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -33,6 +34,8 @@ _NP_DTYPES = {
     onnx.TensorProto.UINT8: np.uint8,
     onnx.TensorProto.BOOL: np.bool_,
 }
+#: a --calib/--eval file with this suffix holds sentences (text models), one a line
+TEXT_SUFFIX = ".txt"
 # Refuse inputs whose declared shape would need absurd memory for one sample.
 _MAX_SAMPLE_BYTES = 1 << 30
 
@@ -253,13 +256,17 @@ def evaluation_set(
     if eval_arg in (None, "zoo") and zoo_spec is not None:
         n = samples or zoo_spec.default_eval_samples
         x, labels = zoo_spec.evaluation_data(n)
-        data = {infos[0].name: x}
+        data = dict(x) if isinstance(x, Mapping) else {infos[0].name: x}
         src = f"zoo:{zoo_spec.name} held-out set"
     elif eval_arg == "zoo":
         raise UsageError("--eval zoo needs a zoo model; give --eval PATH (.npy/.npz) instead")
     elif eval_arg is None or eval_arg == "random":
         n = samples or 16
         return EvalSet(random_feeds(infos, n, seed), None, random_description(infos, seed))
+    elif is_text_file(eval_arg):
+        tokenize = text_tokenizer(zoo_spec, "--eval", eval_arg)
+        data, labels = tokenize(read_sentences(Path(eval_arg))[:samples]), None
+        src = str(eval_arg)
     else:
         data, labels = load_arrays(Path(eval_arg), infos)
         if samples is not None:
@@ -268,6 +275,43 @@ def evaluation_set(
         src = str(eval_arg)
     validate_arrays(data, infos, what="evaluation data")
     return EvalSet(data, labels, src)
+
+
+def is_text_file(arg: str | None) -> bool:
+    """A `--calib`/`--eval` PATH ending in .txt: sentences for a text model, one a line."""
+    return arg is not None and Path(arg).suffix.lower() == TEXT_SUFFIX
+
+
+def text_tokenizer(
+    spec: ModelSpec | None, flag: str, arg: str
+) -> Callable[[list[str]], dict[str, np.ndarray]]:
+    """The zoo model's tokenizer for a text file; UsageError when the model reads no text."""
+    tokenize = spec.tokenize if spec is not None else None
+    if tokenize is None:
+        model = spec.name if spec is not None else "this model"
+        raise UsageError(
+            f"{flag} {arg} is a text file, but {model} is not a text model; "
+            "give a .npy/.npz of its inputs instead"
+        )
+    return tokenize
+
+
+def read_sentences(path: Path) -> list[str]:
+    """The non-blank lines of a UTF-8 text file, stripped (InvalidInput: missing, unreadable, empty)."""
+    if not path.is_file():
+        raise InvalidInput(f"text file {path} does not exist")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise InvalidInput(
+            f"{path} is not UTF-8 text; save it as UTF-8, one sentence a line"
+        ) from None
+    except OSError as e:
+        raise InvalidInput(f"{path} is not readable ({type(e).__name__})") from None
+    sentences = [line.strip() for line in text.splitlines() if line.strip()]
+    if not sentences:
+        raise InvalidInput(f"text file {path} has no sentences (one sentence a line)")
+    return sentences
 
 
 def load_arrays(
@@ -353,7 +397,8 @@ def training_inputs(config: CompileConfig, source: ModelSource) -> np.ndarray:
     """Unlabeled training data for fine-tuning: the calibration side of the zoo, or --calib."""
     spec = source.zoo_spec
     if config.calib_source not in (None, "zoo"):
-        infos = graph_inputs(source.proto, config.input_shape, dict(config.dims))
+        dims = {**source.default_dims, **dict(config.dims)}
+        infos = graph_inputs(source.proto, config.input_shape, dims)
         data, _ = load_arrays(Path(config.calib_source), infos)
         validate_arrays(data, infos, what="training data")
         return next(iter(data.values()))
@@ -361,4 +406,7 @@ def training_inputs(config: CompileConfig, source: ModelSource) -> np.ndarray:
         raise UsageError(
             "--finetune-epochs on a module:factory source needs --calib PATH (.npy/.npz)"
         )
-    return spec.calibration_data(config.calib_samples or spec.default_calib_samples)
+    samples = spec.calibration_data(config.calib_samples or spec.default_calib_samples)
+    if isinstance(samples, Mapping):
+        raise UsageError(f"fine-tuning supports single-input models; {spec.name} has several")
+    return samples

@@ -1,4 +1,4 @@
-"""torch.nn.Module → ONNX, with a dynamic batch axis.
+"""torch.nn.Module → ONNX, with a dynamic batch axis (and any other named dynamic axes).
 
 We use torch's TorchScript-based exporter (`dynamo=False`): the dynamo exporter
 needs onnxscript, which is not among our dependencies, and the TorchScript path
@@ -10,7 +10,7 @@ from __future__ import annotations
 import io
 import logging
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import onnx
@@ -27,8 +27,13 @@ def export_torch(
     input_names: Sequence[str],
     output_names: Sequence[str] | None = None,
     opset: int = 17,
+    dynamic_axes: Mapping[str, Mapping[int, str]] | None = None,
 ) -> onnx.ModelProto:
-    """Export `module` in eval mode; axis 0 of every input and output is dynamic ("batch")."""
+    """Export `module` in eval mode; axis 0 of every input and output is dynamic ("batch").
+
+    `dynamic_axes` adds named dynamic axes per input/output name (e.g. a text
+    model's {"input_ids": {1: "sequence"}}), so one graph serves every length.
+    """
     import torch
 
     if not isinstance(module, torch.nn.Module):
@@ -45,7 +50,10 @@ def export_torch(
     n_out = len(out) if isinstance(out, list | tuple) else 1
     if output_names is None or len(output_names) != n_out:
         output_names = ["output"] if n_out == 1 else [f"output_{i}" for i in range(n_out)]
-    dynamic_axes = {name: {0: "batch"} for name in [*input_names, *output_names]}
+    axes = {
+        name: {0: "batch", **(dynamic_axes or {}).get(name, {})}
+        for name in [*input_names, *output_names]
+    }
     buf = io.BytesIO()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -58,7 +66,7 @@ def export_torch(
                 opset_version=opset,
                 input_names=list(input_names),
                 output_names=list(output_names),
-                dynamic_axes=dynamic_axes,
+                dynamic_axes=axes,
                 do_constant_folding=True,
             )
         except Exception as e:

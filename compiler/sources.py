@@ -44,6 +44,11 @@ class ModelSource:
     zoo_spec: ModelSpec | None = None  # for zoo sources
 
     @property
+    def default_dims(self) -> dict[str, int]:
+        """Sizes of the named dynamic axes the source's own data use (a zoo model's; else none)."""
+        return self.zoo_spec.default_dims() if self.zoo_spec is not None else {}
+
+    @property
     def input_names(self) -> list[str]:
         inits = {i.name for i in self.proto.graph.initializer}
         return [i.name for i in self.proto.graph.input if i.name not in inits]
@@ -115,6 +120,7 @@ def _from_zoo(spec: ModelSpec, input_shape: tuple[int, ...] | None, opset: int) 
         input_names=[i.name for i in spec.inputs],
         output_names=list(spec.output_names),
         opset=opset,
+        dynamic_axes={i.name: i.export_axes() for i in spec.inputs},
     )
     return ModelSource(
         name=spec.name,

@@ -42,7 +42,9 @@ def load(config: CompileConfig, progress: Progress) -> Loaded:
     progress("load", 0, 1)
     source = resolve(config.model, input_shape=config.input_shape, opset=config.opset)
     progress("load", 1, 1)
-    infos = graph_inputs(source.proto, config.input_shape, dict(config.dims))
+    # a zoo model's named dynamic axes default to the sizes of its own data
+    dims = {**source.default_dims, **dict(config.dims)}
+    infos = graph_inputs(source.proto, config.input_shape, dims)
     static_batch = fixed_batch(source.proto, config.batch)
     evalset = evaluation_set(
         infos,
