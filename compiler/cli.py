@@ -50,6 +50,7 @@ def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
         except EdgecError as e:
             _fail(e.exit_code, str(e))
         except KeyboardInterrupt:
+            interrupt.settle()
             _fail(130, "interrupted; no partial output was left behind")
         except click.exceptions.Exit:
             raise

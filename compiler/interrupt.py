@@ -47,3 +47,15 @@ def check() -> None:
     """Raise KeyboardInterrupt if a SIGINT arrived, even one that was swallowed."""
     if _INTERRUPTED.is_set():
         raise KeyboardInterrupt
+
+
+def settle() -> None:
+    """After a real Ctrl-C, ignore further SIGINTs while the CLI says so and exits.
+
+    Native thread pools can hand the same Ctrl-C back to Python a second time; raised
+    after the CLI printed its line, that KeyboardInterrupt went unhandled and Python
+    exited by the signal (status -2) instead of 130. Only a recorded signal does this,
+    so in-process callers that raise KeyboardInterrupt themselves keep their handler.
+    """
+    if _INTERRUPTED.is_set() and threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.SIG_IGN)

@@ -252,6 +252,7 @@ def build_report(
         quantization=cands.quantization,
         fp16=cands.fp16,
         auto=auto,
+        warnings=loaded.warnings,
     )
 
 

@@ -137,7 +137,7 @@ def summary_rows(report: dict[str, Any]) -> list[tuple[str, str]]:
             (
                 "vs fp32 original",
                 f"top-1 agreement {_fmt(acc.get('top1_agreement'))} · top-5 {_fmt(acc.get('top5_agreement'))} · "
-                f"cosine {_fmt(acc.get('cosine'), 6)} · SQNR {_fmt(acc.get('sqnr_db'))} dB · "
+                f"cosine {_fmt(acc.get('cosine'), 6)} (min {_fmt(acc.get('min_cosine'), 6)}) · SQNR {_fmt(acc.get('sqnr_db'))} dB · "
                 f"max |err| {_fmt(acc.get('max_abs_error'))} ({acc.get('samples')} samples)",
             )
         )
@@ -163,6 +163,8 @@ def summary_rows(report: dict[str, Any]) -> list[tuple[str, str]]:
                 f"{'passed' if g['passed'] else 'FAILED'}: {_fmt(g['value'])} vs {g['limit']}",
             )
         )
+    for warning in report.get("warnings") or []:
+        rows.append(("warning", warning))
     rows.append(("passed", _fmt(report.get("passed"))))
     return rows
 

@@ -147,6 +147,8 @@ class Report:
     fp16: Mapping[str, Any] | None = None
     auto: Mapping[str, Any] | None = None
     gates: Sequence[GateResult] = field(default_factory=tuple)
+    #: what the numbers cannot say by themselves (e.g. NaN/Inf weights in the source)
+    warnings: Sequence[str] = ()
 
     @property
     def passed(self) -> bool:
@@ -170,4 +172,5 @@ class Report:
             "quantization": None if self.quantization is None else dict(self.quantization),
             "fp16": None if self.fp16 is None else dict(self.fp16),
             "auto": None if self.auto is None else dict(self.auto),
+            "warnings": list(self.warnings),
         }

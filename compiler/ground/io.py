@@ -144,6 +144,12 @@ def _check_initializer(t: onnx.TensorProto, path: Path) -> None:
     """Refuse an initializer whose data does not hold the elements its dims declare."""
     if t.data_location == onnx.TensorProto.EXTERNAL:
         return
+    if t.data_type not in onnx.TensorProto.DataType.values():
+        raise InvalidInput(f"{path}: initializer {t.name!r} has an unknown data type {t.data_type}")
+    if t.data_type == onnx.TensorProto.STRING and t.HasField("raw_data"):
+        raise InvalidInput(
+            f"{path}: initializer {t.name!r} is declared a string tensor but holds raw bytes"
+        )
     if t.HasField("raw_data"):
         type_name = onnx.TensorProto.DataType.Name(t.data_type)
         if type_name in _PACKED_TYPES or t.data_type == onnx.TensorProto.STRING:
@@ -210,6 +216,50 @@ def _check_graph(
         for attr in node.attribute:
             for sub in [attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs):
                 _check_graph(sub, path, opsets, functions, frozenset(known))
+    _check_single_producers(graph, path)
+    _check_acyclic(graph, path)
+
+
+def _check_single_producers(graph: onnx.GraphProto, path: Path) -> None:
+    """Each tensor has one producer (ONNX graphs are in SSA form)."""
+    seen = {v.name for v in graph.input} | {t.name for t in graph.initializer}
+    for node in graph.node:
+        for name in node.output:
+            if name in seen:
+                raise InvalidInput(
+                    f"{path}: tensor {name!r} is produced twice (by {node.op_type} and before); "
+                    "every tensor must have one producer"
+                )
+            if name:
+                seen.add(name)
+
+
+def _check_acyclic(graph: onnx.GraphProto, path: Path) -> None:
+    """The nodes can be put in an order where each reads only what earlier ones wrote
+    (Kahn's algorithm over the graph's own tensors; outer-scope names count as given)."""
+    producer = {name: i for i, node in enumerate(graph.node) for name in node.output if name}
+    waiting = [{producer[name] for name in node.input if name in producer} for node in graph.node]
+    readers: dict[int, list[int]] = {}
+    for i, deps in enumerate(waiting):
+        for d in deps:
+            readers.setdefault(d, []).append(i)
+    ready = [i for i, deps in enumerate(waiting) if not deps]
+    done = 0
+    while ready:
+        i = ready.pop()
+        done += 1
+        for r in readers.get(i, ()):
+            waiting[r].discard(i)
+            if not waiting[r]:
+                ready.append(r)
+    if done < len(graph.node):
+        stuck = [graph.node[i] for i, deps in enumerate(waiting) if deps]
+        first = stuck[0]
+        label = f"{first.op_type} node {first.name!r}" if first.name else f"{first.op_type} node"
+        raise InvalidInput(
+            f"{path}: the graph has a cycle: {label} and {len(stuck) - 1} other node(s) "
+            "wait on each other's outputs"
+        )
 
 
 def _check_structure(proto: onnx.ModelProto, path: Path) -> None:

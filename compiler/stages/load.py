@@ -19,6 +19,7 @@ from compiler.data import (
     whole_batches,
 )
 from compiler.sources import ModelSource, resolve
+from compiler.stages.model_checks import check_loads_in_onnxruntime, nonfinite_weights
 from compiler.stages.progress import Progress
 
 #: Samples per evaluation run when the model does not fix its batch.
@@ -35,12 +36,17 @@ class Loaded:
     eval_batch: int
     #: the batch size the model fixes on axis 0 (every stage that runs it must feed exactly that)
     static_batch: int | None
+    #: what the report and summary must say about the source (NaN/Inf weights)
+    warnings: tuple[str, ...] = ()
 
 
 def load(config: CompileConfig, progress: Progress) -> Loaded:
     """Resolve MODEL (zoo name, .onnx file, module:factory) and its evaluation data."""
     progress("load", 0, 1)
     source = resolve(config.model, input_shape=config.input_shape, opset=config.opset)
+    if source.kind == "onnx":
+        check_loads_in_onnxruntime(source.proto, source.name)
+    warnings = tuple(nonfinite_weights(source.proto))
     progress("load", 1, 1)
     # a zoo model's named dynamic axes default to the sizes of its own data
     dims = {**source.default_dims, **dict(config.dims)}
@@ -55,4 +61,4 @@ def load(config: CompileConfig, progress: Progress) -> Loaded:
     )
     if static_batch:
         evalset = whole_batches(evalset, static_batch)
-    return Loaded(source, infos, evalset, static_batch or EVAL_BATCH, static_batch)
+    return Loaded(source, infos, evalset, static_batch or EVAL_BATCH, static_batch, warnings)

@@ -251,7 +251,49 @@ def _directory(tmp: Path) -> Path:
     return path
 
 
+def _cycle(tmp: Path) -> Path:
+    """Relu reads Neg's output, Neg reads Relu's."""
+    model = _model(
+        [
+            helper.make_node("Relu", ["b"], ["a"]),
+            helper.make_node("Neg", ["a"], ["b"]),
+            helper.make_node("Add", ["x", "b"], ["y"]),
+        ]
+    )
+    return _save(tmp / "cycle.onnx", model)
+
+
+def _two_producers(tmp: Path) -> Path:
+    model = _model([helper.make_node("Relu", ["x"], ["y"]), helper.make_node("Neg", ["x"], ["y"])])
+    return _save(tmp / "twice.onnx", model)
+
+
+def _string_raw_initializer(tmp: Path) -> Path:
+    model = good_model()
+    model.graph.initializer[0].data_type = TensorProto.STRING
+    return _save(tmp / "string.onnx", model)
+
+
+def _unknown_dtype_initializer(tmp: Path) -> Path:
+    model = good_model()
+    model.graph.initializer[0].data_type = 99
+    return _save(tmp / "dtype99.onnx", model)
+
+
+def _rank0_conv_weight(tmp: Path) -> Path:
+    """Structurally fine, but a Conv weight of shape [108]: only a runtime says no."""
+    model = good_model()
+    del model.graph.initializer[0].dims[:]
+    model.graph.initializer[0].dims.append(108)
+    return _save(tmp / "rank1w.onnx", model)
+
+
 MODEL_CASES: dict[str, tuple[Callable[[Path], Path], int, list[str]]] = {
+    "cycle": (_cycle, 4, ["cycle", "Relu"]),
+    "two-producers": (_two_producers, 4, ["'y'", "produced twice"]),
+    "string-initializer-with-raw-bytes": (_string_raw_initializer, 4, ["'w'", "string"]),
+    "unknown-initializer-dtype": (_unknown_dtype_initializer, 4, ["'w'", "unknown data type 99"]),
+    "runtime-refuses": (_rank0_conv_weight, 4, ["does not load in onnxruntime", "Conv"]),
     "truncated-protobuf": (_truncated, 4, ["not a valid ONNX model"]),
     "not-onnx": (_not_onnx, 4, ["not a valid ONNX model"]),
     "empty-file": (_empty, 4, ["empty"]),

@@ -1,0 +1,68 @@
+"""Checks on a user's ONNX file that need more than its structure: does onnxruntime
+load it, and are its weights finite.
+
+The structural checks (operators, dangling inputs, cycles, initializer sizes) run
+when the file is read (`compiler.ground.io.load_onnx_proto`). What is left are the
+things only a runtime knows (an initializer whose dims make a Conv weight of rank
+0, an attribute out of range, types that do not fit an operator): onnxruntime
+creating a session on the unoptimized graph is the judge, before any pass runs,
+so such a file gets exit 4 with onnxruntime's reason instead of a pass failing
+half-way (onnxsim then printed tracebacks of its own to the terminal).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+from compiler.ground.errors import InvalidInput
+
+log = logging.getLogger(__name__)
+
+#: Domains onnxruntime's CPU build runs; a model using others (TensorRT plugins, say)
+#: cannot be judged by onnxruntime and is left to the target.
+_ORT_DOMAINS = ("", "ai.onnx", "ai.onnx.ml", "com.microsoft")
+#: Serialized protobufs above this cannot be handed to onnxruntime in memory.
+_MAX_PROTO_BYTES = 2**31 - 1
+
+
+def check_loads_in_onnxruntime(proto: onnx.ModelProto, name: str) -> None:
+    """Refuse (exit 4) a model onnxruntime will not create a session for."""
+    domains = {n.domain for n in proto.graph.node}
+    if not domains <= set(_ORT_DOMAINS) or proto.ByteSize() > _MAX_PROTO_BYTES:
+        return
+    import onnxruntime as ort
+
+    from compiler.ground.sessions import CPU, session_options
+
+    try:
+        ort.InferenceSession(
+            proto.SerializeToString(), session_options(level="none", log_severity=4), CPU
+        )
+    except Exception as e:  # noqa: BLE001 - onnxruntime raises several types; all mean "invalid"
+        reason = re.sub(r"^\[ONNXRuntimeError\] : \d+ : \w+ : ", "", " ".join(str(e).split()))
+        raise InvalidInput(f"{name} does not load in onnxruntime: {reason[:300]}") from None
+
+
+def nonfinite_weights(proto: onnx.ModelProto) -> list[str]:
+    """Warnings for float initializers holding NaN or Inf (a broken export or training run):
+    the compile goes on, but its numbers mean little, and the report says so."""
+    warnings = []
+    for t in proto.graph.initializer:
+        if t.data_type not in (
+            onnx.TensorProto.FLOAT,
+            onnx.TensorProto.FLOAT16,
+            onnx.TensorProto.DOUBLE,
+        ):
+            continue
+        a = numpy_helper.to_array(t)
+        bad = int(a.size - np.count_nonzero(np.isfinite(a)))
+        if bad:
+            warnings.append(f"weight {t.name!r} holds {bad} NaN/Inf value(s) of {a.size}")
+    for w in warnings:
+        log.warning(w)
+    return warnings
