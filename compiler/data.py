@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeGuard
 
 import numpy as np
 import onnx
@@ -277,7 +277,7 @@ def evaluation_set(
     return EvalSet(data, labels, src)
 
 
-def is_text_file(arg: str | None) -> bool:
+def is_text_file(arg: str | None) -> TypeGuard[str]:
     """A `--calib`/`--eval` PATH ending in .txt: sentences for a text model, one a line."""
     return arg is not None and Path(arg).suffix.lower() == TEXT_SUFFIX
 

@@ -5,10 +5,14 @@ Definitions (N samples; the first axis is the sample axis):
 - top1_agreement: fraction of samples where argmax(candidate) == argmax(reference).
 - top5_agreement: fraction of samples where the reference's top-1 class is among
   the candidate's top-k classes, k = min(5, C).
-- Both are None unless the outputs are 2-D (N, C) with C >= 2 (classification-like).
+- Both are None unless the outputs are 2-D (N, C) with C >= 2 (classification-like)
+  and the caller does not say they are something else (`class_scores=False`: an
+  embedding's argmax means nothing, so neither agreement is computed).
 - cosine: mean over samples of the cosine similarity of the flattened outputs;
   a pair of all-zero outputs counts as 1.0, one all-zero output against a
   non-zero one as 0.0.
+- min_cosine: the worst sample's cosine similarity (same conventions): a mean
+  near 1 can hide one sentence or image the candidate gets badly wrong.
 - sqnr_db: 10·log10(Σ ref² / Σ (ref − cand)²) over every element, clamped to
   [-200, 200] dB (identical outputs give 200.0, never inf).
 - max_abs_error: max |ref − cand| over every element.
@@ -45,6 +49,7 @@ class Accuracy:
     top1_agreement: float | None
     top5_agreement: float | None
     cosine: float
+    min_cosine: float
     sqnr_db: float
     max_abs_error: float
     top1_accuracy: float | None
@@ -66,7 +71,11 @@ def _round_sig(x: float, digits: int) -> float:
 
 
 def compare_outputs(
-    reference: np.ndarray, candidate: np.ndarray, labels: np.ndarray | None = None
+    reference: np.ndarray,
+    candidate: np.ndarray,
+    labels: np.ndarray | None = None,
+    *,
+    class_scores: bool = True,
 ) -> Accuracy:
     """Metrics of `candidate` against `reference` (same shape, first axis = samples)."""
     ref = np.asarray(reference, dtype=np.float64)
@@ -86,10 +95,10 @@ def compare_outputs(
         max_abs = float(np.max(np.abs(diff)))  # NaN if any difference is NaN
         signal = float(np.sum(ref * ref))
         noise = float(np.sum(diff * diff))
-        cosine = _mean_cosine(ref.reshape(n, -1), cand.reshape(n, -1))
+        cosines = _cosines(ref.reshape(n, -1), cand.reshape(n, -1))
     sqnr = _sqnr_db(signal, noise)
 
-    classification = ref.ndim == 2 and ref.shape[1] >= 2
+    classification = class_scores and ref.ndim == 2 and ref.shape[1] >= 2
     top1 = top5 = acc = base_acc = None
     if classification:
         ref_top1 = np.argmax(ref, axis=1)
@@ -114,7 +123,8 @@ def compare_outputs(
         samples=int(n),
         top1_agreement=top1,
         top5_agreement=top5,
-        cosine=cosine,
+        cosine=float(np.mean(cosines)),
+        min_cosine=float(np.min(cosines)),
         sqnr_db=sqnr,
         max_abs_error=max_abs,
         top1_accuracy=acc,
@@ -132,7 +142,8 @@ def _sqnr_db(signal: float, noise: float) -> float:
     return float(np.clip(10.0 * math.log10(signal / noise), -SQNR_CAP_DB, SQNR_CAP_DB))
 
 
-def _mean_cosine(a: np.ndarray, b: np.ndarray) -> float:
+def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Per-sample cosine similarity of the rows of a and b (NaN where either row has NaN)."""
     na = np.linalg.norm(a, axis=1)
     nb = np.linalg.norm(b, axis=1)
     dot = np.sum(a * b, axis=1)
@@ -140,7 +151,7 @@ def _mean_cosine(a: np.ndarray, b: np.ndarray) -> float:
     one_zero = (na == 0) ^ (nb == 0)
     denom = np.where((na == 0) | (nb == 0), 1.0, na * nb)
     cos = np.where(both_zero, 1.0, np.where(one_zero, 0.0, dot / denom))
-    return float(np.mean(np.clip(cos, -1.0, 1.0)))
+    return np.clip(cos, -1.0, 1.0)
 
 
 def run_batched(

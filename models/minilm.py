@@ -205,8 +205,10 @@ class MiniLM(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         mask = attention_mask.to(torch.float32)
-        # padding gets the most negative float added to its scores (as Hugging Face does)
-        mask_bias = (1.0 - mask[:, None, None, :]) * torch.finfo(torch.float32).min
+        # padding's scores get -10000 (original BERT's constant): exp underflows to exactly
+        # 0 in float32 as with Hugging Face's float32 min, and unlike it the constant stays
+        # finite in float16 (where float32 min is -inf, and 0 · -inf is NaN)
+        mask_bias = (1.0 - mask[:, None, None, :]) * -10000.0
         tokens = self.encoder(self.embeddings(input_ids), mask_bias)
         keep = mask.unsqueeze(-1)
         summed = (tokens * keep).sum(dim=1)
@@ -289,5 +291,6 @@ def minilm_l6() -> ModelSpec:
         default_calib_samples=256,
         default_eval_samples=300,
         tags=("text", "transformer", "bert", "pretrained"),
+        class_scores=False,
         tokenize=tokenize,
     )

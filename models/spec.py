@@ -64,6 +64,9 @@ class ModelSpec:
     tags: tuple[str, ...] = field(default_factory=tuple)
     #: RGB uint8 (H, W, 3) image → one preprocessed sample; lets `--calib FOLDER` read photos.
     preprocess: Callable[[np.ndarray], np.ndarray] | None = None
+    #: whether the first output is class scores (top-k agreement means something); an
+    #: embedding model says False, and is judged by cosine similarity instead
+    class_scores: bool = True
     #: sentences → {input name: array}; lets `--calib`/`--eval sentences.txt` read text.
     tokenize: Callable[[list[str]], dict[str, np.ndarray]] | None = None
 

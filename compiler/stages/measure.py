@@ -66,8 +66,11 @@ def measure(
         batch=config.batch,
         progress=progress,
     )
+    # a zoo model says whether its outputs are class scores (an embedding's are not)
+    scores = source.zoo_spec.class_scores if source.zoo_spec is not None else True
     accuracies = {
-        name: compare_outputs(reference[0], outputs[name][0], evalset.labels) for name in to_measure
+        name: compare_outputs(reference[0], outputs[name][0], evalset.labels, class_scores=scores)
+        for name in to_measure
     }
     return Measured(latencies, accuracies, time.perf_counter() - t0)
 

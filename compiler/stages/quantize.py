@@ -2,7 +2,8 @@
 
 The target owns *what* to quantize (`target.quant_spec`); passes/quantize does
 *how*. Calibration data: the zoo's calibration set (disjoint from its evaluation
-set), a folder of images read with the zoo model's own preprocessing, or
+set), a folder of images read with the zoo model's own preprocessing, a `.txt`
+file of sentences (one a line) read with a zoo text model's own tokenizer, or
 `.npy`/`.npz` files, streamed in batches.
 
 The run's PTQ choices become one `PtqOptions` in one place (`ptq_options`),
@@ -31,7 +32,7 @@ import numpy as np
 import onnx_ir as ir
 
 from compiler.config import CompileConfig
-from compiler.data import EvalSet, training_inputs
+from compiler.data import EvalSet, is_text_file, read_sentences, text_tokenizer, training_inputs
 from compiler.ground.errors import UsageError
 from compiler.recording import PassRecord, count_nodes
 from compiler.sources import ModelSource
@@ -93,6 +94,9 @@ def check_calibration(config: CompileConfig, source: ModelSource) -> None:
             f"--calib {arg} is a folder of images, but {source.name} has no image "
             "preprocessing; give a .npy/.npz of preprocessed inputs instead"
         )
+    if is_text_file(arg):
+        text_tokenizer(spec, "--calib", arg)  # a model that reads no text: exit 2
+        read_sentences(Path(arg))  # missing, not UTF-8, or empty: exit 4
 
 
 def calibration_source(
@@ -109,6 +113,9 @@ def calibration_source(
         count = n if n is not None else spec.default_calib_samples
         return spec.calibration_data(count), None, count, f"zoo:{spec.name} calibration set"
     path = Path(arg)
+    if is_text_file(arg):
+        sentences = read_sentences(path)[:n]
+        return text_tokenizer(spec, "--calib", arg)(sentences), None, len(sentences), str(path)
     preprocess = getattr(spec, "preprocess", None) if path.is_dir() else None
     return str(path), preprocess, n, str(path)
 

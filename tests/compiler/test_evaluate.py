@@ -15,7 +15,8 @@ from compiler.ground.errors import InvalidInput
 from targets.cpu import CpuTarget
 
 ACCURACY_KEYS = {
-    "samples", "top1_agreement", "top5_agreement", "cosine", "sqnr_db", "max_abs_error",
+    "samples", "top1_agreement", "top5_agreement", "cosine", "min_cosine", "sqnr_db",
+    "max_abs_error",
     "top1_accuracy", "baseline_top1_accuracy",
 }  # fmt: skip
 
@@ -32,6 +33,7 @@ def test_identical_outputs() -> None:
         top1_agreement=1.0,
         top5_agreement=1.0,
         cosine=pytest.approx(1.0),  # type: ignore[arg-type]
+        min_cosine=pytest.approx(1.0),  # type: ignore[arg-type]
         sqnr_db=SQNR_CAP_DB,
         max_abs_error=0.0,
         top1_accuracy=None,
@@ -94,7 +96,27 @@ def test_cosine_hand_computed() -> None:
     ref = np.array([[1.0, 0.0], [1.0, 0.0], [0.0, 0.0], [0.0, 0.0]])
     cand = np.array([[0.0, 1.0], [1.0, 1.0], [0.0, 0.0], [2.0, 0.0]])
     # per sample: 0, 1/√2, both zero → 1, one zero → 0
-    assert compare_outputs(ref, cand).cosine == pytest.approx((0 + 1 / math.sqrt(2) + 1 + 0) / 4)
+    acc = compare_outputs(ref, cand)
+    assert acc.cosine == pytest.approx((0 + 1 / math.sqrt(2) + 1 + 0) / 4)
+    assert acc.min_cosine == 0.0
+
+
+def test_min_cosine_is_the_worst_sample() -> None:
+    ref = np.array([[1.0, 0.0], [0.0, 2.0], [3.0, 4.0]])
+    cand = np.array([[1.0, 0.0], [0.0, 2.0], [4.0, 3.0]])  # last: cos = 24/25
+    acc = compare_outputs(ref, cand)
+    assert acc.min_cosine == pytest.approx(0.96, abs=1e-12)
+    assert acc.cosine == pytest.approx((1 + 1 + 0.96) / 3, abs=1e-12)
+
+
+def test_outputs_that_are_not_class_scores_have_no_topk() -> None:
+    ref = np.array([[0.6, 0.8, 0.0], [0.0, 0.6, 0.8]])  # two unit embeddings
+    cand = np.array([[0.8, 0.6, 0.0], [0.0, 0.6, 0.8]])  # the first's argmax flips
+    scores = compare_outputs(ref, cand)
+    assert scores.top1_agreement == 0.5
+    embedding = compare_outputs(ref, cand, class_scores=False)
+    assert embedding.top1_agreement is None and embedding.top5_agreement is None
+    assert embedding.cosine == pytest.approx((0.96 + 1.0) / 2) and embedding.min_cosine == 0.96
 
 
 def test_non_classification_outputs_have_no_topk() -> None:
@@ -121,6 +143,7 @@ def test_nan_candidate_serializes_as_null() -> None:
     cand[1, 2] = np.nan
     d = compare_outputs(ref, cand).to_dict()
     assert d["sqnr_db"] is None and d["max_abs_error"] is None and d["cosine"] is None
+    assert d["min_cosine"] is None
     json.dumps(d, allow_nan=False)
 
 
