@@ -161,7 +161,12 @@ def transform(
     source = loaded.source
     progress("passes", 0, 1)
     fp32_model, records = optimize(
-        ir.from_proto(source.proto), verify=config.verify, seed=config.seed
+        ir.from_proto(source.proto),
+        verify=config.verify,
+        seed=config.seed,
+        fusions=target.fusions,
+        # INT8 quantizes the MatMul/Gemm it sees: keep them visible when it may run
+        keep_weighted_matmuls=config.precision in ("int8", "auto"),
     )
     progress("passes", 1, 1)
     model, pruning = fp32_model, None

@@ -23,6 +23,8 @@ class PassRecord:
     nodes_after: int
     seconds: float
     max_abs_error: float | None = None
+    #: how often each rule set matched, for the passes that apply rewrite rules (else None)
+    matches: dict[str, int] | None = None
 
     def to_dict(self) -> dict[str, object]:
         d = asdict(self)
@@ -82,9 +84,16 @@ class RecordingPass(irp.PassBase):
                 nodes_after=count_nodes(result.model),
                 seconds=seconds,
                 max_abs_error=err,
+                matches=_matches(result),
             )
         )
         return result
+
+
+def _matches(result: irp.PassResult) -> dict[str, int] | None:
+    """A rule-set pass's match counts (its result carries `matches`); None for other passes."""
+    matches = getattr(result, "matches", None)
+    return dict(matches) if isinstance(matches, dict) else None
 
 
 def _clone(model: ir.Model) -> ir.Model:

@@ -18,21 +18,44 @@ from compiler.stages.boundary import pass_errors
 from passes.errors import PassError as PassFailure
 
 
-def build_passes() -> list[irp.PassBase]:
-    """Cleanup, then fusions, then cleanup again to sweep what fusions left."""
+def build_passes(
+    *, fusions: str | None = None, keep_weighted_matmuls: bool = False
+) -> list[irp.PassBase]:
+    """Cleanup, then fusions, then cleanup again to sweep what fusions left.
+
+    `fusions` names the target's transformer fusion flavour ("onnxruntime" or
+    "portable", `Target.fusions`); None runs none of them (a graph every runtime
+    reads). `keep_weighted_matmuls` leaves out the fusions that hide a weighted
+    MatMul from the INT8 quantizer that runs after this stage.
+    """
     from passes.cleanup import cleanup_passes
     from passes.fusion import fusion_passes
+    from passes.fusion.transformer import transformer_passes
 
-    return [*cleanup_passes(), *fusion_passes(), *cleanup_passes()]
+    xformer = (
+        transformer_passes(fusions, keep_weighted_matmuls=keep_weighted_matmuls)
+        if fusions is not None
+        else []
+    )
+    return [*cleanup_passes(), *fusion_passes(), *xformer, *cleanup_passes()]
 
 
 def optimize(
-    model: ir.Model, *, verify: bool = False, seed: int = 0
+    model: ir.Model,
+    *,
+    verify: bool = False,
+    seed: int = 0,
+    fusions: str | None = None,
+    keep_weighted_matmuls: bool = False,
 ) -> tuple[ir.Model, list[PassRecord]]:
-    """Run cleanup and fusion under onnx-ir's PassManager, recording each pass."""
+    """Run cleanup and fusion under onnx-ir's PassManager, recording each pass.
+
+    `fusions` and `keep_weighted_matmuls`: see `build_passes`.
+    """
     records: list[PassRecord] = []
     verifier = _verifier(seed) if verify else None
-    wrapped = [RecordingPass(p, records, verifier=verifier) for p in build_passes()]
+    passes = build_passes(fusions=fusions, keep_weighted_matmuls=keep_weighted_matmuls)
+    wrapped = [RecordingPass(p, records, verifier=verifier) for p in passes]
     with pass_errors():
         try:
             result = irp.PassManager(wrapped, steps=1)(model)

@@ -34,7 +34,7 @@ def _add_model() -> ir.Model:
 def test_verify_turns_a_pass_that_changes_the_function_into_invalid_input(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(optimize_stage, "build_passes", lambda: [_AddBecomesSub()])
+    monkeypatch.setattr(optimize_stage, "build_passes", lambda **_: [_AddBecomesSub()])
     with pytest.raises(InvalidInput, match="pass _AddBecomesSub changed the model's function"):
         optimize_stage.optimize(_add_model(), verify=True)
     # without --verify the broken pass goes unnoticed: that is what --verify is for
