@@ -149,7 +149,8 @@ def _budget_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     "--calib",
     "calib_source",
     default=None,
-    help="Calibration data (int8, fp16): zoo, folder, .npy/.npz.",
+    help="Calibration data (int8, fp16): zoo, a folder of images, .npy/.npz, a .txt of "
+    "sentences (text models), or random (seeded, unrepresentative).",
 )
 @click.option("--calib-method", default=None, help="minmax, percentile, entropy or mse.")
 @click.option("--calib-samples", type=int, default=None, help="How many calibration samples.")

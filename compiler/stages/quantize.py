@@ -32,11 +32,21 @@ import numpy as np
 import onnx_ir as ir
 
 from compiler.config import CompileConfig
-from compiler.data import EvalSet, is_text_file, read_sentences, text_tokenizer, training_inputs
+from compiler.data import (
+    EvalSet,
+    graph_inputs,
+    is_text_file,
+    random_description,
+    random_feeds,
+    read_sentences,
+    text_tokenizer,
+    training_inputs,
+)
 from compiler.ground.errors import UsageError
 from compiler.recording import PassRecord, count_nodes
 from compiler.sources import ModelSource
 from compiler.stages.boundary import pass_errors
+from compiler.stages.opset import at_least
 from passes.quantize.options import PtqOptions
 from targets.base import Target
 
@@ -79,10 +89,13 @@ def check_calibration(config: CompileConfig, source: ModelSource) -> None:
     """Refuse, before any expensive work, a run that will need calibration data it
     cannot get (`calibration_source` reads the data itself, later)."""
     arg = config.calib_source
+    if arg == "random":
+        return
     if arg in (None, "zoo") and source.zoo_spec is None:
         raise UsageError(
             f"{source.name} is not a zoo model: give calibration data with --calib "
-            "(a .npy/.npz file, or a folder of images for zoo image models)"
+            "(a .npy/.npz file, a folder of images for zoo image models, or `random` "
+            "for seeded random inputs, which only indicate)"
         )
     spec = source.zoo_spec
     if (
@@ -112,12 +125,35 @@ def calibration_source(
         assert spec is not None  # check_calibration refused a non-zoo model without --calib
         count = n if n is not None else spec.default_calib_samples
         return spec.calibration_data(count), None, count, f"zoo:{spec.name} calibration set"
+    if arg == "random":
+        return random_calibration(config, source, samples or config.calib_samples)
     path = Path(arg)
     if is_text_file(arg):
         sentences = read_sentences(path)[:n]
         return text_tokenizer(spec, "--calib", arg)(sentences), None, len(sentences), str(path)
     preprocess = getattr(spec, "preprocess", None) if path.is_dir() else None
     return str(path), preprocess, n, str(path)
+
+
+#: samples `--calib random` draws when --calib-samples does not say
+RANDOM_CALIB_SAMPLES = 64
+
+
+def random_calibration(
+    config: CompileConfig, source: ModelSource, samples: int | None
+) -> tuple[dict[str, np.ndarray], None, int, str]:
+    """`--calib random`: seeded inputs of the declared shapes and kinds (integer inputs
+    below the embedding table they index), drawn with another seed than `--eval random`.
+    Ranges calibrated on them fit noise, not data: the report and the terminal say so."""
+    infos = graph_inputs(source.proto, config.input_shape, dict(config.dims))
+    count = samples or RANDOM_CALIB_SAMPLES
+    seed = config.seed + 1
+    description = (
+        f"random: {random_description(infos, seed)}; not representative of real data, "
+        "so the INT8 ranges and the accuracy figures are only indicative"
+    )
+    log.warning("--calib random: %s", description)
+    return random_feeds(infos, count, seed), None, count, description
 
 
 def run_ptq(
@@ -135,6 +171,7 @@ def run_ptq(
 
     data, preprocess, _, description = calibration_source(config, source)
     options = ptq_options(config, source, threads=threads, batch=static_batch)
+    model = at_least(model, 13, why="INT8 Q/DQ (per-channel DequantizeLinear)")
     with pass_errors():
         quantized, summary = quantize(
             model,
