@@ -146,6 +146,13 @@ def _budget_options(fn: Callable[..., Any]) -> Callable[..., Any]:
 )
 @click.option("--eval-samples", type=int, default=None, help="How many evaluation samples.")
 @click.option(
+    "--output",
+    "output",
+    default=None,
+    help="The output gates and the summary judge (default: the first); every output is "
+    "compared in the report.",
+)
+@click.option(
     "--calib",
     "calib_source",
     default=None,

@@ -53,6 +53,8 @@ class CompileConfig:
     threads: int | None = None
     batch: int = 1
     eval_source: str | None = None
+    #: --output NAME: the output gates and the summary judge (None: the first)
+    output: str | None = None
     eval_samples: int | None = None
     calib_source: str | None = None
     calib_method: str | None = None

@@ -5,9 +5,11 @@ Definitions (N samples; the first axis is the sample axis):
 - top1_agreement: fraction of samples where argmax(candidate) == argmax(reference).
 - top5_agreement: fraction of samples where the reference's top-1 class is among
   the candidate's top-k classes, k = min(5, C).
-- Both are None unless the outputs are 2-D (N, C) with C >= 2 (classification-like)
-  and the caller does not say they are something else (`class_scores=False`: an
-  embedding's argmax means nothing, so neither agreement is computed).
+- Both are None unless the outputs are class scores: one axis besides the sample
+  axis holds C >= 2 values and every other axis has size 1 ((N, C), and the
+  (N, C, 1, 1) of a convolutional classifier head), and the caller does not say
+  they are something else (`class_scores=False`: an embedding's argmax means
+  nothing, so neither agreement is computed).
 - cosine: mean over samples of the cosine similarity of the flattened outputs;
   a pair of all-zero outputs counts as 1.0, one all-zero output against a
   non-zero one as 0.0.
@@ -27,7 +29,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -54,6 +56,10 @@ class Accuracy:
     max_abs_error: float
     top1_accuracy: float | None
     baseline_top1_accuracy: float | None
+    #: the output these metrics are of (None: a single compared output)
+    output: str | None = None
+    #: every output's metrics by name (`compare_all`), the judged one included
+    outputs: Mapping[str, Mapping[str, Any]] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -98,9 +104,11 @@ def compare_outputs(
         cosines = _cosines(ref.reshape(n, -1), cand.reshape(n, -1))
     sqnr = _sqnr_db(signal, noise)
 
-    classification = class_scores and ref.ndim == 2 and ref.shape[1] >= 2
+    classes = _class_axis_size(ref.shape) if class_scores else None
+    classification = classes is not None
     top1 = top5 = acc = base_acc = None
-    if classification:
+    if classes is not None:
+        ref, cand = ref.reshape(n, classes), cand.reshape(n, classes)
         ref_top1 = np.argmax(ref, axis=1)
         cand_top1 = np.argmax(cand, axis=1)
         k = min(_TOPK, ref.shape[1])
@@ -130,6 +138,36 @@ def compare_outputs(
         top1_accuracy=acc,
         baseline_top1_accuracy=base_acc,
     )
+
+
+def _class_axis_size(shape: tuple[int, ...]) -> int | None:
+    """C when `shape` is (N, ...) with one axis of C >= 2 and the rest 1, else None."""
+    wide = [d for d in shape[1:] if d != 1]
+    return wide[0] if len(wide) == 1 and wide[0] >= 2 else None
+
+
+def compare_all(
+    reference: list[np.ndarray],
+    candidate: list[np.ndarray],
+    names: list[str],
+    *,
+    judged: int = 0,
+    labels: np.ndarray | None = None,
+    class_scores: bool = True,
+) -> Accuracy:
+    """Every output compared; the result carries the `judged` output's metrics (what
+    gates and the summary read) and, in `outputs`, each output's by name. Labels
+    belong to the judged output only."""
+    per_output = {
+        name: compare_outputs(ref, cand, labels if i == judged else None, class_scores=class_scores)
+        for i, (name, ref, cand) in enumerate(zip(names, reference, candidate, strict=True))
+    }
+    main = per_output[names[judged]]
+    table = {
+        name: {k: v for k, v in acc.to_dict().items() if k not in ("output", "outputs")}
+        for name, acc in per_output.items()
+    }
+    return replace(main, output=names[judged], outputs=table)
 
 
 def _sqnr_db(signal: float, noise: float) -> float:

@@ -18,6 +18,7 @@ from compiler.data import (
     graph_inputs,
     whole_batches,
 )
+from compiler.ground.errors import UsageError
 from compiler.sources import ModelSource, resolve
 from compiler.stages.model_checks import check_loads_in_onnxruntime, nonfinite_weights
 from compiler.stages.progress import Progress
@@ -47,6 +48,7 @@ def load(config: CompileConfig, progress: Progress) -> Loaded:
     if source.kind == "onnx":
         check_loads_in_onnxruntime(source.proto, source.name)
     warnings = tuple(nonfinite_weights(source.proto))
+    _check_output_name(config.output, source)
     progress("load", 1, 1)
     # a zoo model's named dynamic axes default to the sizes of its own data
     dims = {**source.default_dims, **dict(config.dims)}
@@ -62,3 +64,13 @@ def load(config: CompileConfig, progress: Progress) -> Loaded:
     if static_batch:
         evalset = whole_batches(evalset, static_batch)
     return Loaded(source, infos, evalset, static_batch or EVAL_BATCH, static_batch, warnings)
+
+
+def _check_output_name(name: str | None, source: ModelSource) -> None:
+    """`--output NAME` must name one of the model's outputs (exit 2 listing them)."""
+    outputs = [o.name for o in source.proto.graph.output]
+    if name is not None and name not in outputs:
+        raise UsageError(
+            f"--output {name!r}: {source.name} has no output of that name; "
+            f"its outputs: {', '.join(outputs)}"
+        )

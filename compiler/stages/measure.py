@@ -21,7 +21,7 @@ import numpy as np
 
 from compiler.config import CompileConfig
 from compiler.data import EvalSet, InputInfo, random_feeds
-from compiler.evaluate import Accuracy, compare_outputs, run_batched
+from compiler.evaluate import Accuracy, compare_all, run_batched
 from compiler.sources import ModelSource
 from compiler.stages.load import Loaded
 from compiler.stages.lower import Lowered
@@ -68,8 +68,17 @@ def measure(
     )
     # a zoo model says whether its outputs are class scores (an embedding's are not)
     scores = source.zoo_spec.class_scores if source.zoo_spec is not None else True
+    names = [o.name for o in source.proto.graph.output]
+    judged = names.index(config.output) if config.output else 0
     accuracies = {
-        name: compare_outputs(reference[0], outputs[name][0], evalset.labels, class_scores=scores)
+        name: compare_all(
+            reference,
+            outputs[name],
+            names,
+            judged=judged,
+            labels=evalset.labels,
+            class_scores=scores,
+        )
         for name in to_measure
     }
     return Measured(latencies, accuracies, time.perf_counter() - t0)

@@ -17,7 +17,7 @@ from targets.cpu import CpuTarget
 ACCURACY_KEYS = {
     "samples", "top1_agreement", "top5_agreement", "cosine", "min_cosine", "sqnr_db",
     "max_abs_error",
-    "top1_accuracy", "baseline_top1_accuracy",
+    "top1_accuracy", "baseline_top1_accuracy", "output", "outputs",
 }  # fmt: skip
 
 
