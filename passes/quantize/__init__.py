@@ -34,7 +34,14 @@ defaults are written); each step is a small object over one shared state
    bench/results/quantize_compare.json; their int8 weights are folded by
    onnxruntime at load, `fold.py`);
 7. Q/DQ insertion as the target's `QuantSpec` says (`qdq.py`); on the CPU
-   flavour chained residual Adds add in float (`QuantSpec.float_skip`).
+   flavour chained residual Adds add in float (`QuantSpec.float_skip`);
+8. large embedding tables (a Gather on a constant table) are stored as int8 rows
+   with per-row scales and dequantized after the lookup (`embedding.py`).
+
+A transformer (a layer normalization, an attention op or a MatMul of two computed
+tensors, `transformer.py`) gets its target's transformer spec: only the weighted
+MatMul/Gemm run in int8; LayerNorm, Softmax, GELU, residual Adds and the attention
+MatMuls stay float. A CNN matches none of these and keeps its spec.
 
 In `steps.py`, 0 is part of `start` (the state the steps share) and 1-7 are
 `Equalization`, `Calibration`, `RangeSearch`, `Rounding` (its Hessians are
@@ -60,13 +67,14 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import onnx_ir as ir
 
 from passes.quantize.calibrate import METHODS
 from passes.quantize.data import CalibrationSource
+from passes.quantize.embedding import QuantizeEmbeddingsPass
 from passes.quantize.options import PtqOptions
 from passes.quantize.qdq import InsertQdqPass, count_qdq
 from passes.quantize.spec import CPU_SPEC, TENSORRT_SPEC, QuantSpec, spec_by_name
@@ -108,6 +116,8 @@ class QuantizationSummary:
     rounded_layers: int = 0
     calibration_sqnr_db: float | None = None
     sensitivity: dict[str, dict[str, float]] | None = None
+    embedding_tables: list[str] = field(default_factory=list)  # stored as int8 rows
+    mode: str = "static"
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -132,10 +142,13 @@ def quantize(
     t_start = time.perf_counter()
     state = start(model, calibration, options, spec=spec, preprocess=preprocess, progress=progress)
     run_steps(state, default_steps())
+    assert state.quantized is not None  # the last step writes it
+    embeddings = QuantizeEmbeddingsPass()
+    embeddings(state.quantized)
     state.seconds["total"] = time.perf_counter() - t_start
     summary = _summary(state)
+    summary.embedding_tables = embeddings.tables
     logger.info("quantized %s: %s", state.spec.name, summary.qdq_counts)
-    assert state.quantized is not None  # the last step writes it
     return state.quantized, summary
 
 

@@ -8,7 +8,8 @@ The first batch fixes w from its largest magnitude; when a later value falls
 outside ±bins*w the width doubles and adjacent bin pairs merge — the re-binning
 is exact because both sides are anchored at 0 and bins is even. The histogram
 sees at most `sample_limit` elements per tensor and batch (an evenly strided
-subset); min, max and zeros are exact over all elements.
+subset); min, max and zeros are exact over all finite elements. Infinite and NaN
+values (a masked attention score is -inf) are counted apart and otherwise ignored.
 
 Calibrators (`Histogram.range(method, ...)`), for a quantizer with `levels`
 steps (255 for 8 bits) that is symmetric or not:
@@ -57,6 +58,7 @@ class Histogram:
     max: float = -float("inf")
     count: int = 0  # elements seen by the histogram (incl. zeros)
     zeros: int = 0
+    nonfinite: int = 0  # inf/NaN elements, left out of everything else
     width: float = 0.0
     pos: np.ndarray = field(init=False, repr=False)  # set by __post_init__
     neg: np.ndarray = field(init=False, repr=False)  # neg[k]: [-(k+1)w, -kw)
@@ -71,8 +73,17 @@ class Histogram:
         flat = np.asarray(x, dtype=np.float32).reshape(-1)
         if flat.size == 0:
             return
-        self.min = min(self.min, float(flat.min()))
-        self.max = max(self.max, float(flat.max()))
+        lo, hi = float(flat.min()), float(flat.max())
+        if not (np.isfinite(lo) and np.isfinite(hi)):
+            # -inf (an attention mask's Where) or NaN: no finite range holds them, and a
+            # width chasing inf doubled forever; the histogram sees the finite values only
+            flat = flat[np.isfinite(flat)]
+            self.nonfinite += int(x.size) - flat.size
+            if flat.size == 0:
+                return
+            lo, hi = float(flat.min()), float(flat.max())
+        self.min = min(self.min, lo)
+        self.max = max(self.max, hi)
         if flat.size > self.sample_limit:
             flat = flat[:: -(-flat.size // self.sample_limit)]
         amax = max(-self.min, self.max)

@@ -248,7 +248,7 @@ class _Planner:
         constant float, so the node is left alone)."""
         spec, op = self.spec, node.op_type
         w_idx = _weight_index(node)
-        if w_idx is None and op != "MatMul":
+        if w_idx is None and (op != "MatMul" or not spec.activation_matmul):
             logger.debug("not quantizing %s: its weight is not a constant float", node.name)
             return None
         ok = True

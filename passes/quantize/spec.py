@@ -38,7 +38,14 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["CPU_SPEC", "TENSORRT_SPEC", "QuantSpec", "spec_by_name"]
+__all__ = [
+    "CPU_SPEC",
+    "CPU_TRANSFORMER_SPEC",
+    "TENSORRT_SPEC",
+    "TENSORRT_TRANSFORMER_SPEC",
+    "QuantSpec",
+    "spec_by_name",
+]
 
 _INT_TYPES = ("uint8", "int8")
 
@@ -72,6 +79,8 @@ class QuantSpec:
         float_skip: a chain of residual Adds (an Add whose output another Add reads)
             adds in float, so the skip path carries the float sum and only the
             layers that read the stream see its quantized copy (`plan.py`, rule 2).
+        activation_matmul: a MatMul of two computed tensors (attention's Q·K^T and
+            P·V) is quantized too; the transformer specs keep it in float.
     """
 
     name: str
@@ -90,6 +99,7 @@ class QuantSpec:
     float_stem: bool = True
     fold_float_weights: bool = False
     float_skip: bool = False
+    activation_matmul: bool = True
 
     def __post_init__(self) -> None:
         if self.activation_dtype not in _INT_TYPES:
@@ -171,7 +181,28 @@ TENSORRT_SPEC = QuantSpec(
     bias_int32=False,
 )
 
-_BY_NAME = {s.name: s for s in (CPU_SPEC, TENSORRT_SPEC)}
+#: Transformers on onnxruntime's CPU provider (`transformer.py` says when): only the
+#: weighted MatMul/Gemm (and a Conv patch embedding) run in int8, reading a quantized
+#: input and writing float (MatMulIntegerToFloat, QGemm); LayerNorm, Softmax, GELU,
+#: residual Adds and the attention MatMuls stay float.
+CPU_TRANSFORMER_SPEC = CPU_SPEC.replace(
+    name="cpu-transformer",
+    input_ops=frozenset(),
+    output_ops=frozenset({"Conv"}),
+    fused_activations=frozenset(),
+    residual_add="none",
+    float_skip=False,
+    activation_matmul=False,
+)
+
+#: Transformers on TensorRT: the weighted ops' inputs only, attention MatMuls float.
+TENSORRT_TRANSFORMER_SPEC = TENSORRT_SPEC.replace(
+    name="tensorrt-transformer", residual_add="none", activation_matmul=False
+)
+
+_BY_NAME = {
+    s.name: s for s in (CPU_SPEC, TENSORRT_SPEC, CPU_TRANSFORMER_SPEC, TENSORRT_TRANSFORMER_SPEC)
+}
 
 
 def spec_by_name(name: str) -> QuantSpec:

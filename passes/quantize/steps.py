@@ -43,6 +43,7 @@ from passes.quantize.range_search import search_ranges
 from passes.quantize.rounding import HessianCollector, round_weights
 from passes.quantize.sensitivity import Evaluator, Score, auto_fallback, layer_sensitivity
 from passes.quantize.spec import QuantSpec
+from passes.quantize.transformer import spec_for
 
 __all__ = [
     "BiasCorrection",
@@ -461,6 +462,7 @@ def start(
     unknown = set(options.exclude) - {n.name for n in work.graph}
     if unknown:
         raise PassOptionError(f"cannot keep unknown nodes in float: {', '.join(sorted(unknown))}")
+    spec = spec_for(work.graph, spec)
     if options.float_stem is not None and options.float_stem != spec.float_stem:
         spec = spec.replace(float_stem=options.float_stem)
     stem = stem_nodes(work.graph) if spec.float_stem else ()
