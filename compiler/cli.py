@@ -24,7 +24,14 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from compiler import __version__, interrupt
-from compiler.config import Budgets, load_config_file, merge, parse_dim, parse_shape
+from compiler.config import (
+    Budgets,
+    load_config_file,
+    merge,
+    parse_dim,
+    parse_shape,
+    split_input_shapes,
+)
 from compiler.ground.errors import EdgecError, GateFailed, UsageError
 
 out = Console()
@@ -121,7 +128,10 @@ def _budget_options(fn: Callable[..., Any]) -> Callable[..., Any]:
 @click.option("--target", "target", default=None, help="cpu (default), cuda or tensorrt.")
 @click.option("--precision", default=None, help="fp32 (default), fp16, int8 or auto.")
 @click.option(
-    "--input-shape", default=None, help="Input shape, e.g. 1,3,224,224 (module:factory needs it)."
+    "--input-shape",
+    multiple=True,
+    help="Input shape, e.g. 1,3,224,224 (module:factory needs it); NAME:DIMS for one input of "
+    "several (repeatable), e.g. input_ids:1,128.",
 )
 @click.option(
     "--out",
@@ -161,6 +171,13 @@ def _budget_options(fn: Callable[..., Any]) -> Callable[..., Any]:
 )
 @click.option("--calib-method", default=None, help="minmax, percentile, entropy or mse.")
 @click.option("--calib-samples", type=int, default=None, help="How many calibration samples.")
+@click.option(
+    "--quant-mode",
+    type=click.Choice(["static", "dynamic"]),
+    default=None,
+    help="int8: static (calibrated activations) or dynamic (activations quantized per "
+    "call; cpu target) [static].",
+)
 @click.option(
     "--dim",
     "dims",
@@ -241,8 +258,8 @@ def compile_cmd(
     from compiler.pipeline import compile_model
 
     base = load_config_file(config_file) if config_file else {}
-    if flags.get("input_shape"):
-        flags["input_shape"] = parse_shape(flags["input_shape"])
+    shape, named = split_input_shapes(flags.get("input_shape") or ())
+    flags["input_shape"], flags["input_shapes"] = shape, named or None
     flags["dims"] = tuple(parse_dim(d) for d in flags.get("dims") or ()) or None
     if no_torch_baseline:
         flags["torch_baseline"] = False

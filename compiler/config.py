@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import tomllib
+from collections.abc import Sequence
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -45,6 +46,8 @@ class CompileConfig:
     target: str = "cpu"
     precision: str = "fp32"
     input_shape: tuple[int, ...] | None = None
+    #: --input-shape NAME:DIMS (repeatable): per-input shapes for data and timing
+    input_shapes: tuple[tuple[str, tuple[int, ...]], ...] = ()
     #: --dim NAME=N: sizes for named dynamic dimensions (the artifact keeps them dynamic)
     dims: tuple[tuple[str, int], ...] = ()
     out_dir: Path | None = None
@@ -58,6 +61,8 @@ class CompileConfig:
     eval_samples: int | None = None
     calib_source: str | None = None
     calib_method: str | None = None
+    #: --quant-mode static|dynamic (None: static); dynamic only where the target runs it
+    quant_mode: str | None = None
     calib_samples: int | None = None
     prune_ratio: float | None = None
     prune_mode: str | None = None
@@ -108,6 +113,7 @@ class CompileConfig:
 
             if self.calib_method not in METHODS:
                 raise UsageError(f"--calib-method must be one of {', '.join(METHODS)}")
+        _validate_quant_mode(self.quant_mode, self.precision, self.qat)
         if (self.auto_fallback or self.sensitivity) and self.precision not in ("int8", "auto"):
             raise UsageError("--auto-fallback and --sensitivity apply to --precision int8 or auto")
         if (self.epochs is not None or self.lr is not None or self.resume) and not self.qat:
@@ -133,6 +139,23 @@ class CompileConfig:
             raise UsageError("--lr must be positive")
         if not 13 <= self.opset <= 21:
             raise UsageError("--opset must be between 13 and 21")
+
+
+QUANT_MODES = ("static", "dynamic")
+
+
+def _validate_quant_mode(mode: str | None, precision: str, qat: bool) -> None:
+    """--quant-mode: a known mode, for an INT8 run, not with --qat (which trains Q/DQ)."""
+    if mode is None:
+        return
+    if mode not in QUANT_MODES:
+        raise UsageError(f"--quant-mode must be one of {', '.join(QUANT_MODES)}")
+    if precision not in ("int8", "auto"):
+        raise UsageError("--quant-mode applies to --precision int8 or auto")
+    if qat and mode == "dynamic":
+        raise UsageError(
+            "--qat trains static Q/DQ quantization: drop --quant-mode dynamic or drop --qat"
+        )
 
 
 def _validate_prune(mode: str | None, ratio: float | None, finetune_epochs: int | None) -> None:
@@ -164,6 +187,31 @@ def parse_shape(text: str) -> tuple[int, ...]:
     if not shape or any(d < 1 for d in shape):
         raise UsageError(f"--input-shape {text!r} must list positive integers like 1,3,224,224")
     return shape
+
+
+def split_input_shapes(
+    items: str | Sequence[str],
+) -> tuple[tuple[int, ...] | None, tuple[tuple[str, tuple[int, ...]], ...]]:
+    """`--input-shape` values → (the bare shape, the named ones): '1,3,224,224' is the
+    shape of a single-input model's input, 'input_ids:1,128' names the input it shapes."""
+    bare: list[tuple[int, ...]] = []
+    named: dict[str, tuple[int, ...]] = {}
+    for item in [items] if isinstance(items, str) else items:
+        name, sep, dims = str(item).rpartition(":")
+        if not sep:
+            bare.append(parse_shape(dims))
+        elif not name.strip():
+            raise UsageError(f"--input-shape {item!r}: give NAME:DIMS, e.g. input_ids:1,128")
+        elif name.strip() in named:
+            raise UsageError(f"--input-shape names input {name.strip()!r} twice")
+        else:
+            named[name.strip()] = parse_shape(dims)
+    if len(bare) > 1 or (bare and named):
+        raise UsageError(
+            "give --input-shape once for a single-input model, or NAME:DIMS for each input "
+            "you shape, e.g. --input-shape input_ids:1,128"
+        )
+    return (bare[0] if bare else None), tuple(named.items())
 
 
 def parse_dim(text: str) -> tuple[str, int]:
@@ -203,10 +251,14 @@ def merge(base: dict[str, Any], overrides: dict[str, Any]) -> CompileConfig:
         values["out_dir"] = Path(values["out_dir"])
     if "junit" in values and values["junit"] is not None:
         values["junit"] = Path(values["junit"])
-    if isinstance(values.get("input_shape"), str):
-        values["input_shape"] = parse_shape(values["input_shape"])
-    elif values.get("input_shape") is not None:
-        values["input_shape"] = tuple(values["input_shape"])
+    shape = values.get("input_shape")
+    if isinstance(shape, str) or (
+        isinstance(shape, list | tuple) and shape and all(isinstance(x, str) for x in shape)
+    ):
+        values["input_shape"], named = split_input_shapes(shape)
+        values["input_shapes"] = named or values.get("input_shapes", ())
+    elif shape is not None:
+        values["input_shape"] = tuple(shape)
     if values.get("dims"):
         dims = values["dims"]
         items = dims.items() if isinstance(dims, dict) else dims

@@ -64,15 +64,19 @@ def graph_inputs(
     proto: onnx.ModelProto,
     input_shape: tuple[int, ...] | None = None,
     dims: Mapping[str, int] | None = None,
+    named_shapes: Mapping[str, tuple[int, ...]] | None = None,
 ) -> list[InputInfo]:
     """Concrete batch-1 shapes of the graph's real inputs (initializers excluded).
 
-    A dynamic axis other than the batch takes its size from `dims` (`--dim NAME=N`,
-    by the axis's dim_param); the model itself keeps the axis dynamic.
+    An input named in `named_shapes` (`--input-shape NAME:DIMS`) takes that shape;
+    a dynamic axis other than the batch takes its size from `dims` (`--dim NAME=N`,
+    by the axis's dim_param). The model itself keeps its axes dynamic.
     """
     inits = {i.name for i in proto.graph.initializer}
     dims = dict(dims or {})
     _check_dim_names(proto, dims)
+    named = dict(named_shapes or {})
+    _check_named_shapes(proto, named)
     index_ranges = embedding_rows(proto)
     infos = []
     for vi in proto.graph.input:
@@ -81,7 +85,9 @@ def graph_inputs(
         tt = vi.type.tensor_type
         if tt.elem_type not in _NP_DTYPES:
             raise InvalidInput(f"input {vi.name!r} has an unsupported element type {tt.elem_type}")
-        if input_shape is not None:
+        if vi.name in named:
+            shape = (1, *named[vi.name][1:])
+        elif input_shape is not None:
             shape = (1, *input_shape[1:])
         else:
             shape_list = []
@@ -96,7 +102,7 @@ def graph_inputs(
                     hint = (
                         f"give --dim {d.dim_param}=N"
                         if d.dim_param
-                        else "give --input-shape, e.g. 1,3,224,224"
+                        else f"give --input-shape {vi.name}:DIMS"
                     )
                     raise UsageError(
                         f"input {vi.name!r} has a dynamic dimension at axis {axis}: {hint}"
@@ -147,6 +153,31 @@ def embedding_rows(proto: onnx.ModelProto) -> dict[str, int]:
                         rows.get(vi.name, tables[node.input[0]]), tables[node.input[0]]
                     )
     return rows
+
+
+def _check_named_shapes(proto: onnx.ModelProto, named: Mapping[str, tuple[int, ...]]) -> None:
+    """Each `--input-shape NAME:DIMS` names a real input, with its rank, and agrees with
+    the dims the model fixes (the batch axis excepted)."""
+    inits = {i.name for i in proto.graph.initializer}
+    inputs = {vi.name: vi for vi in proto.graph.input if vi.name not in inits}
+    for name, shape in named.items():
+        if name not in inputs:
+            raise UsageError(
+                f"--input-shape {name}:...: the model has no input {name!r}; "
+                f"its inputs: {', '.join(inputs)}"
+            )
+        declared = inputs[name].type.tensor_type.shape.dim
+        if len(declared) != len(shape):
+            raise InvalidInput(
+                f"--input-shape {name}:{','.join(map(str, shape))} has rank {len(shape)} but "
+                f"input {name!r} has rank {len(declared)}"
+            )
+        for axis, (d, want) in enumerate(zip(declared, shape, strict=True)):
+            if axis and d.HasField("dim_value") and d.dim_value not in (0, want):
+                raise InvalidInput(
+                    f"--input-shape {name}: axis {axis} is {want} but the model fixes it at "
+                    f"{d.dim_value}"
+                )
 
 
 def dim_names(proto: onnx.ModelProto) -> list[str]:
@@ -398,7 +429,7 @@ def training_inputs(config: CompileConfig, source: ModelSource) -> np.ndarray:
     spec = source.zoo_spec
     if config.calib_source not in (None, "zoo"):
         dims = {**source.default_dims, **dict(config.dims)}
-        infos = graph_inputs(source.proto, config.input_shape, dims)
+        infos = graph_inputs(source.proto, config.input_shape, dims, dict(config.input_shapes))
         data, _ = load_arrays(Path(config.calib_source), infos)
         validate_arrays(data, infos, what="training data")
         return next(iter(data.values()))

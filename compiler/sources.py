@@ -92,7 +92,12 @@ def _apply_input_shape(proto: onnx.ModelProto, shape: tuple[int, ...]) -> None:
     inits = {i.name for i in proto.graph.initializer}
     inputs = [i for i in proto.graph.input if i.name not in inits]
     if len(inputs) != 1:
-        raise UsageError("--input-shape applies to models with exactly one input")
+        names = ", ".join(i.name for i in inputs)
+        raise UsageError(
+            f"--input-shape {','.join(map(str, shape))}: the model has {len(inputs)} inputs "
+            f"({names}); give NAME:DIMS for each input you shape, e.g. "
+            f"--input-shape {inputs[0].name}:{','.join(map(str, shape))}"
+        )
     dims = inputs[0].type.tensor_type.shape.dim
     if len(dims) != len(shape):
         raise InvalidInput(

@@ -52,7 +52,7 @@ def load(config: CompileConfig, progress: Progress) -> Loaded:
     progress("load", 1, 1)
     # a zoo model's named dynamic axes default to the sizes of its own data
     dims = {**source.default_dims, **dict(config.dims)}
-    infos = graph_inputs(source.proto, config.input_shape, dims)
+    infos = graph_inputs(source.proto, config.input_shape, dims, dict(config.input_shapes))
     static_batch = fixed_batch(source.proto, config.batch)
     evalset = evaluation_set(
         infos,

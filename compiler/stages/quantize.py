@@ -145,7 +145,12 @@ def random_calibration(
     """`--calib random`: seeded inputs of the declared shapes and kinds (integer inputs
     below the embedding table they index), drawn with another seed than `--eval random`.
     Ranges calibrated on them fit noise, not data: the report and the terminal say so."""
-    infos = graph_inputs(source.proto, config.input_shape, dict(config.dims))
+    infos = graph_inputs(
+        source.proto,
+        config.input_shape,
+        {**source.default_dims, **dict(config.dims)},
+        dict(config.input_shapes),
+    )
     count = samples or RANDOM_CALIB_SAMPLES
     seed = config.seed + 1
     description = (
