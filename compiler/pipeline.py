@@ -16,7 +16,7 @@ import logging
 import os
 import shutil
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,7 @@ from compiler.ground.io import atomic_write_text, sha256_file
 from compiler.recording import PassRecord
 from compiler.report import write_reports
 from compiler.report_schema import ArtifactInfo, BaselineInfo, ModelInfo, Report, Seconds
+from compiler.stages.dynamic import DYNAMIC_CANDIDATE, quant_mode, run_dynamic, wants_dynamic
 from compiler.stages.fp16 import run_fp16
 from compiler.stages.load import Loaded, load
 from compiler.stages.lower import Lowered, lower
@@ -70,6 +71,8 @@ class Candidates:
     quantization: dict[str, Any] | None
     fp16: dict[str, Any] | None
     calibrate_s: float | None
+    #: the report's quantization section per INT8 candidate when there are several (auto)
+    quant_sections: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 def default_threads() -> int:
@@ -78,11 +81,18 @@ def default_threads() -> int:
     )
 
 
-def _resolve_target(name: str) -> Target:
+def _resolve_target(name: str, quant_mode: str | None = None) -> Target:
+    """The target by name; a --quant-mode it does not run is a usage error (exit 2) even
+    where the target is not installed."""
     try:
         target = get_target(name)
     except KeyError as e:
         raise UsageError(str(e.args[0])) from None
+    if quant_mode is not None and quant_mode not in target.quant_modes:
+        raise UsageError(
+            f"target {target.name} runs --quant-mode {', '.join(target.quant_modes)}, not "
+            f"{quant_mode}; use --target cpu for dynamic INT8"
+        )
     reason = target.unavailable_reason()
     if reason:
         raise TargetUnavailable(reason)
@@ -105,7 +115,7 @@ def compile_model(config: CompileConfig, progress: Progress | None = None) -> Co
     """Compile, measure, report and judge one model; raises EdgecError subclasses on bad input."""
     progress = progress or no_progress
     t0 = time.perf_counter()
-    target = _resolve_target(config.target)
+    target = _resolve_target(config.target, config.quant_mode)
     _check_fits_target(config, target)
     loaded = load(config, progress)
     if config.precision != "fp32" and not config.qat:
@@ -181,7 +191,11 @@ def transform(
     wanted = target.auto_precisions if config.precision == "auto" else (config.precision,)
     if "fp32" in wanted:
         models["fp32"] = model
-    if "int8" in wanted:
+    if "int8" in wanted and quant_mode(config) == "dynamic":
+        t_cal = time.perf_counter()
+        models["int8"], quantization = run_dynamic(model, config, source, threads=threads)
+        calibrate_s = time.perf_counter() - t_cal
+    elif "int8" in wanted:
         t_cal = time.perf_counter()
         if config.qat:
             models["int8"], quantization = run_qat(
@@ -199,6 +213,15 @@ def transform(
             )
         calibrate_s = time.perf_counter() - t_cal
         records += quantization_records(model, models["int8"], quantization, calibrate_s)
+    sections: dict[str, dict[str, Any]] = {}
+    if wants_dynamic(model, config, target):
+        t_cal = time.perf_counter()
+        models[DYNAMIC_CANDIDATE], sections[DYNAMIC_CANDIDATE] = run_dynamic(
+            model, config, source, threads=threads
+        )
+        calibrate_s = (calibrate_s or 0.0) + time.perf_counter() - t_cal
+        if quantization is not None:
+            sections["int8"] = quantization
     fp16: dict[str, Any] | None = None
     if "fp16" in wanted:
         t_cal = time.perf_counter()
@@ -211,7 +234,9 @@ def transform(
             static_batch=loaded.static_batch,
         )
         calibrate_s = (calibrate_s or 0.0) + time.perf_counter() - t_cal
-    return Candidates(models, fp32_model, records, pruning, quantization, fp16, calibrate_s)
+    return Candidates(
+        models, fp32_model, records, pruning, quantization, fp16, calibrate_s, sections
+    )
 
 
 def build_report(
@@ -233,7 +258,7 @@ def build_report(
         edgec_version=__version__,
         model=ModelInfo.of(source.name, source.kind, source.sha256, source.proto),
         target=target.name,
-        precision=precision,
+        precision="int8" if precision == DYNAMIC_CANDIDATE else precision,
         passes=tuple(cands.records),
         artifact=ArtifactInfo(
             path=str(out_dir / artifact.path.name),  # where publishing puts it
@@ -254,7 +279,7 @@ def build_report(
         accuracy_source=loaded.evalset.source,
         seconds=seconds,
         pruning=cands.pruning,
-        quantization=cands.quantization,
+        quantization=cands.quant_sections.get(precision, cands.quantization),
         fp16=cands.fp16,
         auto=auto,
         warnings=loaded.warnings,
