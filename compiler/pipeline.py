@@ -35,6 +35,7 @@ from compiler.stages.fp16 import run_fp16
 from compiler.stages.load import Loaded, load
 from compiler.stages.lower import Lowered, lower
 from compiler.stages.measure import Measured, measure
+from compiler.stages.model_checks import check_custom_domains
 from compiler.stages.optimize import optimize
 from compiler.stages.outputs import make_staging, publish
 from compiler.stages.progress import Progress, no_progress
@@ -118,6 +119,9 @@ def compile_model(config: CompileConfig, progress: Progress | None = None) -> Co
     target = _resolve_target(config.target, config.quant_mode)
     _check_fits_target(config, target)
     loaded = load(config, progress)
+    check_custom_domains(
+        loaded.source.proto, target.name, standard_only=target.fusions == "portable"
+    )
     if config.precision != "fp32" and not config.qat:
         check_calibration(config, loaded.source)
     out_dir = config.out_dir or Path("build") / loaded.source.name

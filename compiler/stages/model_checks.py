@@ -26,6 +26,8 @@ log = logging.getLogger(__name__)
 #: Domains onnxruntime's CPU build runs; a model using others (TensorRT plugins, say)
 #: cannot be judged by onnxruntime and is left to the target.
 _ORT_DOMAINS = ("", "ai.onnx", "ai.onnx.ml", "com.microsoft")
+#: The standard domains every target parses.
+_STANDARD = ("", "ai.onnx", "ai.onnx.ml")
 #: Serialized protobufs above this cannot be handed to onnxruntime in memory.
 _MAX_PROTO_BYTES = 2**31 - 1
 
@@ -66,3 +68,20 @@ def nonfinite_weights(proto: onnx.ModelProto) -> list[str]:
     for w in warnings:
         log.warning(w)
     return warnings
+
+
+def check_custom_domains(proto: onnx.ModelProto, target: str, *, standard_only: bool) -> None:
+    """Operators of other domains (com.microsoft's contrib ops) pass through untouched to a
+    runtime that runs them; a target that parses standard ONNX only (TensorRT without
+    plugins) refuses them here, by name, before any work."""
+    if not standard_only:
+        return
+    custom = sorted(
+        {f"{n.domain}.{n.op_type}" for n in proto.graph.node if n.domain not in _STANDARD}
+    )
+    if custom:
+        shown = ", ".join(custom[:5]) + (f" and {len(custom) - 5} more" if len(custom) > 5 else "")
+        raise InvalidInput(
+            f"target {target} runs standard ONNX operators only; the model uses {shown}: "
+            "compile it for --target cpu or cuda (onnxruntime runs them)"
+        )
