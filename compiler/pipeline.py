@@ -112,6 +112,12 @@ def _check_fits_target(config: CompileConfig, target: Target) -> None:
         )
 
 
+def _verify_feeds(loaded: Loaded) -> dict[str, Any]:
+    """A few held-out samples (a whole batch where the model fixes one) for --verify."""
+    n = loaded.static_batch or 2
+    return {k: v[:n] for k, v in loaded.evalset.inputs.items()}
+
+
 def compile_model(config: CompileConfig, progress: Progress | None = None) -> CompileResult:
     """Compile, measure, report and judge one model; raises EdgecError subclasses on bad input."""
     progress = progress or no_progress
@@ -181,6 +187,7 @@ def transform(
         fusions=target.fusions,
         # INT8 quantizes the MatMul/Gemm it sees: keep them visible when it may run
         keep_weighted_matmuls=config.precision in ("int8", "auto"),
+        feeds=_verify_feeds(loaded),
     )
     progress("passes", 1, 1)
     model, pruning = fp32_model, None

@@ -68,3 +68,18 @@ def test_dim_names_are_checked_against_the_model(bert: Path, tmp_path: Path) -> 
     code, text = _run("compile", str(bert), "--dim", "sequence=0", "--out", str(out))
     assert code == 2 and "is not NAME=N with a positive N" in text
     assert not out.exists()
+
+
+def test_verify_checks_passes_on_the_runs_own_token_ids(bert: Path, tmp_path: Path) -> None:
+    """--verify used to draw its own integers, past BERT's 2-row token-type table: exit 1.
+    Now every pass is checked on held-out samples of the run (ids below their tables)."""
+    out = tmp_path / "out"
+    code, text = _run(
+        "compile", str(bert), "--dim", "sequence=16", "--eval-samples", "4", "--verify",
+        "--out", str(out), "--report", "json",
+    )  # fmt: skip
+    assert code == 0, text
+    report = json.loads((out / "report.json").read_text())
+    changed = [p for p in report["passes"] if p["changed"]]
+    assert changed and all(p["max_abs_error"] is not None for p in changed)
+    assert max(p["max_abs_error"] for p in changed) < 1e-4
