@@ -35,7 +35,7 @@ from compiler.stages.fp16 import run_fp16
 from compiler.stages.load import Loaded, load
 from compiler.stages.lower import Lowered, lower
 from compiler.stages.measure import Measured, measure
-from compiler.stages.model_checks import check_custom_domains
+from compiler.stages.model_checks import check_custom_domains, check_float32_for_int8
 from compiler.stages.optimize import optimize
 from compiler.stages.outputs import make_staging, publish
 from compiler.stages.progress import Progress, no_progress
@@ -128,6 +128,10 @@ def compile_model(config: CompileConfig, progress: Progress | None = None) -> Co
     check_custom_domains(
         loaded.source.proto, target.name, standard_only=target.fusions == "portable"
     )
+    if config.precision == "int8" or (
+        config.precision == "auto" and "int8" in target.auto_precisions
+    ):
+        check_float32_for_int8(loaded.source.proto)
     if config.precision != "fp32" and not config.qat:
         check_calibration(config, loaded.source)
     out_dir = config.out_dir or Path("build") / loaded.source.name

@@ -85,3 +85,20 @@ def check_custom_domains(proto: onnx.ModelProto, target: str, *, standard_only: 
             f"target {target} runs standard ONNX operators only; the model uses {shown}: "
             "compile it for --target cpu or cuda (onnxruntime runs them)"
         )
+
+
+def check_float32_for_int8(proto: onnx.ModelProto) -> None:
+    """INT8 quantizes float32 tensors (QuantizeLinear takes float32 on every runtime we
+    lower to); a model that computes in float16 or bfloat16 is refused before any work
+    rather than after calibration, when its artifact would not load."""
+    half = (onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16)
+    inits = {t.name for t in proto.graph.initializer}
+    tensors = [
+        (vi.name, vi.type.tensor_type.elem_type) for vi in proto.graph.input if vi.name not in inits
+    ] + [(t.name, t.data_type) for t in proto.graph.initializer]
+    found = next((name for name, dtype in tensors if dtype in half), None)
+    if found is not None:
+        raise InvalidInput(
+            f"INT8 quantizes float32 models, and this one computes in 16-bit floats "
+            f"({found!r}): export it in float32, or use --precision fp16"
+        )
