@@ -30,6 +30,7 @@ from compiler.ground.io import atomic_write_text, sha256_file
 from compiler.recording import PassRecord
 from compiler.report import write_reports
 from compiler.report_schema import ArtifactInfo, BaselineInfo, ModelInfo, Report, Seconds
+from compiler.sanity import accuracy_warnings, weights_warnings
 from compiler.stages.dynamic import DYNAMIC_CANDIDATE, quant_mode, run_dynamic, wants_dynamic
 from compiler.stages.fp16 import run_fp16
 from compiler.stages.load import Loaded, load
@@ -159,7 +160,10 @@ def compile_model(config: CompileConfig, progress: Progress | None = None) -> Co
         )
         discard_rejected(lowered, precision)
         gates = judge(report.to_dict(), config.budgets)
-        report = replace(report, gates=tuple(gates))
+        unbudgeted = accuracy_warnings(
+            measured.accuracies[precision], budgeted=config.budgets.min_accuracy is not None
+        )
+        report = replace(report, gates=tuple(gates), warnings=(*report.warnings, *unbudgeted))
         as_dict = report.to_dict()
         write_reports(as_dict, staging, config.reports, measured.latencies[precision].samples_ms)
         interrupt.check()  # never publish after a Ctrl-C, even a swallowed one
@@ -297,7 +301,10 @@ def build_report(
         quantization=cands.quant_sections.get(precision, cands.quantization),
         fp16=cands.fp16,
         auto=auto,
-        warnings=loaded.warnings,
+        warnings=(
+            *loaded.warnings,
+            *weights_warnings(getattr(source.zoo_spec, "weights_source", None)),
+        ),
     )
 
 
