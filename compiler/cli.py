@@ -404,50 +404,59 @@ def bench_cmd(
 
 
 @main.command("gate")
-@click.argument("report", type=click.Path(path_type=Path))
+@click.argument("reports", nargs=-1, required=True, type=click.Path(path_type=Path))
 @_budget_options
 @click.option(
     "--junit",
     type=click.Path(path_type=Path),
     default=None,
-    help="Write gate results as JUnit XML.",
+    help="Write the verdicts as JUnit XML (one test suite per report).",
+)
+@click.option(
+    "--markdown",
+    "markdown_path",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Write a Markdown summary (also appended to $GITHUB_STEP_SUMMARY when set).",
 )
 @handle_errors
 def gate_cmd(
-    report: Path,
+    reports: tuple[Path, ...],
     max_size_mb: float | None,
     max_latency_ms: float | None,
     min_accuracy: float | None,
     junit: Path | None,
+    markdown_path: Path | None,
 ) -> None:
-    """Re-judge an existing report.json against budgets (exit 3 when one fails)."""
-    from compiler.gates import judge, junit_xml
-    from compiler.ground.errors import InvalidInput
+    """Judge existing report.json files against budgets (exit 3 when one fails); without
+    budget flags, by the gates each report was compiled with."""
+    from compiler import gate_report
     from compiler.ground.io import atomic_write_text
 
     budgets = Budgets(
         max_size_mb=max_size_mb, max_latency_ms=max_latency_ms, min_accuracy=min_accuracy
     )
-    if all(v is None for v in (max_size_mb, max_latency_ms, min_accuracy)):
-        raise UsageError(
-            "give at least one budget: --max-size-mb, --max-latency-ms or --min-accuracy"
-        )
-    try:
-        data = json.loads(report.read_text())
-    except OSError as e:
-        raise InvalidInput(f"cannot read report {report}: {e.strerror}") from None
-    except ValueError:
-        raise InvalidInput(f"{report} is not a JSON report written by edgec") from None
-    if not isinstance(data, dict) or "edgec_version" not in data:
-        raise InvalidInput(f"{report} is not a JSON report written by edgec")
-    results = judge(data, budgets)
-    for r in results:
-        (out if r.passed else err).print(r.verdict(), markup=False, highlight=False)
+    judged = gate_report.judge_reports(list(reports), budgets)
+    table = Table(title="edgec gate")
+    for column in ("model", "gate", "value", "budget", "verdict"):
+        table.add_column(column)
+    for row in gate_report.table_rows(judged):
+        style = "green" if row[-1] == "passed" else "bold red"
+        table.add_row(*row[:-1], f"[{style}]{row[-1]}[/{style}]")
+    out.print(table)
+    summary = gate_report.markdown(judged)
+    gate_report.append_step_summary(summary)
+    if markdown_path is not None:
+        atomic_write_text(markdown_path, summary)
     if junit is not None:
-        atomic_write_text(junit, junit_xml(results, suite="edgec.gate"))
-    failed = [r for r in results if not r.passed]
+        atomic_write_text(junit, gate_report.junit(judged))
+    if os.environ.get("GITHUB_ACTIONS"):
+        for line in gate_report.error_annotations(judged):
+            click.echo(line)
+    failed = [f"{j.model}: {r.name}" for j in judged for r in j.results if not r.passed]
+    total = sum(len(j.results) for j in judged)
     if failed:
-        raise GateFailed(f"{len(failed)} of {len(results)} budgets failed")
+        raise GateFailed(f"{len(failed)} of {total} budgets failed ({', '.join(failed)})")
 
 
 if __name__ == "__main__":  # pragma: no cover
