@@ -110,17 +110,37 @@ def main(verbose: int) -> None:
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
 
 
+#: the budget flags, in the order `--help` lists them
+BUDGET_FLAGS: tuple[tuple[str, str], ...] = (
+    ("--max-size-mb", "Fail (exit 3) above this artifact size (10^6 B)."),
+    ("--max-compressed-size-mb", "Fail (exit 3) above this gzip-compressed artifact size."),
+    ("--max-latency-ms", "Fail (exit 3) above this p50 latency."),
+    ("--max-p99-latency-ms", "Fail (exit 3) above this p99 latency."),
+    ("--min-speedup", "Fail (exit 3) below this speedup over the FP32 baseline (paired)."),
+    ("--min-accuracy", "Fail (exit 3) below this accuracy (0..1)."),
+    ("--max-accuracy-drop", "Fail (exit 3) when accuracy drops more than this below FP32."),
+)
+
+
 def _budget_options(fn: Callable[..., Any]) -> Callable[..., Any]:
-    fn = click.option(
-        "--min-accuracy", type=float, help="Fail (exit 3) below this accuracy (0..1)."
-    )(fn)
-    fn = click.option("--max-latency-ms", type=float, help="Fail (exit 3) above this p50 latency.")(
-        fn
-    )
-    fn = click.option(
-        "--max-size-mb", type=float, help="Fail (exit 3) above this artifact size (10^6 B)."
-    )(fn)
+    for flag, text in reversed(BUDGET_FLAGS):
+        fn = click.option(flag, type=float, default=None, help=text)(fn)
     return fn
+
+
+def _settings(config_file: Path | None, model: str) -> dict[str, Any]:
+    """--config FILE, else edgec.toml / pyproject.toml's [tool.edgec] in the current
+    directory; keys are the compile command's long flag names."""
+    from compiler.config import discover_config
+
+    path = config_file or discover_config(Path.cwd())
+    if path is None:
+        return {}
+    if config_file is None:
+        logging.getLogger(__name__).info("settings from %s", path)
+    command = click.get_current_context().command
+    flags = {o[2:]: p.name for p in command.params for o in p.opts if o.startswith("--") and p.name}
+    return load_config_file(path, flags=flags, model=model)
 
 
 @main.command("compile")
@@ -257,7 +277,7 @@ def compile_cmd(
     """Compile MODEL (zoo name, .onnx path, or module:factory) and measure it."""
     from compiler.pipeline import compile_model
 
-    base = load_config_file(config_file) if config_file else {}
+    base = _settings(config_file, model)
     shape, named = split_input_shapes(flags.get("input_shape") or ())
     flags["input_shape"], flags["input_shapes"] = shape, named or None
     flags["dims"] = tuple(parse_dim(d) for d in flags.get("dims") or ()) or None
@@ -422,20 +442,16 @@ def bench_cmd(
 @handle_errors
 def gate_cmd(
     reports: tuple[Path, ...],
-    max_size_mb: float | None,
-    max_latency_ms: float | None,
-    min_accuracy: float | None,
     junit: Path | None,
     markdown_path: Path | None,
+    **limits: float | None,
 ) -> None:
     """Judge existing report.json files against budgets (exit 3 when one fails); without
     budget flags, by the gates each report was compiled with."""
     from compiler import gate_report
     from compiler.ground.io import atomic_write_text
 
-    budgets = Budgets(
-        max_size_mb=max_size_mb, max_latency_ms=max_latency_ms, min_accuracy=min_accuracy
-    )
+    budgets = Budgets(**limits)
     judged = gate_report.judge_reports(list(reports), budgets)
     table = Table(title="edgec gate")
     for column in ("model", "gate", "value", "budget", "verdict"):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import tomllib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -26,16 +26,27 @@ class Budgets:
     """CI budgets; a None field is not judged."""
 
     max_size_mb: float | None = None
+    #: the artifact gzip-compressed (what a download or an OTA update moves)
+    max_compressed_size_mb: float | None = None
     max_latency_ms: float | None = None
+    max_p99_latency_ms: float | None = None
+    #: FP32 baseline p50 / artifact p50, paired in the same run
+    min_speedup: float | None = None
     min_accuracy: float | None = None
+    #: FP32's accuracy minus the artifact's (label accuracy with labels, else 1 - agreement
+    #: or 1 - cosine)
+    max_accuracy_drop: float | None = None
 
     def __post_init__(self) -> None:
         for f in fields(self):
             v = getattr(self, f.name)
             if v is not None and (not isinstance(v, int | float) or v < 0):
                 raise UsageError(f"--{f.name.replace('_', '-')} must be a non-negative number")
-        if self.min_accuracy is not None and self.min_accuracy > 1:
-            raise UsageError("--min-accuracy is a fraction between 0 and 1 (e.g. 0.95)")
+        for name in ("min_accuracy", "max_accuracy_drop"):
+            value = getattr(self, name)
+            if value is not None and value > 1:
+                flag = "--" + name.replace("_", "-")
+                raise UsageError(f"{flag} is a fraction between 0 and 1 (e.g. 0.95)")
 
 
 @dataclass(frozen=True)
@@ -222,24 +233,86 @@ def parse_dim(text: str) -> tuple[str, int]:
     return name.strip(), int(size)
 
 
-def load_config_file(path: Path) -> dict[str, Any]:
-    """Read a TOML or JSON config whose keys are CompileConfig/Budgets field names."""
+#: flags that are not settings of a run (they say where to read or how to print)
+_NOT_SETTINGS = frozenset({"config_file", "as_json", "no_torch_baseline"})
+#: where `edgec compile` looks for settings when --config is not given
+DISCOVERED = ("edgec.toml", "pyproject.toml")
+
+
+def load_config_file(
+    path: Path, *, flags: Mapping[str, str] | None = None, model: str | None = None
+) -> dict[str, Any]:
+    """Settings from TOML or JSON whose keys are the long flag names (`max-size-mb`, `out`,
+    `calib`, `report`, `dim`, `input-shape`; field names work too). `pyproject.toml` keeps
+    them under `[tool.edgec]`. A `[models.NAME]` section (NAME: the zoo name or the model
+    file's stem) overrides the top-level values for that model. An unknown key exits 2
+    listing the valid ones."""
+    data = _read_settings(Path(path))
+    sections = data.pop("models", None) or {}
+    if not isinstance(sections, dict):
+        raise UsageError(f"config file {path}: [models] must hold one table per model name")
+    if model is not None:
+        names = {model, Path(model).stem, Path(model).name}
+        for name, section in sections.items():
+            if name in names and isinstance(section, dict):
+                data = {**data, **section}
+    return _to_fields(data, dict(flags or {}), path)
+
+
+def discover_config(directory: Path) -> Path | None:
+    """`edgec.toml`, else a `pyproject.toml` with a `[tool.edgec]` table, in `directory`."""
+    for name in DISCOVERED:
+        candidate = directory / name
+        if not candidate.is_file():
+            continue
+        if name == "edgec.toml":
+            return candidate
+        try:
+            if "edgec" in (tomllib.loads(candidate.read_text()).get("tool") or {}):
+                return candidate
+        except (OSError, tomllib.TOMLDecodeError):
+            return None
+    return None
+
+
+def _read_settings(path: Path) -> dict[str, Any]:
     try:
-        text = Path(path).read_text()
+        text = path.read_text()
     except OSError as e:
         raise UsageError(f"cannot read config file {path}: {e.strerror}") from None
     try:
         data = json.loads(text) if str(path).endswith(".json") else tomllib.loads(text)
     except (ValueError, tomllib.TOMLDecodeError) as e:
         raise UsageError(f"config file {path} is not valid TOML/JSON: {e}") from None
-    data = {k.replace("-", "_"): v for k, v in data.items()}
-    if "dim" in data:  # the flag is --dim (repeatable); the field holds them all
-        data["dims"] = data.pop("dim")
-    known = {f.name for f in fields(CompileConfig)} | {f.name for f in fields(Budgets)}
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise UsageError(f"config file {path} has unknown key {unknown[0]!r}")
+    if path.name == "pyproject.toml":
+        data = (data.get("tool") or {}).get("edgec") or {}
+    if not isinstance(data, dict):
+        raise UsageError(f"config file {path} must hold a table of settings")
     return data
+
+
+def _to_fields(data: dict[str, Any], flags: dict[str, str], path: Path) -> dict[str, Any]:
+    """Flag names (with - or _) and field names → CompileConfig/Budgets field names."""
+    field_names = {f.name for f in fields(CompileConfig)} | {f.name for f in fields(Budgets)}
+    accepted = {name: name for name in field_names}
+    for flag, name in flags.items():
+        if name not in _NOT_SETTINGS:
+            accepted[flag] = accepted[flag.replace("-", "_")] = name
+    accepted["dim"] = "dims"  # the flag is --dim (repeatable); the field holds them all
+    accepted.pop("model", None)
+    accepted.pop("budgets", None)
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        field_name = accepted.get(key) or accepted.get(key.replace("-", "_"))
+        if field_name is None:
+            by_flag = {f for f, n in flags.items() if n not in _NOT_SETTINGS}
+            unflagged = field_names - set(flags.values()) - {"model", "budgets"}
+            valid = sorted(by_flag | unflagged | {"dim"})
+            raise UsageError(
+                f"config file {path} has unknown key {key!r}; valid keys: {', '.join(valid)}"
+            )
+        out[field_name] = value
+    return out
 
 
 def merge(base: dict[str, Any], overrides: dict[str, Any]) -> CompileConfig:

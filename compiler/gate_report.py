@@ -81,7 +81,7 @@ def table_rows(judged: list[Judged]) -> list[tuple[str, str, str, str, str]]:
     for j in judged:
         for r in j.results:
             value = "n/a" if r.value is None else f"{r.value:.4g}"
-            op = ">=" if r.name == "min_accuracy" else "<="
+            op = ">=" if r.name.startswith("min_") else "<="
             verdict = "passed" if r.passed else "FAILED"
             rows.append(
                 (

@@ -26,7 +26,7 @@ class GateResult:
     def verdict(self) -> str:
         """One line a person reads in a CI log."""
         shown = "n/a" if self.value is None else f"{self.value:.4g}"
-        op = ">=" if self.name == "min_accuracy" else "<="
+        op = ">=" if self.name.startswith("min_") else "<="
         status = "passed" if self.passed else "FAILED"
         return f"gate {self.name} {status}: {self.metric} = {shown} (budget {op} {self.limit:g})"
 
@@ -44,46 +44,55 @@ def accuracy_metric(accuracy: dict[str, Any] | None) -> tuple[str, float | None]
     return "accuracy", None
 
 
+def _size(report: dict[str, Any], compressed: bool) -> float | None:
+    artifact = report.get("artifact") or {}
+    size = artifact.get("compressed_size_bytes" if compressed else "size_bytes")
+    return None if size is None else size / 1e6
+
+
+def _accuracy_drop(report: dict[str, Any]) -> tuple[str, float | None]:
+    """FP32's accuracy minus the artifact's: labels when there are, else against 1.0 (the
+    FP32 original agrees with itself)."""
+    accuracy = report.get("accuracy") or {}
+    if (
+        accuracy.get("top1_accuracy") is not None
+        and accuracy.get("baseline_top1_accuracy") is not None
+    ):
+        drop = float(accuracy["baseline_top1_accuracy"]) - float(accuracy["top1_accuracy"])
+        return "top-1 accuracy drop vs FP32", drop
+    metric, value = accuracy_metric(accuracy)
+    return f"1 - {metric}", None if value is None else 1.0 - value
+
+
+def _measure(report: dict[str, Any], name: str) -> tuple[str, float | None]:
+    """(metric label, value) a budget judges."""
+    if name == "max_size_mb":
+        # Unstructured sparsity only pays off compressed: judge what a download sees.
+        compressed = (report.get("pruning") or {}).get("mode") == "unstructured"
+        label = "compressed artifact size (MB)" if compressed else "artifact size (MB)"
+        return label, _size(report, compressed)
+    if name == "max_compressed_size_mb":
+        return "compressed artifact size (MB)", _size(report, True)
+    if name == "max_latency_ms":
+        return "p50 latency (ms)", (report.get("latency_ms") or {}).get("p50")
+    if name == "max_p99_latency_ms":
+        return "p99 latency (ms)", (report.get("latency_ms") or {}).get("p99")
+    if name == "min_speedup":
+        return "speedup over FP32", (report.get("baseline") or {}).get("speedup")
+    if name == "min_accuracy":
+        return accuracy_metric(report.get("accuracy"))
+    return _accuracy_drop(report)
+
+
 def judge(report: dict[str, Any], budgets: Budgets) -> list[GateResult]:
     """Evaluate every budget that is set; a missing measurement fails its gate."""
     results = []
-    if budgets.max_size_mb is not None:
-        artifact = report.get("artifact") or {}
-        # Unstructured sparsity only pays off compressed: judge what a download sees.
-        compressed = (report.get("pruning") or {}).get("mode") == "unstructured"
-        size = artifact.get("compressed_size_bytes" if compressed else "size_bytes")
-        value = None if size is None else size / 1e6
-        results.append(
-            GateResult(
-                "max_size_mb",
-                budgets.max_size_mb,
-                value,
-                value is not None and value <= budgets.max_size_mb,
-                "compressed artifact size (MB)" if compressed else "artifact size (MB)",
-            )
-        )
-    if budgets.max_latency_ms is not None:
-        value = (report.get("latency_ms") or {}).get("p50")
-        results.append(
-            GateResult(
-                "max_latency_ms",
-                budgets.max_latency_ms,
-                value,
-                value is not None and value <= budgets.max_latency_ms,
-                "p50 latency (ms)",
-            )
-        )
-    if budgets.min_accuracy is not None:
-        metric, value = accuracy_metric(report.get("accuracy"))
-        results.append(
-            GateResult(
-                "min_accuracy",
-                budgets.min_accuracy,
-                value,
-                value is not None and value >= budgets.min_accuracy,
-                metric,
-            )
-        )
+    for name, limit in asdict(budgets).items():
+        if limit is None:
+            continue
+        metric, value = _measure(report, name)
+        ok = value is not None and (value >= limit if name.startswith("min_") else value <= limit)
+        results.append(GateResult(name, limit, value, ok, metric))
     return results
 
 
