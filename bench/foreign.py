@@ -21,18 +21,38 @@ GPT2_VOCAB = 1000
 
 
 def export_dynamic(
-    module: Any, args: tuple[Any, ...], inputs: list[str], outputs: list[str]
+    module: Any,
+    args: tuple[Any, ...],
+    inputs: list[str],
+    outputs: list[str],
+    *,
+    axes: dict[str, dict[int, str]] | None = None,
+    dynamo: bool = False,
 ) -> bytes:
-    """Every input and the first output dynamic in batch and sequence; other outputs
-    in batch."""
+    """Every input and the first output dynamic in batch and sequence, other outputs in
+    batch, unless `axes` names them. TorchScript exporter at opset 17, or with `dynamo`
+    torch.export's exporter at its own default opset (what its users get)."""
     import torch
 
-    axes = {name: {0: "batch", 1: "sequence"} for name in inputs}
-    axes.update({name: {0: "batch"} for name in outputs})
-    axes[outputs[0]] = {0: "batch", 1: "sequence"}
+    if axes is None:
+        axes = {name: {0: "batch", 1: "sequence"} for name in inputs}
+        axes.update({name: {0: "batch"} for name in outputs})
+        axes[outputs[0]] = {0: "batch", 1: "sequence"}
     buffer = io.BytesIO()
-    with warnings.catch_warnings(), torch.inference_mode():
+    with warnings.catch_warnings(), torch.inference_mode(not dynamo):
         warnings.simplefilter("ignore")
+        if dynamo:
+            program = torch.onnx.export(
+                module.eval(),
+                args,
+                dynamo=True,
+                input_names=inputs,
+                output_names=outputs,
+                dynamic_axes=axes,
+                verbose=False,
+            )
+            assert program is not None  # no file given: the exporter returns its program
+            return bytes(program.model_proto.SerializeToString())
         torch.onnx.export(
             module.eval(),
             args,
@@ -65,6 +85,18 @@ def bert_base_bytes() -> bytes:
 
 
 def _bert_export(**shape: int) -> bytes:
+    module, args = bert_module(**shape)
+    return export_dynamic(
+        module,
+        args,
+        ["input_ids", "attention_mask", "token_type_ids"],
+        ["last_hidden_state", "pooler_output"],
+    )
+
+
+def bert_module(**shape: int) -> tuple[Any, tuple[Any, ...]]:
+    """A random-init (seed 0) transformers BERT of `shape` taking (ids, mask, types) and
+    returning (last_hidden_state, pooler_output), and example arguments (2 x 16)."""
     import torch
     from transformers import BertConfig, BertModel
 
@@ -82,12 +114,7 @@ def _bert_export(**shape: int) -> bytes:
 
     ids = torch.randint(0, config.vocab_size, (2, 16))
     ones = torch.ones(2, 16, dtype=torch.long)
-    return export_dynamic(
-        Bert(),
-        (ids, ones, torch.zeros_like(ones)),
-        ["input_ids", "attention_mask", "token_type_ids"],
-        ["last_hidden_state", "pooler_output"],
-    )
+    return Bert(), (ids, ones, torch.zeros_like(ones))
 
 
 def token_feeds(
@@ -117,15 +144,10 @@ def gpt2_bytes() -> bytes:
     """A 2-layer GPT-2 (hidden 128, vocabulary 1000), random init (seed 0): causal
     attention, tanh-GELU with Pow, Conv1D layers as Gemm; dynamic batch and sequence."""
     import torch
-    from transformers import GPT2Config, GPT2Model
-    from transformers.utils import logging as hf_logging
+    from transformers import GPT2Model
 
-    hf_logging.set_verbosity_error()
+    config = gpt2_config()
     torch.manual_seed(0)
-    config = GPT2Config(
-        n_layer=2, n_embd=128, n_head=2, n_positions=128, vocab_size=GPT2_VOCAB, bos_token_id=0
-    )
-    config.eos_token_id = 0
 
     class Gpt2(torch.nn.Module):
         def __init__(self) -> None:
@@ -142,6 +164,19 @@ def gpt2_bytes() -> bytes:
         ["input_ids", "attention_mask"],
         ["last_hidden_state"],
     )
+
+
+def gpt2_config() -> Any:
+    """The GPT2Config of `gpt2_bytes`: 2 layers, hidden 128, 2 heads, vocabulary 1000."""
+    from transformers import GPT2Config
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    config = GPT2Config(
+        n_layer=2, n_embd=128, n_head=2, n_positions=128, vocab_size=GPT2_VOCAB, bos_token_id=0
+    )
+    config.eos_token_id = 0
+    return config
 
 
 def gpt2_feeds(rng: np.random.Generator, batch: int, length: int) -> dict[str, np.ndarray]:
