@@ -269,21 +269,46 @@ def _settings(config_file: Path | None, model: str) -> dict[str, Any]:
 @click.option(
     "--json", "as_json", is_flag=True, help="Print report.json to stdout instead of a table."
 )
+@click.option(
+    "--device",
+    default=None,
+    help="Board profile (edgec devices): its target, precision, threads and budgets are "
+    "defaults under the config file and flags.",
+)
+@click.option(
+    "--package",
+    "package",
+    is_flag=True,
+    default=False,
+    help="After a passing compile, write the --device bundle (as edgec package does).",
+)
 @_budget_options
 @handle_errors
 def compile_cmd(
-    model: str, config_file: Path | None, as_json: bool, no_torch_baseline: bool, **flags: Any
+    model: str,
+    config_file: Path | None,
+    as_json: bool,
+    no_torch_baseline: bool,
+    package: bool,
+    **flags: Any,
 ) -> None:
     """Compile MODEL (zoo name, .onnx path, or module:factory) and measure it."""
+    from compiler.devices import check_fits, under_device
     from compiler.pipeline import compile_model
 
-    base = _settings(config_file, model)
+    base, device = under_device(_settings(config_file, model), flags)
+    if package and device is None:
+        raise UsageError("--package writes a bundle for a board: give --device PROFILE")
     shape, named = split_input_shapes(flags.get("input_shape") or ())
     flags["input_shape"], flags["input_shapes"] = shape, named or None
     flags["dims"] = tuple(parse_dim(d) for d in flags.get("dims") or ()) or None
     if no_torch_baseline:
         flags["torch_baseline"] = False
     config = merge(base, {"model": model, **flags})
+    if device is not None:
+        check_fits(device.profile, config.target, config.precision)
+        for note in device.unjudged:
+            err.print(f"edgec: note: {note}", markup=False, highlight=False, soft_wrap=True)
     with progress_bars(not as_json and err.is_terminal) as progress:
         result = compile_model(config, progress)
     if as_json:
@@ -295,6 +320,11 @@ def compile_cmd(
         for g in failed:
             err.print(g.verdict(), markup=False, highlight=False)
         raise GateFailed(f"{len(failed)} of {len(result.gates)} budgets failed")
+    if package and device is not None:
+        from compiler.package import package_run
+
+        bundle = package_run(result.out_dir, device.profile.name, target=config.target)
+        err.print(f"bundle: {bundle.path}", markup=False, highlight=False)
 
 
 def _print_summary(report: dict[str, Any], out_dir: Path) -> None:
@@ -340,6 +370,67 @@ def models_cmd(as_json: bool) -> None:
             r["name"], r["task"], f"{r['params']:,}", ", ".join(r["inputs"]), r["weights"]
         )
     out.print(table)
+
+
+@main.command("devices")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@handle_errors
+def devices_cmd(as_json: bool) -> None:
+    """List the board profiles: target, precision, threads, budgets, and why a target is missing."""
+    from compiler.devices import device_rows
+
+    rows = device_rows()
+    if as_json:
+        out.print_json(json.dumps(rows))
+        return
+    table = Table(title="edgec device profiles (--device)")
+    for col in ("name", "target", "precision", "threads", "size MB", "memory MB", "notes"):
+        table.add_column(col, no_wrap=col == "name")
+    for r in rows:
+        budgets = r["budgets"]
+        table.add_row(
+            r["name"],
+            " / ".join(r["targets"]),
+            r["precision"],
+            str(r["threads"] or "all"),
+            f"{budgets['max_size_mb']:g}" if "max_size_mb" in budgets else "-",
+            f"{budgets['max_memory_mb']:g}" if "max_memory_mb" in budgets else "-",
+            "; ".join(r["notes"]) or "-",
+        )
+    out.print(table)
+    out.print(
+        "target: the first is the default; memory MB is not judged yet (reports carry no "
+        "measured peak memory)",
+        highlight=False,
+    )
+
+
+@main.command("package")
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.option("--device", required=True, help="Board profile (edgec devices).")
+@click.option("--target", default=None, help="One of the board's targets [the profile's default].")
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Bundle folder [RUN_DIR/bundle-DEVICE].",
+)
+@handle_errors
+def package_cmd(run_dir: Path, device: str, target: str | None, out_dir: Path | None) -> None:
+    """Bundle a compile's artifact (RUN_DIR: its --out) for a board: model files, manifest.json
+    with sha256 of every file, run.py; for TensorRT boards a build script and trtexec line."""
+    from compiler.package import package_run
+
+    bundle = package_run(run_dir, device, out=out_dir, target=target)
+    files = bundle.manifest["files"]
+    table = Table(title=f"bundle for {device} · {bundle.manifest['target']}", show_header=False)
+    for name, entry in files.items():
+        table.add_row(name, f"{entry['size_bytes']:,} B", entry["role"])
+    out.print(table)
+    if bundle.manifest.get("tensorrt"):
+        out.print(bundle.manifest["tensorrt"]["build_on_board"], highlight=False)
+    out.print(f"bundle: {bundle.path}", highlight=False)
 
 
 @main.command("inspect")

@@ -55,6 +55,9 @@ class CompileConfig:
 
     model: str
     target: str = "cpu"
+    #: --device PROFILE: the board whose defaults sit under config files and flags
+    #: (compiler.devices); recorded here so that --package knows the board
+    device: str | None = None
     precision: str = "fp32"
     input_shape: tuple[int, ...] | None = None
     #: --input-shape NAME:DIMS (repeatable): per-input shapes for data and timing
@@ -234,7 +237,7 @@ def parse_dim(text: str) -> tuple[str, int]:
 
 
 #: flags that are not settings of a run (they say where to read or how to print)
-_NOT_SETTINGS = frozenset({"config_file", "as_json", "no_torch_baseline"})
+_NOT_SETTINGS = frozenset({"config_file", "as_json", "no_torch_baseline", "package"})
 #: where `edgec compile` looks for settings when --config is not given
 DISCOVERED = ("edgec.toml", "pyproject.toml")
 

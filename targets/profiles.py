@@ -28,6 +28,21 @@ sold with more or less memory needs its own profile. Rules the fields keep:
   they are listed but unused. TensorRT reached DLA up to 10.7 (JetPack 6.1 has
   10.3) and again from 11.4.1 on JetPack 7.2.2+ (NVIDIA's "Working with DLA").
 
+Defaults a profile sets for `edgec compile --device` (each overridable by a
+flag or a config-file key): `target`, `precision`, `threads`, and budgets.
+The budgets are a policy, not a specification, stated here so that it can be
+argued with: the artifact file at most 1/16 of the board's memory
+(`max_size_mb`; onnxruntime and TensorRT hold the weights more than once while
+loading) and the inference process's peak memory at most 1/4 of it
+(`max_memory_mb`; the application, the OS and, on Jetson, the GPU share the
+rest). No profile sets `max_latency_ms`: edgec measures latency on the machine
+that compiles, which is the board only when compiling on the board, and a
+latency budget depends on the model; give `--max-latency-ms` yourself.
+`precision` is int8 where the runtime has int8 kernels that beat fp32 (every
+CPU board: onnxruntime's U8S8 kernels) and fp16 on Jetson GPUs (TensorRT and
+CUDA run it natively, and it needs no representative calibration data to be
+accurate).
+
 Engines are specific to the GPU and TensorRT version that built them: an
 engine for a board is built on the board (or an identical one); the profile
 describes the board, it does not make the compiling machine into one.
@@ -39,11 +54,20 @@ import dataclasses
 from dataclasses import dataclass
 from types import MappingProxyType
 
-__all__ = ["MIN_TENSORRT", "PROFILES", "DeviceProfile", "get_profile", "profile_names"]
+__all__ = [
+    "ALIASES",
+    "MIN_TENSORRT",
+    "PROFILES",
+    "DeviceProfile",
+    "get_profile",
+    "profile_names",
+]
 
 GiB = 1 << 30
 _TARGETS = ("cpu", "cuda", "tensorrt")
 _ARCHES = ("aarch64", "x86_64")
+_PRECISIONS = ("fp32", "fp16", "int8")
+MB = 1_000_000
 #: the oldest TensorRT (major, minor) edgec's tensorrt target builds with
 MIN_TENSORRT = (10, 0)
 
@@ -69,6 +93,9 @@ class DeviceProfile:
         jetpack: the newest NVIDIA JetPack for the board, e.g. ``JetPack 6.1``; None off Jetson.
         tensorrt_version: (major, minor) of the TensorRT that JetPack ships; None when
             the board has no NVIDIA software stack of its own.
+        precision: the default `--precision` on this board.
+        max_size_mb, max_latency_ms, max_memory_mb: default budgets (10^6 bytes,
+            milliseconds); None is not judged. See the module docstring.
     """
 
     name: str
@@ -87,6 +114,10 @@ class DeviceProfile:
     max_workspace_bytes: int | None = None
     jetpack: str | None = None
     tensorrt_version: tuple[int, int] | None = None
+    precision: str = "fp32"
+    max_size_mb: float | None = None
+    max_latency_ms: float | None = None
+    max_memory_mb: float | None = None
 
     def __post_init__(self) -> None:
         unknown = [t for t in self.targets if t not in _TARGETS]
@@ -129,6 +160,52 @@ class DeviceProfile:
             raise ValueError(
                 f"profile {self.name}: max_workspace_bytes must be in (0, memory_bytes]"
             )
+        if self.precision not in _PRECISIONS:
+            raise ValueError(
+                f"profile {self.name}: precision must be one of {_PRECISIONS}, "
+                f"got {self.precision!r}"
+            )
+        for budget in (self.max_size_mb, self.max_latency_ms, self.max_memory_mb):
+            if budget is not None and not budget > 0:
+                raise ValueError(f"profile {self.name}: budgets must be positive or None")
+
+    def target_refusal(self, target: str) -> str | None:
+        """Why `target` cannot run on this board (one line that says what to do), or None."""
+        if target in self.targets:
+            return None
+        if target == "tensorrt" and self.tensorrt_version is not None:
+            major, minor = self.tensorrt_version
+            return (
+                f"device {self.name} cannot have TensorRT 10 or newer: its NVIDIA software "
+                f"({self.jetpack or 'its BSP'}) ships TensorRT {major}.{minor}, and edgec's "
+                f"tensorrt target needs 10 or 11; choose --target {self.target}"
+            )
+        why = "has no CUDA GPU" if self.compute_capability is None else "cannot run it"
+        return (
+            f"device {self.name} {why} for --target {target} (its targets: "
+            f"{', '.join(self.targets)}); choose --target {self.target}"
+        )
+
+    def precision_refusal(self, precision: str) -> str | None:
+        """Why `precision` is no use on this board (fp16/int8 its runtime does not run
+        faster than fp32), or None; fp32 and auto always fit."""
+        if precision == "fp16" and not self.supports_fp16:
+            return (
+                f"device {self.name} runs fp16 no faster than fp32 (onnxruntime's CPU provider "
+                "has no fp16 kernels that win there); use --precision int8 or fp32"
+            )
+        if precision == "int8" and not self.supports_int8:
+            return f"device {self.name} has no int8 kernels; use --precision fp32 or fp16"
+        return None
+
+    def budgets(self) -> dict[str, float]:
+        """The budgets this profile sets, by `--max-*` name (with underscores)."""
+        named = {
+            "max_size_mb": self.max_size_mb,
+            "max_latency_ms": self.max_latency_ms,
+            "max_memory_mb": self.max_memory_mb,
+        }
+        return {k: v for k, v in named.items() if v is not None}
 
     def to_dict(self) -> dict[str, object]:
         d = dataclasses.asdict(self)
@@ -142,6 +219,16 @@ class DeviceProfile:
 
 def _workspace(memory_bytes: int) -> int:
     return min(memory_bytes // 8, 4 * GiB)
+
+
+def _size_budget(memory_bytes: int) -> float:
+    """A board's artifact-size budget, whole MB: 1/16 of its memory (module docstring)."""
+    return float(memory_bytes // 16 // MB)
+
+
+def _memory_budget(memory_bytes: int) -> float:
+    """A board's peak-memory budget, whole MB: 1/4 of its memory (module docstring)."""
+    return float(memory_bytes // 4 // MB)
 
 
 def _jetson(
@@ -180,6 +267,9 @@ def _jetson(
         max_workspace_bytes=_workspace(memory_bytes) if tensorrt else None,
         jetpack=jetpack,
         tensorrt_version=tensorrt_version,
+        precision="fp16",
+        max_size_mb=_size_budget(memory_bytes),
+        max_memory_mb=_memory_budget(memory_bytes),
     )
 
 
@@ -197,6 +287,9 @@ def _cpu_board(
         threads=threads,
         supports_fp16=False,
         supports_int8=True,
+        precision="int8",
+        max_size_mb=_size_budget(memory_bytes),
+        max_memory_mb=_memory_budget(memory_bytes),
     )
 
 
@@ -224,7 +317,7 @@ _ALL = (
         tensorrt_version=(10, 3),
     ),
     _jetson(
-        "jetson-orin-agx",
+        "jetson-agx-orin",
         "Jetson AGX Orin 64GB: 12-core Cortex-A78AE, 2048-core Ampere GPU, 2 NVDLA v2",
         memory_bytes=64 * GiB,
         threads=12,
@@ -260,7 +353,18 @@ _ALL = (
         memory_bytes=16 * GiB,
         threads=None,
     ),
+    _cpu_board(
+        "x86-avx512-vnni",
+        "an x86-64 CPU with AVX-512 VNNI (Xeon Cascade Lake / Ice Lake or newer): int8 "
+        "dot products in one instruction, onnxruntime on the CPU",
+        arch="x86_64",
+        memory_bytes=16 * GiB,
+        threads=None,
+    ),
 )
+
+#: older names that still resolve (the README once called the AGX Orin "jetson-orin-agx")
+ALIASES: MappingProxyType[str, str] = MappingProxyType({"jetson-orin-agx": "jetson-agx-orin"})
 
 PROFILES: MappingProxyType[str, DeviceProfile] = MappingProxyType({p.name: p for p in _ALL})
 
@@ -272,6 +376,6 @@ def profile_names() -> list[str]:
 def get_profile(name: str) -> DeviceProfile:
     """The profile called `name`; raises KeyError listing the known ones (as `get_target` does)."""
     try:
-        return PROFILES[name]
+        return PROFILES[ALIASES.get(name, name)]
     except KeyError:
         raise KeyError(f"unknown device {name!r}; known: {', '.join(profile_names())}") from None

@@ -13,10 +13,11 @@ from targets.tensorrt.compat import MIN_MAJOR
 BOARDS = [
     "jetson-orin-nano",
     "jetson-orin-nx",
-    "jetson-orin-agx",
+    "jetson-agx-orin",
     "jetson-xavier-nx",
     "raspberry-pi-5",
     "x86-avx2",
+    "x86-avx512-vnni",
 ]
 
 
@@ -55,7 +56,7 @@ def test_profiles_keep_their_rules(profile: DeviceProfile) -> None:
 
 def test_board_facts() -> None:
     nano, agx, xavier = (
-        get_profile(n) for n in ("jetson-orin-nano", "jetson-orin-agx", "jetson-xavier-nx")
+        get_profile(n) for n in ("jetson-orin-nano", "jetson-agx-orin", "jetson-xavier-nx")
     )
     assert (nano.compute_capability, nano.dla_cores, nano.supports_sparsity) == ((8, 7), 0, True)
     assert (agx.dla_cores, agx.threads, agx.memory_bytes) == (2, 12, 64 << 30)
@@ -64,7 +65,7 @@ def test_board_facts() -> None:
         False,
         2,
     )
-    for orin in ("jetson-orin-nano", "jetson-orin-nx", "jetson-orin-agx"):
+    for orin in ("jetson-orin-nano", "jetson-orin-nx", "jetson-agx-orin"):
         board = get_profile(orin)
         assert (board.target, board.jetpack, board.tensorrt_version) == (
             "tensorrt",
@@ -108,3 +109,34 @@ def test_xavier_offers_no_tensorrt() -> None:
 
 def test_minimum_tensorrt_agrees_with_the_target() -> None:
     assert MIN_TENSORRT == (MIN_MAJOR, 0)
+
+
+def test_old_agx_name_is_an_alias() -> None:
+    assert get_profile("jetson-orin-agx") is get_profile("jetson-agx-orin")
+    assert "jetson-orin-agx" not in profile_names()
+
+
+def test_defaults_a_profile_sets() -> None:
+    pi, vnni, nano = (
+        get_profile(n) for n in ("raspberry-pi-5", "x86-avx512-vnni", "jetson-orin-nano")
+    )
+    assert (pi.target, pi.precision, pi.threads) == ("cpu", "int8", 4)
+    assert (vnni.target, vnni.precision, vnni.arch) == ("cpu", "int8", "x86_64")
+    assert (nano.target, nano.precision) == ("tensorrt", "fp16")
+    # 1/16 and 1/4 of 8 GiB, in whole 10^6-byte megabytes; no latency budget anywhere
+    assert pi.budgets() == {"max_size_mb": 536.0, "max_memory_mb": 2147.0}
+    assert all(p.max_latency_ms is None for p in PROFILES.values())
+    with pytest.raises(ValueError, match="precision must be one of"):
+        dataclasses.replace(pi, precision="auto")  # a profile names what it runs
+
+
+def test_refusals_say_why_and_what_to_choose() -> None:
+    xavier, pi = get_profile("jetson-xavier-nx"), get_profile("raspberry-pi-5")
+    assert xavier.target_refusal("cuda") is None
+    why = xavier.target_refusal("tensorrt")
+    assert why is not None and "ships TensorRT 8.5" in why and "--target cuda" in why
+    why = pi.target_refusal("tensorrt")
+    assert why is not None and "no CUDA GPU" in why and "--target cpu" in why
+    assert pi.precision_refusal("int8") is None and pi.precision_refusal("auto") is None
+    assert "no faster than fp32" in (pi.precision_refusal("fp16") or "")
+    assert get_profile("jetson-orin-nx").precision_refusal("fp16") is None

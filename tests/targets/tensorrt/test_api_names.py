@@ -42,7 +42,7 @@ ROOT = Path(__file__).resolve().parents[3]
 PACKAGE = ROOT / "targets" / "tensorrt"
 # The modules that touch TensorRT objects; the others must stay pure Python.
 TRT_MODULES = ("__init__.py", "build.py", "compat.py", "runner.py")
-PURE_MODULES = ("engine_info.py", "settings.py", "shapes.py")
+PURE_MODULES = ("engine_info.py", "settings.py", "shapes.py", "trtexec.py")
 
 _PY = "https://docs.nvidia.com/deeplearning/tensorrt/latest/_static/python-api/"
 
