@@ -165,13 +165,23 @@ def _shift(x: torch.Tensor, max_shift: int, g: torch.Generator) -> torch.Tensor:
     return out.reshape(x.shape)
 
 
+#: A training loss: (model output, target batch) → scalar.
+Loss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
 def train_model(
-    model: nn.Module, x: np.ndarray, y: np.ndarray, recipe: TrainRecipe
+    model: nn.Module,
+    x: np.ndarray,
+    y: np.ndarray,
+    recipe: TrainRecipe,
+    loss_fn: Loss = F.cross_entropy,
 ) -> dict[str, torch.Tensor]:
     """Adam with a one-cycle (cosine) schedule; deterministic for a given recipe and torch build.
 
     `model` must have been constructed inside the same `deterministic_torch`
-    block for its initialization to be reproducible (see `_train_cached`).
+    block for its initialization to be reproducible (see `train_cached`).
+    `y` is what `loss_fn` compares the output with: labels, or images for an
+    autoencoder (then `recipe.shift` must be 0: only inputs are shifted).
     """
     xt, yt = torch.from_numpy(np.array(x)), torch.from_numpy(np.array(y))
     g = torch.Generator().manual_seed(recipe.seed)
@@ -185,7 +195,7 @@ def train_model(
         order = torch.randperm(len(xt), generator=g)
         for b in range(steps_per_epoch):
             idx = order[b * recipe.batch_size : (b + 1) * recipe.batch_size]
-            loss = F.cross_entropy(model(_shift(xt[idx], recipe.shift, g)), yt[idx])
+            loss = loss_fn(model(_shift(xt[idx], recipe.shift, g)), yt[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -194,9 +204,18 @@ def train_model(
     return model.state_dict()
 
 
-def _train_cached(
-    name: str, cls: type[nn.Module], input_shape: tuple[int, ...], recipe: TrainRecipe
+def train_cached(
+    name: str,
+    cls: type[nn.Module],
+    input_shape: tuple[int, ...],
+    recipe: TrainRecipe,
+    loss_fn: Loss = F.cross_entropy,
+    reconstruct: bool = False,
 ) -> nn.Module:
+    """`cls()` trained on the training side (cached by recipe hash), in eval mode.
+
+    `reconstruct=True` trains it to output its input (an autoencoder) instead of labels.
+    """
     split = digits_split()
     key = {
         "arch": inspect.getsource(cls),
@@ -205,6 +224,8 @@ def _train_cached(
         "split": _split_fingerprint(),
         "torch": torch.__version__.split("+")[0],
         "version": 1,
+        "loss": loss_fn.__name__,
+        "reconstruct": reconstruct,
     }
 
     def create() -> dict[str, torch.Tensor]:
@@ -212,7 +233,7 @@ def _train_cached(
         with deterministic_torch(recipe.seed):
             model = cls()
             x = split.train_x.reshape(-1, *input_shape[1:])
-            state = train_model(model, x, split.train_y, recipe)
+            state = train_model(model, x, x if reconstruct else split.train_y, recipe, loss_fn)
         log.info("trained %s in %.1f s", name, time.perf_counter() - t0)
         return state
 
@@ -227,14 +248,14 @@ GRU_SHAPE: tuple[int, ...] = (1, 8, 8)
 
 def build_digits_cnn() -> DigitsCNN:
     """The trained digits CNN (cached after the first build), in eval mode."""
-    model = _train_cached("digits_cnn", DigitsCNN, CNN_SHAPE, CNN_RECIPE)
+    model = train_cached("digits_cnn", DigitsCNN, CNN_SHAPE, CNN_RECIPE)
     assert isinstance(model, DigitsCNN)
     return model
 
 
 def build_digits_gru() -> DigitsGRU:
     """The trained digits GRU (cached after the first build), in eval mode."""
-    model = _train_cached("digits_gru", DigitsGRU, GRU_SHAPE, GRU_RECIPE)
+    model = train_cached("digits_gru", DigitsGRU, GRU_SHAPE, GRU_RECIPE)
     assert isinstance(model, DigitsGRU)
     return model
 
@@ -267,7 +288,7 @@ def accuracy(model: nn.Module, x: np.ndarray, y: np.ndarray) -> float:
 # Registry entries
 
 
-def _spec(
+def classifier_spec(
     name: str,
     description: str,
     shape: tuple[int, ...],
@@ -275,6 +296,7 @@ def _spec(
     recipe: TrainRecipe,
     tags: tuple[str, ...],
 ) -> ModelSpec:
+    """A digits classifier's zoo entry: train-side calibration, the whole test split with labels."""
     n_test = len(digits_split().test_y)  # the whole held-out set: 539 images, milliseconds
     return ModelSpec(
         name=name,
@@ -293,7 +315,7 @@ def _spec(
 
 
 def digits_cnn() -> ModelSpec:
-    return _spec(
+    return classifier_spec(
         "digits_cnn",
         "small CNN (Conv+BN+ReLU x3, Dropout, Linear) on 8x8 sklearn digits",
         CNN_SHAPE,
@@ -304,7 +326,7 @@ def digits_cnn() -> ModelSpec:
 
 
 def digits_gru() -> ModelSpec:
-    return _spec(
+    return classifier_spec(
         "digits_gru",
         "GRU over the 8 rows of 8x8 sklearn digits, Linear head",
         GRU_SHAPE,

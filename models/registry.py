@@ -9,13 +9,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from models import digits, imagenet, minilm
+from models import digits, digits_families, imagenet, minilm
 from models.spec import ModelSpec
 
 #: zoo name → the function returning its spec.
 MODELS: dict[str, Callable[[], ModelSpec]] = {
     "digits_cnn": digits.digits_cnn,
+    "digits_autoencoder": digits_families.digits_autoencoder,
     "digits_gru": digits.digits_gru,
+    "digits_lstm": digits_families.digits_lstm,
+    "digits_vit": digits_families.digits_vit,
     "minilm_l6": minilm.minilm_l6,
     "mobilenet_v2": imagenet.mobilenet_v2,
     "resnet18": imagenet.resnet18,

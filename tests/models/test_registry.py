@@ -13,8 +13,11 @@ def test_names_are_the_table_sorted() -> None:
         model_names()
         == sorted(MODELS)
         == [
+            "digits_autoencoder",
             "digits_cnn",
             "digits_gru",
+            "digits_lstm",
+            "digits_vit",
             "minilm_l6",
             "mobilenet_v2",
             "resnet18",
@@ -33,5 +36,6 @@ def test_unknown_model_lists_the_known_ones() -> None:
     with pytest.raises(KeyError) as e:
         get_model("nope")
     assert e.value.args[0] == (
-        "unknown zoo model 'nope'; known: digits_cnn, digits_gru, minilm_l6, mobilenet_v2, resnet18"
+        "unknown zoo model 'nope'; known: digits_autoencoder, digits_cnn, digits_gru, digits_lstm, "
+        "digits_vit, minilm_l6, mobilenet_v2, resnet18"
     )
