@@ -324,7 +324,7 @@ def compile_cmd(
         from compiler.package import package_run
 
         bundle = package_run(result.out_dir, device.profile.name, target=config.target)
-        err.print(f"bundle: {bundle.path}", markup=False, highlight=False)
+        err.print(f"bundle: {bundle.path}", markup=False, highlight=False, soft_wrap=True)
 
 
 def _print_summary(report: dict[str, Any], out_dir: Path) -> None:
@@ -384,23 +384,25 @@ def devices_cmd(as_json: bool) -> None:
         out.print_json(json.dumps(rows))
         return
     table = Table(title="edgec device profiles (--device)")
-    for col in ("name", "target", "precision", "threads", "size MB", "memory MB", "notes"):
+    for col in ("name", "targets", "precision", "threads", "size MB", "memory MB"):
         table.add_column(col, no_wrap=col == "name")
     for r in rows:
         budgets = r["budgets"]
         table.add_row(
             r["name"],
-            " / ".join(r["targets"]),
+            ", ".join(r["targets"]),
             r["precision"],
             str(r["threads"] or "all"),
             f"{budgets['max_size_mb']:g}" if "max_size_mb" in budgets else "-",
             f"{budgets['max_memory_mb']:g}" if "max_memory_mb" in budgets else "-",
-            "; ".join(r["notes"]) or "-",
         )
     out.print(table)
+    for r in rows:
+        for note in r["notes"]:
+            out.print(f"{r['name']}: {note}", highlight=False, soft_wrap=True)
     out.print(
-        "target: the first is the default; memory MB is not judged yet (reports carry no "
-        "measured peak memory)",
+        "The first target is the default. Memory MB is not judged yet: reports carry no "
+        "measured peak memory.",
         highlight=False,
     )
 
@@ -430,7 +432,7 @@ def package_cmd(run_dir: Path, device: str, target: str | None, out_dir: Path | 
     out.print(table)
     if bundle.manifest.get("tensorrt"):
         out.print(bundle.manifest["tensorrt"]["build_on_board"], highlight=False)
-    out.print(f"bundle: {bundle.path}", highlight=False)
+    out.print(f"bundle: {bundle.path}", highlight=False, soft_wrap=True)
 
 
 @main.command("inspect")

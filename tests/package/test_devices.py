@@ -1,0 +1,175 @@
+"""`edgec devices` and `edgec compile --device`: profile defaults under config files and flags."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from compiler.devices import device_defaults, under_device
+from compiler.ground.errors import UsageError
+from tests.package.conftest import QUICK, run_cli
+
+
+def test_devices_lists_every_profile_and_why_xavier_has_no_tensorrt() -> None:
+    code, text = run_cli("devices", "--json")
+    assert code == 0, text
+    rows = {r["name"]: r for r in json.loads(text)}
+    assert set(rows) == {
+        "jetson-orin-nano",
+        "jetson-orin-nx",
+        "jetson-agx-orin",
+        "jetson-xavier-nx",
+        "raspberry-pi-5",
+        "x86-avx2",
+        "x86-avx512-vnni",
+    }
+    xavier = rows["jetson-xavier-nx"]
+    assert xavier["targets"] == ["cuda", "cpu"]
+    assert xavier["notes"] == ["no tensorrt: JetPack 5.1 ships TensorRT 8.5, edgec needs 10+"]
+    assert "ships TensorRT 8.5" in xavier["refusals"]["tensorrt"]
+    assert rows["jetson-agx-orin"]["notes"] == ["also called jetson-orin-agx"]
+    assert (rows["raspberry-pi-5"]["precision"], rows["raspberry-pi-5"]["threads"]) == ("int8", 4)
+    code, text = run_cli("devices")
+    assert code == 0 and "x86-avx512-vnni" in text and "no tensorrt" in text
+
+
+def test_profile_defaults_sit_under_config_files_and_flags() -> None:
+    pi = device_defaults("raspberry-pi-5")
+    assert pi.values == {
+        "target": "cpu",
+        "precision": "int8",
+        "threads": 4,
+        "max_size_mb": 536.0,
+    }
+    assert len(pi.unjudged) == 1 and "--max-memory-mb 2147 is not judged" in pi.unjudged[0]
+    base, _ = under_device({"precision": "fp32", "threads": 2}, {"device": "raspberry-pi-5"})
+    assert (base["precision"], base["threads"], base["target"]) == ("fp32", 2, "cpu")
+    # a config file may name the device too
+    base, found = under_device({"device": "x86-avx2"}, {})
+    assert found is not None and base["precision"] == "int8" and "threads" not in base
+    # the profile's precision belongs to its own target
+    base, _ = under_device({}, {"device": "jetson-orin-nano", "target": "cpu"})
+    assert base["target"] == "tensorrt" and "precision" not in base and base["threads"] == 6
+    assert under_device({"precision": "fp16"}, {}) == ({"precision": "fp16"}, None)
+    with pytest.raises(UsageError, match="unknown device 'pi-4'"):
+        device_defaults("pi-4")
+
+
+def _report(out: Path) -> dict:
+    return json.loads((out / "report.json").read_text())
+
+
+def test_compile_with_the_pi_profile_and_flags_over_it(
+    small_cnn_onnx: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "pi"
+    calib = ("--calib", "random", "--calib-samples", "8")
+    code, text = run_cli(
+        "compile",
+        str(small_cnn_onnx),
+        "--device",
+        "raspberry-pi-5",
+        "--out",
+        str(out),
+        *calib,
+        *QUICK,
+    )
+    assert code == 0, text
+    assert "--max-memory-mb 2147 is not judged" in text
+    report = _report(out)
+    assert (report["target"], report["precision"], report["latency_ms"]["threads"]) == (
+        "cpu",
+        "int8",
+        4,
+    )
+    assert [(g["name"], g["limit"]) for g in report["gates"]] == [("max_size_mb", 536.0)]
+    out = tmp_path / "over"
+    code, text = run_cli(
+        "compile",
+        str(small_cnn_onnx),
+        "--device",
+        "raspberry-pi-5",
+        "--precision",
+        "fp32",
+        "--threads",
+        "1",
+        "--max-size-mb",
+        "0.5",
+        "--out",
+        str(out),
+        *QUICK,
+    )
+    assert code == 0, text
+    report = _report(out)
+    assert (report["precision"], report["latency_ms"]["threads"]) == ("fp32", 1)
+    assert [(g["name"], g["limit"]) for g in report["gates"]] == [("max_size_mb", 0.5)]
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "says"),
+    [
+        (["--device", "jetson-xavier-nx", "--target", "tensorrt"], 2, "ships TensorRT 8.5"),
+        (["--device", "raspberry-pi-5", "--precision", "fp16"], 2, "no faster than fp32"),
+        (["--device", "raspberry-pi-5", "--target", "cuda"], 2, "no CUDA GPU"),
+        (["--device", "pi-4"], 2, "unknown device 'pi-4'"),
+        (["--package"], 2, "give --device PROFILE"),
+    ],
+)
+def test_device_refusals_exit_before_any_work(
+    small_cnn_onnx: Path, tmp_path: Path, args: list[str], code: int, says: str
+) -> None:
+    out = tmp_path / "out"
+    got, text = run_cli("compile", str(small_cnn_onnx), *args, "--out", str(out), *QUICK)
+    lines = text.strip().splitlines()
+    assert got == code and len(lines) == 1 and says in lines[0], text
+    assert not list(tmp_path.iterdir())
+
+
+def test_compile_package_writes_the_bundle(small_cnn_onnx: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    code, text = run_cli(
+        "compile",
+        str(small_cnn_onnx),
+        "--device",
+        "x86-avx512-vnni",
+        "--precision",
+        "fp32",
+        "--threads",
+        "1",
+        "--package",
+        "--out",
+        str(out),
+        *QUICK,
+    )
+    assert code == 0, text
+    bundle = out / "bundle-x86-avx512-vnni"
+    assert f"bundle: {bundle}" in text
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    assert (manifest["device"]["name"], manifest["target"], manifest["precision"]) == (
+        "x86-avx512-vnni",
+        "cpu",
+        "fp32",
+    )
+    assert manifest["files"]["small_cnn.fp32.onnx"]["sha256"] == _report(out)["artifact"]["sha256"]
+
+
+def test_a_gate_failure_packages_nothing(small_cnn_onnx: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    code, text = run_cli(
+        "compile",
+        str(small_cnn_onnx),
+        "--device",
+        "x86-avx2",
+        "--precision",
+        "fp32",
+        "--max-size-mb",
+        "0.0001",
+        "--package",
+        "--out",
+        str(out),
+        *QUICK,
+    )
+    assert code == 3, text
+    assert (out / "report.json").is_file() and not list(out.glob("bundle-*"))
