@@ -60,13 +60,18 @@ def preprocessing(report: dict[str, Any]) -> dict[str, Any]:
 
         spec = get_model(name)
         fn = spec.preprocess or spec.tokenize
-        if fn is not None:
-            doc = inspect.getdoc(fn) or ""
+        if fn is None:
             return {
-                "known": True,
-                "function": f"{fn.__module__}.{fn.__qualname__}",
-                "description": " ".join(doc.split("\n\n")[0].split()),
+                "known": False,
+                "description": f"zoo model {name} has no preprocessing function in edgec: feed "
+                "arrays like its own sample data (models/, its calibration_data)",
             }
+        doc = inspect.getdoc(fn) or ""
+        return {
+            "known": True,
+            "function": f"{fn.__module__}.{fn.__qualname__}",
+            "description": " ".join(doc.split("\n\n")[0].split()),
+        }
     return {
         "known": False,
         "description": f"edgec received {name} as {model.get('source')}, not from its zoo, "

@@ -292,3 +292,15 @@ def test_bad_run_dir_exits_2_or_4_and_writes_nothing(run_dir: Path, tmp_path: Pa
     assert code == 2 and "would replace the run itself" in _one_line_error(text)
     assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["changed", "empty"]
     assert not list(run_dir.glob("bundle-*"))
+
+
+def test_preprocessing_says_what_edgec_knows() -> None:
+    from compiler.package.manifest import preprocessing
+
+    image = preprocessing({"model": {"name": "mobilenet_v2", "source": "zoo"}})
+    assert image["known"] is True and image["function"] == "models.imagenet.preprocess_image"
+    assert image["description"].startswith("torchvision's ImageNet eval transform")
+    digits = preprocessing({"model": {"name": "digits_cnn", "source": "zoo"}})
+    assert digits["known"] is False and "no preprocessing function" in digits["description"]
+    file = preprocessing({"model": {"name": "net", "source": "onnx"}})
+    assert file["known"] is False and "as onnx, not from its zoo" in file["description"]
