@@ -43,7 +43,7 @@ from onnxscript.rewriter.ort_fusions import (
 )
 
 from passes import graph_tools
-from passes.fusion import layer_norm, nan_guard, onnx_gelu
+from passes.fusion import bias_shape, layer_norm, nan_guard, onnx_gelu
 from passes.fusion.rule_set import RuleSetPass
 
 logger = logging.getLogger(__name__)
@@ -51,6 +51,9 @@ logger = logging.getLogger(__name__)
 FLAVOURS = ("onnxruntime", "portable")
 #: the domain of onnxscript's intermediate fusion ops (SDPA...); none may reach an artifact
 _FUSION_DOMAIN = "ai.onnxruntime._fusion"
+
+
+_MHA_BIAS_EITHER_ORDER = pattern.RewriteRuleSet(mha_bias.mha_bias_rules.rules, commute=True)
 
 
 class FuseLayerNormPass(RuleSetPass):
@@ -117,11 +120,15 @@ class FuseAttentionPass(RuleSetPass):
 
     def rule_sets(self, model: ir.Model) -> Sequence[tuple[str, pattern.RewriteRuleSet]]:
         steps = [
+            ("bias_shape", bias_shape.rules),
             ("nan_guard", nan_guard.rules),
             ("sdpa", sdpa.sdpa_rules),
             ("mha", mha.mha_rules_no_past),
             ("mha_scale", mha_scale._mha_scale_rules),  # noqa: SLF001 - the library's only handle
-            ("mha_bias", mha_bias.mha_bias_rules),
+            # the MHA rewrite reads the query's shape again: move that read off the bias too
+            ("bias_shape_after_mha", bias_shape.rules),
+            # TorchScript writes the projection bias first (Add(b, x @ W)): both orders
+            ("mha_bias", _MHA_BIAS_EITHER_ORDER),
         ]
         if not self.keep_weighted_matmuls:
             steps.append(("attention", attention.attention_rules))

@@ -222,3 +222,61 @@ def test_attention_pass_refuses_without_a_softmax(small_cnn_onnx: Path) -> None:
     result = FuseAttentionPass()(model)
     assert not result.modified and result.matches == {}
     assert ir.to_proto(model).SerializeToString() == before
+
+
+def _shape_reader(bias_size: int, end: int | None) -> ir.Model:
+    """y = x @ W + b (x: (batch, seq, 4)), s = Shape(y)[0:end], t = Shape(x @ W)[0:end]."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    graph = helper.make_graph(
+        [
+            helper.make_node("MatMul", ["x", "w"], ["p"]),
+            helper.make_node("Add", ["b", "p"], ["y"]),
+            helper.make_node("Shape", ["y"], ["s"], **({} if end is None else {"end": end})),
+            helper.make_node("Shape", ["p"], ["t"], **({} if end is None else {"end": end})),
+        ],
+        "shape_reader",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", "seq", 4])],
+        [
+            helper.make_tensor_value_info("y", TensorProto.FLOAT, None),
+            helper.make_tensor_value_info("s", TensorProto.INT64, None),
+            helper.make_tensor_value_info("t", TensorProto.INT64, None),
+        ],
+        [
+            numpy_helper.from_array(rng.normal(size=(4, 4)).astype(np.float32), "w"),
+            numpy_helper.from_array(rng.normal(size=(bias_size,)).astype(np.float32), "b"),
+        ],
+    )
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    proto.ir_version = 8  # onnxruntime 1.31 reads IR <= 13
+    model = ir.from_proto(proto)
+    ir.passes.common.ShapeInferencePass()(model)
+    return model
+
+
+def test_shape_reads_move_off_the_bias_and_the_projection() -> None:
+    """bias_shape: Shape(b + x @ W) → Shape(x @ W) → Shape(x)[:2]; same values at two shapes."""
+    from passes.fusion import bias_shape
+
+    model = _shape_reader(bias_size=4, end=-1)  # every axis but W's
+    before = ir.to_proto(model)
+    assert bias_shape.rules.apply_to_model(model) == 3  # bias, then both projections
+    readers = {n.outputs[0].name: n.inputs[0].name for n in model.graph if n.op_type == "Shape"}
+    assert readers == {"s": "x", "t": "x"}
+    for seq in (3, 7):
+        feeds = {"x": np.random.default_rng(seq).normal(size=(2, seq, 4)).astype(np.float32)}
+        for got, want in zip(_run(model, feeds), _run(ir.from_proto(before), feeds), strict=True):
+            np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize(("bias_size", "end"), [(1, 3), (4, 3), (4, None)])
+def test_shape_reads_that_could_change_stay(bias_size: int, end: int | None) -> None:
+    """The last axis is W's to change: a Shape slice that reaches it stays on the projection
+    (a bias of 1 or of the last dimension moves off; nothing moves further)."""
+    from passes.fusion import bias_shape
+
+    model = _shape_reader(bias_size=bias_size, end=end)
+    bias_shape.rules.apply_to_model(model)
+    readers = {n.outputs[0].name: n.inputs[0].name for n in model.graph if n.op_type == "Shape"}
+    assert readers == {"s": "p", "t": "p"}
