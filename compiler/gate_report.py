@@ -86,7 +86,7 @@ def table_rows(judged: list[Judged]) -> list[tuple[str, str, str, str, str]]:
             rows.append(
                 (
                     f"{j.model} ({j.precision}, {j.target})",
-                    r.metric,
+                    f"{r.name}: {r.metric}",
                     value,
                     f"{op} {r.limit:g}",
                     verdict,

@@ -59,10 +59,15 @@ def test_a_breach_exits_3_names_itself_and_annotates_github(
     assert written.startswith("earlier step\n") and "❌ 2 of 2 budgets failed" in written
 
 
-def test_without_flags_each_report_is_judged_by_its_own_gates(reports: list[Path]) -> None:
-    code, text = _gate(*map(str, reports))
+def test_without_flags_each_report_is_judged_by_its_own_gates(
+    reports: list[Path], tmp_path: Path
+) -> None:
+    md = tmp_path / "gate.md"
+    code, text = _gate(*map(str, reports), "--markdown", str(md))
     assert code == 0, text
-    assert "artifact size" in text  # the budgeted run's gate; the other run has none
+    rows = [line for line in md.read_text().splitlines() if line.startswith("| ")][1:]
+    # the budgeted run's one gate; the other run has none
+    assert len(rows) == 1 and "max_size_mb: artifact size" in rows[0]
 
 
 def test_nothing_to_judge_exits_2(reports: list[Path], tmp_path: Path) -> None:
