@@ -67,6 +67,8 @@ def test_qat_gets_the_same_ptq_options_as_ptq(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     """One `ptq_options` for both: --calib-method and --calib-samples reach QAT's PTQ start."""
+    import onnx_ir as ir
+
     import passes.qat.stage
     import passes.quantize
     from compiler.config import CompileConfig
@@ -93,7 +95,14 @@ def test_qat_gets_the_same_ptq_options_as_ptq(
     source = resolve("digits_cnn")
     target = SimpleNamespace(quant_spec=CPU_SPEC)
     with pytest.raises(_Stop):
-        quantize_stage.run_ptq(None, config, source, target, threads=1, progress=lambda *a: None)  # type: ignore[arg-type]
+        quantize_stage.run_ptq(
+            ir.from_proto(source.proto),
+            config,
+            source,
+            target,  # type: ignore[arg-type]  # a stand-in with the one field run_ptq reads
+            threads=1,
+            progress=lambda *a: None,
+        )
     qat_config = CompileConfig(
         model="digits_cnn", precision="int8", calib_method="minmax", calib_samples=64, qat=True
     )
