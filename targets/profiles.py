@@ -96,6 +96,8 @@ class DeviceProfile:
         precision: the default `--precision` on this board.
         max_size_mb, max_latency_ms, max_memory_mb: default budgets (10^6 bytes,
             milliseconds); None is not judged. See the module docstring.
+        int8_saturates: the board's int8 kernels saturate 8-bit weights (x86 without
+            VNNI): INT8 for it keeps weights to 7 bits (`QuantSpec.reduce_range`).
     """
 
     name: str
@@ -118,6 +120,9 @@ class DeviceProfile:
     max_size_mb: float | None = None
     max_latency_ms: float | None = None
     max_memory_mb: float | None = None
+    #: x86 without VNNI: onnxruntime's u8s8 kernels (AVX2 vpmaddubsw) add two u8 x s8
+    #: products in 16 bits with saturation, so INT8 weights are kept to 7 bits there
+    int8_saturates: bool = False
 
     def __post_init__(self) -> None:
         unknown = [t for t in self.targets if t not in _TARGETS]
@@ -274,10 +279,17 @@ def _jetson(
 
 
 def _cpu_board(
-    name: str, description: str, *, arch: str, memory_bytes: int, threads: int | None
+    name: str,
+    description: str,
+    *,
+    arch: str,
+    memory_bytes: int,
+    threads: int | None,
+    int8_saturates: bool = False,
 ) -> DeviceProfile:
     """A board without a CUDA GPU: onnxruntime on the CPU, int8 faster than fp32, fp16 not."""
     return DeviceProfile(
+        int8_saturates=int8_saturates,
         name=name,
         description=description,
         target="cpu",
@@ -348,10 +360,12 @@ _ALL = (
     ),
     _cpu_board(
         "x86-avx2",
-        "a generic x86-64 CPU with AVX2, onnxruntime on the CPU",
+        "a generic x86-64 CPU with AVX2 (no VNNI), onnxruntime on the CPU: 7-bit INT8 "
+        "weights, since its 16-bit int8 dot products saturate",
         arch="x86_64",
         memory_bytes=16 * GiB,
         threads=None,
+        int8_saturates=True,
     ),
     _cpu_board(
         "x86-avx512-vnni",

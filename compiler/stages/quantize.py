@@ -48,6 +48,7 @@ from compiler.sources import ModelSource
 from compiler.stages.boundary import pass_errors
 from compiler.stages.opset import at_least
 from passes.quantize.options import PtqOptions
+from passes.quantize.spec import QuantSpec
 from targets.base import Target
 
 log = logging.getLogger(__name__)
@@ -135,6 +136,19 @@ def calibration_source(
     return str(path), preprocess, n, str(path)
 
 
+def quant_spec_for(target: Target, device: str | None) -> QuantSpec:
+    """The target's spec, with 7-bit weights for a --device whose int8 kernels saturate
+    (x86 without VNNI): chosen by the board the artifact is for, not the compiling
+    machine, so the same inputs and flags give the same artifact everywhere."""
+    spec = target.quant_spec
+    if device is not None:
+        from targets.profiles import get_profile
+
+        if get_profile(device).int8_saturates:
+            return spec.replace(reduce_range=True)
+    return spec
+
+
 #: samples `--calib random` draws when --calib-samples does not say
 RANDOM_CALIB_SAMPLES = 64
 
@@ -177,16 +191,19 @@ def run_ptq(
     data, preprocess, _, description = calibration_source(config, source)
     options = ptq_options(config, source, threads=threads, batch=static_batch)
     model = at_least(model, 13, why="INT8 Q/DQ (per-channel DequantizeLinear)")
+    spec = quant_spec_for(target, config.device)
     with pass_errors():
         quantized, summary = quantize(
             model,
             data,
             options,
-            spec=target.quant_spec,
+            spec=spec,
             preprocess=preprocess,
             progress=lambda stage, done, total: progress(stage, done, total or done),
         )
     section = {"calibration_data": description, **summary.to_dict()}
+    if spec.reduce_range:
+        section["spec"] = f"{section['spec']} (7-bit weights for {config.device})"
     return quantized, section
 
 

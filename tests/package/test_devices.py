@@ -173,3 +173,32 @@ def test_a_gate_failure_packages_nothing(small_cnn_onnx: Path, tmp_path: Path) -
     )
     assert code == 3, text
     assert (out / "report.json").is_file() and not list(out.glob("bundle-*"))
+
+
+def test_int8_weights_follow_the_board_not_the_compiling_machine(tmp_path: Path) -> None:
+    """x86-avx2 (no VNNI: AVX2's 16-bit int8 dot products saturate) gets 7-bit weights;
+    x86-avx512-vnni keeps all 8 bits; the same flags give the same artifact anywhere."""
+    import numpy as np
+    import onnx
+    from onnx import numpy_helper
+
+    from tests.compiler.test_outputs import two_output_model
+
+    src = two_output_model(tmp_path / "two.onnx")
+    widest = {}
+    for device in ("x86-avx2", "x86-avx512-vnni"):
+        out = tmp_path / device
+        code, text = run_cli(
+            "compile", str(src), "--device", device, "--calib", "random", "--out", str(out),
+            "--report", "json", "--threads", "1",
+        )  # fmt: skip
+        assert code == 0, text
+        report = json.loads((out / "report.json").read_text())
+        weights = [
+            numpy_helper.to_array(t)
+            for t in onnx.load(report["artifact"]["path"]).graph.initializer
+            if t.data_type == onnx.TensorProto.INT8
+        ]
+        widest[device] = max(int(np.abs(w).max()) for w in weights)
+        assert ("7-bit" in report["quantization"]["spec"]) == (device == "x86-avx2")
+    assert widest == {"x86-avx2": 63, "x86-avx512-vnni": 127}
