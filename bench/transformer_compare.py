@@ -94,7 +94,15 @@ def _ort_dynamic(src: Path, work: Path) -> Path:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     out = work / "ort_optimizer_int8_dynamic.onnx"
-    quantize_dynamic(str(src), str(out), per_channel=True, weight_type=QuantType.QInt8)
+    # the optimizer's contrib ops (SkipLayerNormalization) defeat its shape inference:
+    # without a default type quantize_dynamic refuses the MatMul outputs they read
+    quantize_dynamic(
+        str(src),
+        str(out),
+        per_channel=True,
+        weight_type=QuantType.QInt8,
+        extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
+    )
     return out
 
 

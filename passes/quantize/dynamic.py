@@ -18,6 +18,10 @@ What differs from onnxruntime's own `quantize_dynamic` (the peer, not a dependen
 - weights are rounded by GPTQ (`rounding.py`) from the second moments of each
   layer's input over `rounding_samples` calibration samples, when calibration data
   is given (round-to-nearest otherwise): the layer output error, not each weight's;
+- SmoothQuant migration (`smooth.py`, `options.smooth_alpha`, default 0.7) first, when
+  calibration data is given: the per-tensor activation quantization no longer spends
+  its range on LayerNorm/GELU outlier channels (all-MiniLM-L6: mean cosine
+  0.9933 -> 0.9974, worst 0.976 -> 0.991);
 - MatMuls of two computed tensors (attention's Q·K^T, P·V) stay float;
 - `reduce_range` (7-bit weights, ±63): onnxruntime's u8s8 kernels on x86 CPUs
   without VNNI multiply with AVX2's vpmaddubsw, which saturates the int16 sum of two
@@ -51,6 +55,7 @@ from passes.quantize.params import quantize_weight
 from passes.quantize.plan import QuantPlan, WeightSite
 from passes.quantize.qdq import is_quantized
 from passes.quantize.rounding import HessianCollector, round_weights
+from passes.quantize.smooth import smooth
 from passes.quantize.spec import CPU_SPEC, QuantSpec
 
 __all__ = ["DynamicSummary", "find_layers", "quantize_dynamic", "saturating_cpu"]
@@ -84,6 +89,7 @@ class DynamicSummary:
     kept_float: list[str]
     embedding_tables: list[str]
     seconds: dict[str, float] = field(default_factory=dict)
+    smoothing: dict[str, object] | None = None  # `smooth.SmoothSummary.to_dict`, None: off
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -164,6 +170,10 @@ def quantize_dynamic(
         raise PassOptionError(f"cannot keep unknown nodes in float: {', '.join(sorted(unknown))}")
     rr = saturating_cpu() if reduce_range is None else reduce_range
     spec = CPU_SPEC.replace(name="cpu-dynamic", reduce_range=rr)
+    smoothing = None  # before find_layers: it scales the weights the layers hold
+    if calibration is not None and options.smooth_alpha is not None:
+        smoothing = _smooth(work, calibration, options, preprocess)
+    t_smooth = time.perf_counter() - t0
     layers = find_layers(work.graph, frozenset(options.exclude))
     if not layers:
         raise PassInputError(
@@ -174,7 +184,7 @@ def quantize_dynamic(
     samples = 0
     if calibration is not None and options.rounding == "gptq":
         rounded, samples = _gptq(work, layers, calibration, options, spec, preprocess)
-    t_round = time.perf_counter() - t0
+    t_round = time.perf_counter() - t0 - t_smooth
     _Rewriter(work.graph, spec, rounded).run(layers)
     embeddings = QuantizeEmbeddingsPass()
     embeddings(work)
@@ -190,12 +200,35 @@ def quantize_dynamic(
         layers=counts,
         kept_float=sorted(options.exclude),
         embedding_tables=embeddings.tables,
+        smoothing=smoothing,
         seconds={
+            "smoothing": round(t_smooth, 3),
             "rounding": round(t_round, 3),
             "total": round(time.perf_counter() - t0, 3),
         },
     )
     return work, summary
+
+
+def _smooth(
+    model: ir.Model,
+    calibration: CalibrationSource,
+    options: PtqOptions,
+    preprocess: Callable[[np.ndarray], np.ndarray] | None,
+) -> dict[str, object]:
+    """SmoothQuant migration (`smooth.py`) in place, from `options.smooth_samples` samples."""
+    assert options.smooth_alpha is not None
+    stream = CalibrationStream(
+        calibration,
+        model_inputs(model),
+        samples=min(options.samples or options.smooth_samples, options.smooth_samples),
+        batch_size=options.batch_size,
+        preprocess=preprocess,
+    )
+    summary = smooth(
+        model, stream, options.smooth_alpha, exclude=options.exclude, threads=options.threads
+    )
+    return summary.to_dict()
 
 
 def _gptq(

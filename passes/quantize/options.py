@@ -34,6 +34,7 @@ _STEP_SAMPLES = (
     "range_samples",
     "bias_correction_samples",
     "sensitivity_samples",
+    "smooth_samples",
 )
 _FLAGS = (
     "equalize",
@@ -55,7 +56,10 @@ class PtqOptions:
     `range_search`, `rounding` ("gptq" or "nearest"), `bias_correction`,
     `sensitivity` and the float fallback (`min_sqnr_db`, `min_agreement`,
     `max_float_layers`). `exclude` names nodes kept in float; `float_stem`
-    overrides the spec's stem choice (None: the spec's). The ``*_samples`` fields
+    overrides the spec's stem choice (None: the spec's). `smooth_alpha`: SmoothQuant
+    migration strength for dynamic INT8 (`smooth.py`; None: off; 0.7 measured best on
+    all-MiniLM-L6: mean cosine 0.9933 -> 0.9974, worst 0.976 -> 0.991; 0.5 gave 0.9888).
+    The ``*_samples`` fields
     bound the data each step reads; `threads` is onnxruntime's intra-op thread
     count (0: all cores).
     """
@@ -83,6 +87,8 @@ class PtqOptions:
     range_samples: int = 32
     bias_correction_samples: int = 64
     sensitivity_samples: int = 32
+    smooth_alpha: float | None = 0.7
+    smooth_samples: int = 64
     threads: int = 0
 
     def __post_init__(self) -> None:
@@ -139,6 +145,12 @@ class PtqOptions:
         if not _is_number(self.equalize_headroom) or not self.equalize_headroom > 0:
             raise PassOptionError(
                 f"equalize_headroom must be a positive number, e.g. 2.0, got {self.equalize_headroom!r}"
+            )
+        if self.smooth_alpha is not None and (
+            not _is_number(self.smooth_alpha) or not 0 < self.smooth_alpha < 1
+        ):
+            raise PassOptionError(
+                f"smooth_alpha must be between 0 and 1 (e.g. 0.7) or None, got {self.smooth_alpha!r}"
             )
         for name in ("equalize_alpha_dense", "stream_alpha"):
             value = getattr(self, name)
