@@ -43,6 +43,32 @@ EVAL_SAMPLES = 4
 CALIB_SAMPLES = 16
 RESULTS = Path(__file__).parent / "results" / "corpus.json"
 
+#: (model, exporter) -> why it fails today, found by hand (the README's table and the
+#: slow test's xfail reasons); every other case must pass
+KNOWN_FAILURES: dict[tuple[str, str], str] = {
+    **{
+        ("efficientnet_b0", exporter): (
+            "INT8 cosine 0.97: no single bad layer (per-layer sensitivity >= 27 dB, worst "
+            "blocks.1.0 conv_dw), error accumulated through the depthwise/SE stack onto "
+            "random-init logits of scale 5e-5; 64 calibration samples give 0.969"
+        )
+        for exporter in EXPORTERS
+    },
+    ("gpt2_kv_cache", "dynamo"): (
+        "FP32 artifact does not load: onnxscript's MultiHeadAttention rule (FuseAttentionPass, "
+        "mha_rules_no_past) takes Reshape(Transpose(SDPA), ANY) as the (B, S, D) output "
+        "without checking the shape; the dynamo export of GPT-2's Conv1D reshapes to "
+        "(-1, 128) for addmm, so a Gemm gets the fused op's rank-3 output"
+    ),
+    ("llama", "torchscript"): (
+        "FP32 NaN for a sequence whose first token is padding: FuseAttentionPass turns "
+        "TorchScript's SDPA (-inf mask, Softmax, Where(IsNaN) guard) into "
+        "com.microsoft MultiHeadAttention, which gives NaN for a fully masked row where the "
+        "guard gave 0; INT8 0.087: the same NaN in calibration reaches GPTQ rounding "
+        "(qdq.py: invalid value encountered in cast)"
+    ),
+}
+
 _TOKENS = (("sequence", 16),)
 CASES = (
     Case("resnet18", "CNN", timm_classifier("resnet18", 64)),
@@ -207,22 +233,31 @@ def compare(reference: np.ndarray, candidate: np.ndarray) -> dict[str, float]:
 
 def markdown(rows: list[dict[str, Any]]) -> str:
     """The README's table: model, family, exporter, FP32 worst relative error, INT8
-    first-output cosine, pass/fail, the error line if any."""
+    first-output cosine, pass/fail, the error line or the known cause of a failure."""
     lines = [
-        "| model | family | exporter | FP32 worst rel. error | INT8 cosine | result | error |",
+        "| model | family | exporter | FP32 worst rel. error | INT8 cosine | result | error or cause |",
         "|---|---|---|---|---|---|---|",
     ]
     for row in rows:
         fp32 = row.get("fp32", {}).get("worst_rel_error")
         cos = row.get("int8", {}).get("first_output_cosine")
         err = row.get("error")
+        why = f"{err['stage']}: {err['message']}" if err else ""
+        if not row["passed"]:
+            known = KNOWN_FAILURES.get((row["model"], row["exporter"]))
+            why = f"{why} ({known})" if why and known else why or known or ""
         lines.append(
-            f"| {row['model']} | {row['family']} | {row['exporter']} | "
-            f"{'-' if fp32 is None else f'{fp32:.1e}'} | {'-' if cos is None else f'{cos:.4f}'} | "
-            f"{'pass' if row['passed'] else 'FAIL'} | "
-            f"{'' if err is None else (err['stage'] + ': ' + err['message']).replace('|', '/')} |"
+            f"| {row['model']} | {row['family']} | {row['exporter']} | {_number(fp32, '.1e')} | "
+            f"{_number(cos, '.4f')} | {'pass' if row['passed'] else 'FAIL'} | "
+            f"{why.replace('|', '/')} |"
         )
     return "\n".join(lines)
+
+
+def _number(value: float | None, spec: str) -> str:
+    if value is None:
+        return "-"
+    return format(value, spec) if np.isfinite(value) else "NaN/inf"
 
 
 def main(argv: list[str]) -> int:
@@ -236,8 +271,7 @@ def main(argv: list[str]) -> int:
         for case in cases:
             for exporter in EXPORTERS:
                 rows.append(run_case(case, exporter, Path(tmp)))
-                keys = ("model", "exporter", "passed", "error", "seconds")
-                print(json.dumps({k: rows[-1].get(k) for k in keys}), flush=True)
+                print(markdown(rows[-1:]).splitlines()[-1], flush=True)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"environment": _versions(), "rows": rows}, indent=1) + "\n")
     print(markdown(rows))

@@ -100,18 +100,27 @@ def llama() -> Built:
 
 
 class _Gpt2Step(torch.nn.Module):
-    """One decoding step of GPT-2 with its key/value cache as plain tensors: (ids, mask
-    over past + new tokens, past key and value per layer) -> (logits, present key and
-    value per layer)."""
+    """One decoding step of a 2-layer GPT-2 with its key/value cache as plain tensors:
+    (ids, mask over past + new tokens, past key and value per layer) -> (logits, present
+    key and value per layer). Named parameters, not *past: the dynamo exporter maps
+    dynamic axes onto the signature's names."""
 
     def __init__(self, model: Any) -> None:
         super().__init__()
         self.model = model
 
-    def forward(self, ids: torch.Tensor, mask: torch.Tensor, *past: torch.Tensor) -> Any:
+    def forward(
+        self,
+        ids: torch.Tensor,
+        mask: torch.Tensor,
+        past_key_0: torch.Tensor,
+        past_value_0: torch.Tensor,
+        past_key_1: torch.Tensor,
+        past_value_1: torch.Tensor,
+    ) -> Any:
         from transformers import DynamicCache
 
-        cache = DynamicCache(list(zip(past[0::2], past[1::2], strict=True)))
+        cache = DynamicCache([(past_key_0, past_value_0), (past_key_1, past_value_1)])
         out = self.model(input_ids=ids, attention_mask=mask, past_key_values=cache, use_cache=True)
         present = [t for layer in out.past_key_values.layers for t in (layer.keys, layer.values)]
         return (out.logits, *present)
@@ -122,6 +131,7 @@ def gpt2_kv() -> Built:
     from transformers import GPT2LMHeadModel
 
     config = gpt2_config()
+    assert config.n_layer == 2, "_Gpt2Step names two layers' caches"
     torch.manual_seed(0)
     model = GPT2LMHeadModel(config)
     head_dim = config.n_embd // config.n_head

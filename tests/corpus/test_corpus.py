@@ -10,11 +10,15 @@ from typing import Any
 
 import pytest
 
-from bench.corpus import CASES, EXPORTERS, FP32_REL_TOLERANCE, INT8_MIN_COSINE, run_case
+from bench.corpus import (
+    CASES,
+    EXPORTERS,
+    FP32_REL_TOLERANCE,
+    INT8_MIN_COSINE,
+    KNOWN_FAILURES,
+    run_case,
+)
 from bench.corpus_case import Case
-
-#: (model, exporter) -> why it fails today (each one reported in the README's table)
-KNOWN_FAILURES: dict[tuple[str, str], str] = {}
 
 
 def _params() -> list[Any]:
