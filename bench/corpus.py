@@ -260,12 +260,10 @@ def _number(value: float | None, spec: str) -> str:
     return format(value, spec) if np.isfinite(value) else "NaN/inf"
 
 
-def main(argv: list[str]) -> int:
-    """`[--out PATH] [NAME...]`: the named cases (all by default), both exporters."""
-    out = RESULTS
-    if argv[:1] == ["--out"]:
-        out, argv = Path(argv[1]), argv[2:]
-    cases = [c for c in CASES if not argv or c.name in argv]
+def run(out: Path = RESULTS, names: list[str] | None = None) -> list[dict[str, Any]]:
+    """The named cases (all by default), both exporters; JSON to `out` (`make bench`'s
+    corpus suite), one table row printed per result as it lands."""
+    cases = [c for c in CASES if not names or c.name in names]
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for case in cases:
@@ -274,7 +272,15 @@ def main(argv: list[str]) -> int:
                 print(markdown(rows[-1:]).splitlines()[-1], flush=True)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"environment": _versions(), "rows": rows}, indent=1) + "\n")
-    print(markdown(rows))
+    return rows
+
+
+def main(argv: list[str]) -> int:
+    """`[--out PATH] [NAME...]`."""
+    out = RESULTS
+    if argv[:1] == ["--out"]:
+        out, argv = Path(argv[1]), argv[2:]
+    print(markdown(run(out, argv)))
     return 0
 
 

@@ -20,6 +20,7 @@ SUITES = {
     "qat": ("bench.qat_compare", "qat_compare.json"),
     "artifact_identity": ("bench.artifact_identity", "artifact_identity.json"),
     "fp16": ("bench.fp16_compare", "fp16_compare.json"),
+    "corpus": ("bench.corpus", "corpus.json"),
     "transformer": ("bench.transformer_compare", "transformer_compare.json"),
 }
 

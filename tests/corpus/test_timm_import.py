@@ -43,8 +43,10 @@ def test_compiled_ops_are_missing_not_faked() -> None:
         torchvision.ops.nms(torch.rand(3, 4), torch.rand(3), 0.5)
 
 
+@pytest.mark.skipif(torch.version.cuda is not None, reason="a CUDA torch may have its torchvision")
 def test_environment_without_the_loader_has_no_torchvision() -> None:
-    """A process that does not ask for timm imports transformers' models as before."""
+    """A process that does not ask for timm imports transformers' models as before, and
+    sees no torchvision (on a CPU torch no registry torchvision wheel would import)."""
     code = (
         "import importlib.util, sys\n"
         "from transformers import BertModel, GPT2Model\n"
