@@ -119,6 +119,7 @@ BUDGET_FLAGS: tuple[tuple[str, str], ...] = (
     ("--min-speedup", "Fail (exit 3) below this speedup over the FP32 baseline (paired)."),
     ("--min-accuracy", "Fail (exit 3) below this accuracy (0..1)."),
     ("--max-accuracy-drop", "Fail (exit 3) when accuracy drops more than this below FP32."),
+    ("--max-memory-mb", "Fail (exit 3) above this peak memory of a process running the artifact."),
 )
 
 

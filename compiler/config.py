@@ -36,6 +36,8 @@ class Budgets:
     #: FP32's accuracy minus the artifact's (label accuracy with labels, else 1 - agreement
     #: or 1 - cosine)
     max_accuracy_drop: float | None = None
+    #: peak resident memory of a process running the artifact (compiler.memory)
+    max_memory_mb: float | None = None
 
     def __post_init__(self) -> None:
         for f in fields(self):

@@ -9,9 +9,8 @@ target: a run that moves to another target (`--device jetson-orin-nano
 merge, `check_fits` refuses (exit 2) a target or precision the board cannot
 use, with the profile's reason (Xavier's JetPack has no TensorRT 10).
 
-Budgets the compile cannot judge are left out, with a note: a profile's
-`max_memory_mb` needs a measured peak memory, and `Budgets` and the report
-carry none yet, so it is reported as unjudged rather than invented.
+Budgets the compile cannot judge would be left out with a note rather than
+invented; every budget a profile carries today (size, memory) is judged.
 """
 
 from __future__ import annotations

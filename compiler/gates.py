@@ -81,6 +81,8 @@ def _measure(report: dict[str, Any], name: str) -> tuple[str, float | None]:
         return "speedup over FP32", (report.get("baseline") or {}).get("speedup")
     if name == "min_accuracy":
         return accuracy_metric(report.get("accuracy"))
+    if name == "max_memory_mb":
+        return "peak memory (MB)", (report.get("memory") or {}).get("peak_rss_mb")
     return _accuracy_drop(report)
 
 

@@ -113,6 +113,22 @@ def _check_fits_target(config: CompileConfig, target: Target) -> None:
         )
 
 
+def _memory(lowered: Lowered, loaded: Loaded, precision: str, threads: int) -> dict[str, Any]:
+    """Peak memory of a fresh process running the chosen artifact on one held-out batch."""
+    from compiler.memory import peak_memory_mb
+
+    batch = loaded.static_batch or 1
+    feeds = {k: v[:batch] for k, v in loaded.evalset.inputs.items()}
+    peak = peak_memory_mb(lowered.artifacts[precision].path, feeds, threads=threads)
+    return {
+        "peak_rss_mb": peak,
+        # what the interpreter, numpy and this onnxruntime build take before any model
+        "runtime_rss_mb": peak_memory_mb(None, feeds, threads=threads),
+        "method": f"peak RSS of a fresh onnxruntime process ({threads} threads, batch {batch}), "
+        "interpreter and runtime included",
+    }
+
+
 def _verify_feeds(loaded: Loaded) -> dict[str, Any]:
     """A few held-out samples (a whole batch where the model fixes one) for --verify."""
     n = loaded.static_batch or 2
@@ -159,6 +175,8 @@ def compile_model(config: CompileConfig, progress: Progress | None = None) -> Co
             loaded, target, cands, lowered, measured, precision, seconds, auto, out_dir
         )
         discard_rejected(lowered, precision)
+        if config.budgets.max_memory_mb is not None:
+            report = replace(report, memory=_memory(lowered, loaded, precision, threads))
         gates = judge(report.to_dict(), config.budgets)
         unbudgeted = accuracy_warnings(
             measured.accuracies[precision], budgeted=config.budgets.min_accuracy is not None

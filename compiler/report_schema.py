@@ -149,6 +149,8 @@ class Report:
     gates: Sequence[GateResult] = field(default_factory=tuple)
     #: what the numbers cannot say by themselves (e.g. NaN/Inf weights in the source)
     warnings: Sequence[str] = ()
+    #: peak memory of a process running the artifact (measured when a memory budget asks)
+    memory: Mapping[str, Any] | None = None
 
     @property
     def passed(self) -> bool:
@@ -173,4 +175,5 @@ class Report:
             "fp16": None if self.fp16 is None else dict(self.fp16),
             "auto": None if self.auto is None else dict(self.auto),
             "warnings": list(self.warnings),
+            "memory": None if self.memory is None else dict(self.memory),
         }

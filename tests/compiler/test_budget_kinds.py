@@ -71,8 +71,10 @@ def _gate(*args: str, env: dict[str, str] | None = None) -> tuple[int, str]:
 
 
 @pytest.mark.parametrize(
-    "kind", ["max-size-mb", "max-compressed-size-mb", "max-latency-ms", "max-p99-latency-ms"]
-)
+    "kind",
+    ["max-size-mb", "max-compressed-size-mb", "max-latency-ms", "max-p99-latency-ms",
+     "max-memory-mb"],
+)  # fmt: skip
 def test_each_budget_from_tool_edgec_passes_and_fails(
     small_cnn_onnx: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: str
 ) -> None:

@@ -48,7 +48,8 @@ def test_ci_steps_compile_gate_package_and_smoke_test(small_cnn_onnx: Path, tmp_
     done = _steps(small_cnn_onnx, out, "--precision", "fp32", *FLAGS)
     assert done.returncode == 0, done.stderr + done.stdout
     report = json.loads((out / "run" / "report.json").read_text())
-    assert report["passed"] and [g["name"] for g in report["gates"]] == ["max_size_mb"]
+    names = [g["name"] for g in report["gates"]]
+    assert report["passed"] and names == ["max_size_mb", "max_memory_mb"]
     assert 'failures="0"' in (out / "gate.xml").read_text()
     manifest = json.loads((out / "bundle" / "manifest.json").read_text())
     assert manifest["files"]["small_cnn.fp32.onnx"]["sha256"] == report["artifact"]["sha256"]

@@ -42,8 +42,9 @@ def test_profile_defaults_sit_under_config_files_and_flags() -> None:
         "precision": "int8",
         "threads": 4,
         "max_size_mb": 536.0,
+        "max_memory_mb": 2147.0,
     }
-    assert len(pi.unjudged) == 1 and "--max-memory-mb 2147 is not judged" in pi.unjudged[0]
+    assert pi.unjudged == ()  # peak memory is measured now
     base, _ = under_device({"precision": "fp32", "threads": 2}, {"device": "raspberry-pi-5"})
     assert (base["precision"], base["threads"], base["target"]) == ("fp32", 2, "cpu")
     # a config file may name the device too
@@ -77,14 +78,17 @@ def test_compile_with_the_pi_profile_and_flags_over_it(
         *QUICK,
     )
     assert code == 0, text
-    assert "--max-memory-mb 2147 is not judged" in text
     report = _report(out)
+    assert 0 < report["memory"]["peak_rss_mb"] < 2147
     assert (report["target"], report["precision"], report["latency_ms"]["threads"]) == (
         "cpu",
         "int8",
         4,
     )
-    assert [(g["name"], g["limit"]) for g in report["gates"]] == [("max_size_mb", 536.0)]
+    assert [(g["name"], g["limit"]) for g in report["gates"]] == [
+        ("max_size_mb", 536.0),
+        ("max_memory_mb", 2147.0),
+    ]
     out = tmp_path / "over"
     code, text = run_cli(
         "compile",
@@ -104,7 +108,10 @@ def test_compile_with_the_pi_profile_and_flags_over_it(
     assert code == 0, text
     report = _report(out)
     assert (report["precision"], report["latency_ms"]["threads"]) == ("fp32", 1)
-    assert [(g["name"], g["limit"]) for g in report["gates"]] == [("max_size_mb", 0.5)]
+    assert [(g["name"], g["limit"]) for g in report["gates"]] == [
+        ("max_size_mb", 0.5),
+        ("max_memory_mb", 2147.0),
+    ]
 
 
 @pytest.mark.parametrize(
