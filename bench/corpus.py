@@ -54,19 +54,6 @@ KNOWN_FAILURES: dict[tuple[str, str], str] = {
         )
         for exporter in EXPORTERS
     },
-    ("gpt2_kv_cache", "dynamo"): (
-        "FP32 artifact does not load: onnxscript's MultiHeadAttention rule (FuseAttentionPass, "
-        "mha_rules_no_past) takes Reshape(Transpose(SDPA), ANY) as the (B, S, D) output "
-        "without checking the shape; the dynamo export of GPT-2's Conv1D reshapes to "
-        "(-1, 128) for addmm, so a Gemm gets the fused op's rank-3 output"
-    ),
-    ("llama", "torchscript"): (
-        "FP32 NaN for a sequence whose first token is padding: FuseAttentionPass turns "
-        "TorchScript's SDPA (-inf mask, Softmax, Where(IsNaN) guard) into "
-        "com.microsoft MultiHeadAttention, which gives NaN for a fully masked row where the "
-        "guard gave 0; INT8 0.087: the same NaN in calibration reaches GPTQ rounding "
-        "(qdq.py: invalid value encountered in cast)"
-    ),
 }
 
 _TOKENS = (("sequence", 16),)

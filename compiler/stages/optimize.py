@@ -20,7 +20,10 @@ from passes.errors import PassError as PassFailure
 
 
 def build_passes(
-    *, fusions: str | None = None, keep_weighted_matmuls: bool = False
+    *,
+    fusions: str | None = None,
+    keep_weighted_matmuls: bool = False,
+    probe: Mapping[str, np.ndarray] | None = None,
 ) -> list[irp.PassBase]:
     """Cleanup, then fusions, then cleanup again to sweep what fusions left.
 
@@ -34,7 +37,7 @@ def build_passes(
     from passes.fusion.transformer import transformer_passes
 
     xformer = (
-        transformer_passes(fusions, keep_weighted_matmuls=keep_weighted_matmuls)
+        transformer_passes(fusions, keep_weighted_matmuls=keep_weighted_matmuls, probe=probe)
         if fusions is not None
         else []
     )
@@ -56,7 +59,7 @@ def optimize(
     """
     records: list[PassRecord] = []
     verifier = _verifier(seed, feeds) if verify else None
-    passes = build_passes(fusions=fusions, keep_weighted_matmuls=keep_weighted_matmuls)
+    passes = build_passes(fusions=fusions, keep_weighted_matmuls=keep_weighted_matmuls, probe=feeds)
     wrapped = [RecordingPass(p, records, verifier=verifier) for p in passes]
     with pass_errors():
         try:
