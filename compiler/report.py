@@ -169,9 +169,15 @@ def summary_rows(report: dict[str, Any]) -> list[tuple[str, str]]:
     return rows
 
 
+def _cell(value: object) -> str:
+    """A Markdown table cell: a `|` in a value (a path, a calibration description) would
+    end the cell early, and a newline the row."""
+    return str(value).replace("|", "\\|").replace("\n", " ")
+
+
 def to_markdown(report: dict[str, Any]) -> str:
     lines = [f"# edgec report: {(report.get('model') or {}).get('name')}", "", "| | |", "|---|---|"]
-    lines += [f"| {k} | {v} |" for k, v in summary_rows(report)]
+    lines += [f"| {_cell(k)} | {_cell(v)} |" for k, v in summary_rows(report)]
     passes = report.get("passes") or []
     if passes:
         lines += [

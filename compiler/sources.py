@@ -7,6 +7,7 @@ where its calibration/evaluation data come from.
 
 from __future__ import annotations
 
+import difflib
 import importlib
 import logging
 import re
@@ -73,8 +74,10 @@ def resolve(
 
     if model in model_names():
         return _from_zoo(get_model(model), input_shape, opset)
+    close = difflib.get_close_matches(model, model_names(), n=1, cutoff=0.6)
+    hint = f"did you mean {close[0]!r}? " if close else ""
     raise UsageError(
-        f"unknown model {model!r}: give a zoo name ({', '.join(model_names())}), "
+        f"unknown model {model!r}: {hint}give a zoo name ({', '.join(model_names())}), "
         "a path to a .onnx file, or module.path:factory with --input-shape"
     )
 

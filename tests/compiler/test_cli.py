@@ -205,3 +205,20 @@ def test_console_script_prints_no_traceback(tmp_path: Path) -> None:
     )
     assert proc.returncode == 4
     assert proc.stderr.strip().startswith("edgec: error:") and "Traceback" not in proc.stderr
+
+
+def test_unknown_model_name_suggests_the_closest_zoo_name(tmp_path: Path) -> None:
+    code, text = _run("compile", "mobilenetv2", "--out", str(tmp_path / "o"))
+    assert code == 2 and "did you mean 'mobilenet_v2'?" in text
+    code, text = _run("compile", "zzz", "--out", str(tmp_path / "o"))
+    assert code == 2 and "did you mean" not in text
+
+
+def test_markdown_cells_escape_pipes() -> None:
+    from compiler.report import to_markdown
+
+    md = to_markdown({"model": {"name": "m"}, "accuracy": {"cosine": 1.0}, "passes": []})
+    assert "max \\|err\\|" in md  # the accuracy row's "max |err|" cut its cell before
+    for line in md.splitlines():
+        if line.startswith("| "):
+            assert line.count("|") - line.count("\\|") == 3, line
