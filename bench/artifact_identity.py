@@ -93,5 +93,9 @@ def run(path: Path) -> None:
 
 
 if __name__ == "__main__":
+    label = sys.argv[1] if len(sys.argv) > 1 else "current"
+    if label.startswith("-"):  # `--help` once recorded a run under the label "--help"
+        print(__doc__)
+        sys.exit(0 if label in ("-h", "--help") else 2)
     target = Path(__file__).parent / "results" / "artifact_identity.json"
-    print(json.dumps(record(target, sys.argv[1] if len(sys.argv) > 1 else "current"), indent=2))
+    print(json.dumps(record(target, label), indent=2))
