@@ -55,5 +55,17 @@ def run_dynamic(
     data, preprocess, _, description = calibration_source(config, source)
     options = ptq_options(config, source, threads=threads)
     with pass_errors():
-        quantized, summary = quantize_dynamic(model, data, options, preprocess=preprocess)
+        quantized, summary = quantize_dynamic(
+            model, data, options, preprocess=preprocess, reduce_range=_board_reduce_range(config)
+        )
     return quantized, {"calibration_data": description, **summary.to_dict()}
+
+
+def _board_reduce_range(config: CompileConfig) -> bool | None:
+    """7-bit weights as the --device board needs them (its int8 kernels saturate, or
+    not); None without a device: the compiling CPU decides, as before."""
+    if config.device is None:
+        return None
+    from targets.profiles import get_profile
+
+    return get_profile(config.device).int8_saturates

@@ -209,3 +209,30 @@ def test_int8_weights_follow_the_board_not_the_compiling_machine(tmp_path: Path)
         widest[device] = max(int(np.abs(w).max()) for w in weights)
         assert ("7-bit" in report["quantization"]["spec"]) == (device == "x86-avx2")
     assert widest == {"x86-avx2": 63, "x86-avx512-vnni": 127}
+
+
+@pytest.mark.parametrize(("device", "widest"), [("x86-avx2", 63), ("x86-avx512-vnni", 127)])
+def test_dynamic_int8_weights_follow_the_board(tmp_path: Path, device: str, widest: int) -> None:
+    import numpy as np
+    import onnx
+    from onnx import numpy_helper
+
+    from bench.foreign import bert_bytes
+
+    src = tmp_path / "bert.onnx"
+    src.write_bytes(bert_bytes())
+    out = tmp_path / device
+    code, text = run_cli(
+        "compile", str(src), "--device", device, "--quant-mode", "dynamic", "--calib", "random",
+        "--calib-samples", "8", "--eval-samples", "4", "--dim", "sequence=8", "--out", str(out),
+        "--report", "json", "--threads", "1", "--max-memory-mb", "100000",
+    )  # fmt: skip
+    assert code == 0, text
+    report = _report(out)
+    assert report["quantization"]["reduce_range"] is (device == "x86-avx2")
+    weights = [
+        numpy_helper.to_array(t)
+        for t in onnx.load(report["artifact"]["path"]).graph.initializer
+        if t.data_type == onnx.TensorProto.INT8 and len(t.dims) == 2 and t.dims[0] == 128
+    ]
+    assert weights and max(int(np.abs(w).max()) for w in weights) == widest
