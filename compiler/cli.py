@@ -41,6 +41,8 @@ err = Console(stderr=True)
 def _fail(code: int, message: str) -> None:
     message = " ".join(str(message).split())  # one line, even for a bug's multi-line message
     err.print(f"edgec: error: {message}", markup=False, highlight=False, soft_wrap=True)
+    if code == 130 and interrupt.interrupted():
+        interrupt.exit_now(code)
     sys.exit(code)
 
 

@@ -59,3 +59,23 @@ def settle() -> None:
     """
     if _INTERRUPTED.is_set() and threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def exit_now(code: int) -> None:
+    """End the process with `code` after a real Ctrl-C, skipping the interpreter's exit.
+
+    When the KeyboardInterrupt was raised inside Python code that a native library ran
+    through `PyRun_*` (pybind11's eval does), CPython records it as unhandled and, at
+    exit, kills itself with SIGINT, whatever `sys.exit` asked: the CLI printed its line
+    and the shell saw status -2 instead of 130 (the flaky SIGINT test). Every output is
+    already cleaned up by then; the streams are flushed here.
+    """
+    import os
+    import sys
+
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(code)
