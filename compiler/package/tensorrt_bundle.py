@@ -22,8 +22,9 @@ from typing import Any
 
 import onnx
 
+from compiler.ground.errors import InvalidInput
 from targets.profiles import DeviceProfile
-from targets.tensorrt import TensorRTTarget
+from targets.tensorrt import TensorRTTarget, check_onnx_for_tensorrt
 from targets.tensorrt.trtexec import trtexec_command
 
 __all__ = ["BUILD_SCRIPT", "SETTINGS_NAME", "TRTEXEC_NAME", "write_tensorrt_files"]
@@ -38,6 +39,12 @@ def write_tensorrt_files(
 ) -> tuple[dict[str, str], dict[str, Any]]:
     """Write the ONNX, settings, trtexec line and build script into `bundle`; returns
     ({file name: role}, the manifest's `tensorrt` section)."""
+    problems = check_onnx_for_tensorrt(proto)
+    if problems:
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise InvalidInput(
+            f"{onnx_path.name} would not build on {profile.name}: {problems[0]}{more}"
+        )
     settings = TensorRTTarget(batch=batch, device_profile=profile).settings_for(proto)
     onnx_name = onnx_path.name
     engine = Path(onnx_name).with_suffix(".engine").name
@@ -68,5 +75,7 @@ def write_tensorrt_files(
         "trtexec": shlex.join(command),
         "build_script": BUILD_SCRIPT,
         "requires": "TensorRT 10.x or 11.x",
+        "legality": "passed edgec's TensorRT ONNX check (check_onnx_for_tensorrt): opset, "
+        "operators, attributes, element types, Q/DQ form",
     }
     return roles, section

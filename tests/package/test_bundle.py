@@ -190,6 +190,7 @@ def test_tensorrt_profile_bundle_is_built_on_the_board(run_dir: Path, tmp_path: 
     )
     trt = m["tensorrt"]
     assert m["target"] == "tensorrt" and trt["engine_built"] is False
+    assert trt["legality"].startswith("passed edgec's TensorRT ONNX check")
     assert "on the board" in trt["build_on_board"] and not list(out.glob("*.engine"))
     # the settings are what --target tensorrt derives for the board (fp32: no TF32, no DLA)
     import onnx
@@ -304,3 +305,19 @@ def test_preprocessing_says_what_edgec_knows() -> None:
     assert digits["known"] is False and "no preprocessing function" in digits["description"]
     file = preprocessing({"model": {"name": "net", "source": "onnx"}})
     assert file["known"] is False and "as onnx, not from its zoo" in file["description"]
+
+
+def test_a_model_tensorrt_cannot_parse_gets_no_jetson_bundle(tmp_path: Path) -> None:
+    """The bundle's ONNX must pass edgec's TensorRT check: a contrib op fails it (exit 4)."""
+    from tests.compiler.test_custom_domains import contrib_model
+
+    src = tmp_path / "contrib.onnx"
+    src.write_bytes(contrib_model().SerializeToString())
+    run = tmp_path / "run"
+    code, text = run_cli("compile", str(src), "--out", str(run), "--report", "json")
+    assert code == 0, text
+    out = tmp_path / "nano"
+    code, text = run_cli("package", str(run), "--device", "jetson-orin-nano", "--out", str(out))
+    assert code == 4, text
+    assert "would not build on jetson-orin-nano" in text and "Gelu" in text
+    assert not out.exists()
