@@ -124,13 +124,13 @@ def value_names(graph: ir.Graph) -> set[str]:
     return names
 
 
-def new_initializer(graph: ir.Graph, base: str, array: np.ndarray) -> ir.Value:
-    """Register `array` as an initializer named after `base`, unique in `graph`."""
-    taken = value_names(graph)
-    name, i = base, 0
-    while name in taken:
-        i += 1
-        name = f"{base}_{i}"
+def new_initializer(
+    graph: ir.Graph, base: str, array: np.ndarray, *, taken: set[str] | None = None
+) -> ir.Value:
+    """Register `array` as an initializer named after `base`, unique in `graph`; a caller
+    adding many passes its own `taken` set (`unique_name` keeps it current) instead of
+    rescanning the graph for each one."""
+    name = unique_name(graph, base, value_names(graph) if taken is None else taken)
     tensor = ir.tensor(array, name=name)
     value = ir.Value(
         name=name, shape=ir.Shape(array.shape), type=ir.TensorType(tensor.dtype), const_value=tensor

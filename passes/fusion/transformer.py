@@ -198,8 +198,7 @@ def guard_attention_outputs(model: ir.Model) -> int:
         y = node.outputs[0]
         if any(c.op_type == "IsNaN" for c in y.consumers()):
             continue  # already guarded
-        zero = ir.Value(name=f"{y.name}_nan_zero", const_value=ir.tensor(np.zeros((), np.float32)))
-        graph.register_initializer(zero)
+        zero = graph_tools.new_initializer(graph, f"{y.name}_nan_zero", np.zeros((), np.float32))
         is_nan = ir.node("IsNaN", [y])
         where = ir.node("Where", [is_nan.outputs[0], zero, y])
         where.outputs[0].name = f"{y.name}_guarded"

@@ -275,16 +275,7 @@ class _Rewriter:
         return graph_tools.unique_name(self.graph, base, self.taken)
 
     def init(self, base: str, array: np.ndarray) -> ir.Value:
-        name = self.name(base)
-        tensor = ir.tensor(array, name=name)
-        v = ir.Value(
-            name=name,
-            shape=ir.Shape(array.shape),
-            type=ir.TensorType(tensor.dtype),
-            const_value=tensor,
-        )
-        self.graph.register_initializer(v)
-        return v
+        return graph_tools.new_initializer(self.graph, base, array, taken=self.taken)
 
     def add(self, op: str, inputs: list[ir.Value | None], base: str, **attrs: int) -> ir.Node:
         n = ir.node(op, inputs, attrs, name=self.name(f"{base}_{op}"), num_outputs=1)

@@ -87,22 +87,11 @@ class QuantizeEmbeddingsPass(ir.passes.InPlacePass):
         assert table is not None
         q, scales = quantize_rows(table)
         base = value.name or "embedding"
-        q_value = _initializer(graph, graph_tools.unique_name(graph, f"{base}_int8", taken), q)
-        s_value = _initializer(
-            graph, graph_tools.unique_name(graph, f"{base}_row_scale", taken), scales
-        )
+        q_value = graph_tools.new_initializer(graph, f"{base}_int8", q, taken=taken)
+        s_value = graph_tools.new_initializer(graph, f"{base}_row_scale", scales, taken=taken)
         for gather in gathers:
             _dequantize_after(graph, gather, q_value, s_value, taken)
         graph.initializers.pop(value.name or "")
-
-
-def _initializer(graph: ir.Graph, name: str, array: np.ndarray) -> ir.Value:
-    tensor = ir.tensor(array, name=name)
-    v = ir.Value(
-        name=name, shape=ir.Shape(array.shape), type=ir.TensorType(tensor.dtype), const_value=tensor
-    )
-    graph.register_initializer(v)
-    return v
 
 
 def _dequantize_after(

@@ -125,16 +125,7 @@ class _Inserter:
         self.dq_of: dict[str, ir.Value] = {}
 
     def _init(self, base: str, array: np.ndarray) -> ir.Value:
-        name = graph_tools.unique_name(self.graph, base, self.taken)
-        tensor = ir.tensor(array, name=name)
-        value = ir.Value(
-            name=name,
-            shape=ir.Shape(array.shape),
-            type=ir.TensorType(tensor.dtype),
-            const_value=tensor,
-        )
-        self.graph.register_initializer(value)
-        return value
+        return graph_tools.new_initializer(self.graph, base, array, taken=self.taken)
 
     def _node(
         self,
