@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from compiler.config import Budgets
-from compiler.gates import GateResult, judge
+from compiler.gates import XML_HEADER, GateResult, judge, testsuite_lines
 from compiler.ground.errors import InvalidInput, UsageError
 
 
@@ -124,24 +124,9 @@ def error_annotations(judged: list[Judged]) -> list[str]:
 
 def junit(judged: list[Judged]) -> str:
     """JUnit XML: one test suite per report, one test case per gate."""
-    from xml.sax.saxutils import escape, quoteattr
-
-    lines = ['<?xml version="1.0" encoding="UTF-8"?>', "<testsuites>"]
+    lines = [XML_HEADER, "<testsuites>"]
     for j in judged:
-        suite = f"edgec.{j.model}.{j.precision}"
-        failures = sum(not r.passed for r in j.results)
-        lines.append(
-            f'  <testsuite name={quoteattr(suite)} tests="{len(j.results)}" '
-            f'failures="{failures}" errors="0">'
-        )
-        for r in j.results:
-            lines.append(f"    <testcase classname={quoteattr(suite)} name={quoteattr(r.name)}>")
-            if not r.passed:
-                lines.append(
-                    f"      <failure message={quoteattr(r.verdict())}>{escape(r.verdict())}</failure>"
-                )
-            lines.append("    </testcase>")
-        lines.append("  </testsuite>")
+        lines += testsuite_lines(j.results, suite=f"edgec.{j.model}.{j.precision}", indent="  ")
     lines.append("</testsuites>")
     return "\n".join(lines) + "\n"
 

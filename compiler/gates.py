@@ -8,6 +8,7 @@ Sizes are in MB = 10**6 bytes; latency is the p50 at the report's batch size.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 from xml.sax.saxutils import escape, quoteattr
@@ -98,12 +99,20 @@ def judge(report: dict[str, Any], budgets: Budgets) -> list[GateResult]:
     return results
 
 
-def junit_xml(results: list[GateResult], *, suite: str) -> str:
+#: the first line of every JUnit document edgec writes
+XML_HEADER = '<?xml version="1.0" encoding="UTF-8"?>'
+
+
+def junit_xml(results: Sequence[GateResult], *, suite: str) -> str:
     """A JUnit XML document with one test case per gate (CI systems render these)."""
+    return "\n".join([XML_HEADER, *testsuite_lines(results, suite=suite)]) + "\n"
+
+
+def testsuite_lines(results: Sequence[GateResult], *, suite: str, indent: str = "") -> list[str]:
+    """One JUnit `<testsuite>` element, a test case per gate, each line after `indent`."""
     failures = sum(not r.passed for r in results)
     lines = [
-        '<?xml version="1.0" encoding="UTF-8"?>',
-        f'<testsuite name={quoteattr(suite)} tests="{len(results)}" failures="{failures}" errors="0">',
+        f'<testsuite name={quoteattr(suite)} tests="{len(results)}" failures="{failures}" errors="0">'
     ]
     for r in results:
         lines.append(f"  <testcase classname={quoteattr(suite)} name={quoteattr(r.name)}>")
@@ -113,4 +122,4 @@ def junit_xml(results: list[GateResult], *, suite: str) -> str:
             )
         lines.append("  </testcase>")
     lines.append("</testsuite>")
-    return "\n".join(lines) + "\n"
+    return [indent + line for line in lines]
