@@ -36,7 +36,7 @@ import numpy as np
 import onnx
 import onnx_ir as ir
 
-from bench.foreign import bert_bytes, bert_feeds, export_dynamic
+from bench.foreign import bert_base_bytes, bert_bytes, bert_feeds
 from compiler.ground.sessions import open_session, session_options
 from compiler.stages.optimize import optimize
 from targets.latency import latency_ratio, measure_interleaved
@@ -51,33 +51,6 @@ EDGEC = {  # candidate -> (fusions, keep_weighted_matmuls)
     "edgec_quantizable": ("onnxruntime", True),
     "edgec_portable": ("portable", False),
 }
-
-
-def bert_base_bytes() -> bytes:
-    """BERT-base shape (12 layers, hidden 768, 12 heads), random init (seed 0)."""
-    import torch
-    from transformers import BertConfig, BertModel
-
-    torch.manual_seed(0)
-    config = BertConfig()
-
-    class Bert(torch.nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.bert = BertModel(config)
-
-        def forward(self, ids: Any, mask: Any, types: Any) -> Any:
-            out = self.bert(input_ids=ids, attention_mask=mask, token_type_ids=types)
-            return out.last_hidden_state, out.pooler_output
-
-    ids = torch.randint(0, config.vocab_size, (2, 16))
-    ones = torch.ones(2, 16, dtype=torch.long)
-    return export_dynamic(
-        Bert(),
-        (ids, ones, torch.zeros_like(ones)),
-        ["input_ids", "attention_mask", "token_type_ids"],
-        ["last_hidden_state", "pooler_output"],
-    )
 
 
 def histogram(path: Path) -> dict[str, int]:
