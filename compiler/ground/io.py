@@ -28,6 +28,24 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
+def _file_mode() -> int:
+    """The mode `open()` gives a new file: 0o666 less the process umask (0644 under the
+    usual 022), not mkstemp's private 0600; an artifact is meant to be read by others."""
+    return 0o666 & ~_umask()
+
+
+def _umask() -> int:
+    """The process umask: from /proc on Linux (no window in which it is changed),
+    else by setting it and putting it straight back."""
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def atomic_path(final: Path) -> Iterator[Path]:
     """Yield a temporary path beside `final`; rename it into place only on success.
@@ -43,6 +61,7 @@ def atomic_path(final: Path) -> Iterator[Path]:
     if not os.access(final.parent, os.W_OK):
         raise UsageError(f"output directory {final.parent} is not writable; choose another --out")
     fd, tmp_name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
+    os.fchmod(fd, _file_mode())
     os.close(fd)
     tmp = Path(tmp_name)
     try:
@@ -64,6 +83,7 @@ def atomic_torch_save(state: object, final: Path) -> None:
     final.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
     try:
+        os.fchmod(fd, _file_mode())
         with os.fdopen(fd, "wb") as f:
             torch.save(state, f)
             f.flush()

@@ -79,3 +79,21 @@ def test_bad_files_raise_invalid_input(tmp_path: Path, content: bytes | None, ma
         path.write_bytes(content)
     with pytest.raises(InvalidInput, match=match):
         load_onnx_proto(path)
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077, 0o002])
+def test_atomic_writes_get_the_mode_open_would_give(tmp_path: Path, umask: int) -> None:
+    """Artifacts are 0o666 less the umask (0644 usually), not mkstemp's private 0600."""
+    import os
+    import stat
+
+    from compiler.ground.io import atomic_torch_save
+
+    previous = os.umask(umask)
+    try:
+        atomic_write_bytes(tmp_path / "a.bin", b"x")
+        atomic_torch_save({"w": 1}, tmp_path / "b.pt")
+    finally:
+        os.umask(previous)
+    for name in ("a.bin", "b.pt"):
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o666 & ~umask, name
