@@ -27,6 +27,7 @@ from compiler.config import CompileConfig
 from compiler.gates import GateResult, judge, junit_xml
 from compiler.ground.errors import TargetUnavailable, UsageError
 from compiler.ground.io import atomic_write_text, sha256_file
+from compiler.machine import machine_info
 from compiler.recording import PassRecord
 from compiler.report import write_reports
 from compiler.report_schema import ArtifactInfo, BaselineInfo, ModelInfo, Report, Seconds
@@ -323,6 +324,7 @@ def build_report(
             *loaded.warnings,
             *weights_warnings(getattr(source.zoo_spec, "weights_source", None)),
         ),
+        environment=machine_info(),
     )
 
 

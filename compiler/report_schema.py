@@ -151,6 +151,8 @@ class Report:
     warnings: Sequence[str] = ()
     #: peak memory of a process running the artifact (measured when a memory budget asks)
     memory: Mapping[str, Any] | None = None
+    #: the machine the latency was measured on (compiler.machine.machine_info)
+    environment: Mapping[str, Any] | None = None
 
     @property
     def passed(self) -> bool:
@@ -176,4 +178,5 @@ class Report:
             "auto": None if self.auto is None else dict(self.auto),
             "warnings": list(self.warnings),
             "memory": None if self.memory is None else dict(self.memory),
+            "environment": None if self.environment is None else dict(self.environment),
         }
