@@ -264,6 +264,18 @@ def load_config_file(
     return _to_fields(data, dict(flags or {}), path)
 
 
+def settings_file(path: Path) -> dict[str, Any]:
+    """A config file's raw table (keys as written; `[tool.edgec]` of a pyproject.toml), for a
+    command that takes keys of its own before `settings_of` (edgec sweep's axes)."""
+    return _read_settings(Path(path))
+
+
+def settings_of(data: dict[str, Any], flags: Mapping[str, str], path: Path) -> dict[str, Any]:
+    """`load_config_file` for a table already read: flag names → field names, exit 2 on an
+    unknown key."""
+    return _to_fields(dict(data), dict(flags), path)
+
+
 def discover_config(directory: Path) -> Path | None:
     """`edgec.toml`, else a `pyproject.toml` with a `[tool.edgec]` table, in `directory`."""
     for name in DISCOVERED:
