@@ -171,6 +171,8 @@ def search_ranges(
     for name, site in plan.activations.items():
         if name in plan.share or name not in ranges or name not in stats:
             continue
+        if name in plan.covering:
+            continue  # reaches a graph output unchanged: it keeps every observed value
         producer = site.value.producer()
         if producer is not None and graph_tools.is_std(producer, "Add", "Sum"):
             continue  # the residual stream: see the module docstring

@@ -211,6 +211,8 @@ class Calibration(Step):
             state.ranges = {
                 n: h.range(o.method, levels=levels, symmetric=symmetric) for n, h in stats.items()
             }
+        for n in plan.covering:  # plan.py rule 5: an output's range holds all it saw
+            state.ranges[n] = stats[n].cover(state.ranges[n], symmetric=symmetric)
 
 
 def _one_pass(state: PtqState, wanted: Sequence[Statistic]) -> int:
