@@ -1,14 +1,13 @@
 """report.json / report.md / report.html from one report dict.
 
 report.json is the contract (every top-level key of DESIGN.md, null where it
-does not apply); md is for pull-request comments; html adds the plots a person
-would rather see than read (latency distribution), drawn as inline SVG so the
-report is one self-contained file with no plotting dependency.
+does not apply); md is for pull-request comments; html is the page a person
+decides from, with matplotlib plots inlined as SVG (`compiler.report_html`,
+imported only when html is asked for).
 """
 
 from __future__ import annotations
 
-import html
 import json
 import math
 from collections.abc import Sequence
@@ -195,139 +194,38 @@ def to_markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def latency_svg(
-    samples_ms: Sequence[float], *, width: int = 560, height: int = 200, bins: int = 40
-) -> str:
-    """A histogram of per-iteration latency, with p50/p99 markers."""
-    if not samples_ms:
-        return "<p>no latency samples</p>"
-    xs = sorted(samples_ms)
-    lo, hi = xs[0], xs[-1]
-    span = (hi - lo) or max(hi, 1e-6) * 0.01
-    counts = [0] * bins
-    for x in xs:
-        counts[min(bins - 1, int((x - lo) / span * bins))] += 1
-    top = max(counts)
-    pad, bw = 30, (width - 40) / bins
-    bars = []
-    for i, c in enumerate(counts):
-        h = (height - 2 * pad) * c / top
-        bars.append(
-            f'<rect x="{pad + i * bw:.1f}" y="{height - pad - h:.1f}" width="{bw - 1:.1f}" '
-            f'height="{h:.1f}" fill="#4c78a8"/>'
-        )
-    marks = []
-    for label, q in (("p50", 0.5), ("p99", 0.99)):
-        v = xs[min(len(xs) - 1, int(q * (len(xs) - 1)))]
-        x = pad + (v - lo) / span * (width - 40)
-        marks.append(
-            f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{pad - 10}" y2="{height - pad}" stroke="#e45756"/>'
-            f'<text x="{x + 3:.1f}" y="{pad - 12}" font-size="11">{label} {v:.3g} ms</text>'
-        )
-    axis = (
-        f'<text x="{pad}" y="{height - 8}" font-size="11">{lo:.3g} ms</text>'
-        f'<text x="{width - 70}" y="{height - 8}" font-size="11">{hi:.3g} ms</text>'
-    )
-    return (
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
-        f'role="img" aria-label="latency histogram">{"".join(bars)}{"".join(marks)}{axis}</svg>'
-    )
-
-
-def sensitivity_svg(
-    sensitivity: dict[str, dict[str, float]], kept_float: Sequence[str] = (), *, width: int = 640
-) -> str:
-    """Per-layer output SQNR when only that layer is INT8: the shortest bars hurt most."""
-    rows = sorted(sensitivity.items(), key=lambda kv: kv[1].get("sqnr_db") or 0.0)
-    if not rows:
-        return "<p>no sensitivity data</p>"
-    top = max((v.get("sqnr_db") or 0.0) for _, v in rows) or 1.0
-    bar_h, label_w = 14, 230
-    height = bar_h * len(rows) + 20
-    parts = []
-    for i, (name, v) in enumerate(rows):
-        db = v.get("sqnr_db") or 0.0
-        w = max(1.0, (width - label_w - 60) * max(db, 0.0) / top)
-        y = 10 + i * bar_h
-        color = "#e45756" if name in kept_float else "#4c78a8"
-        parts.append(
-            f'<text x="{label_w - 4}" y="{y + 11}" font-size="10" text-anchor="end">'
-            f"{html.escape(name[-40:])}</text>"
-            f'<rect x="{label_w}" y="{y + 2}" width="{w:.1f}" height="{bar_h - 3}" fill="{color}"/>'
-            f'<text x="{label_w + w + 3:.1f}" y="{y + 11}" font-size="10">{db:.1f} dB</text>'
-        )
-    return (
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img" '
-        f'aria-label="per-layer sensitivity">{"".join(parts)}</svg>'
-    )
-
-
-def to_html(report: dict[str, Any], latency_samples_ms: Sequence[float] = ()) -> str:
-    esc = html.escape
-    rows = "".join(f"<tr><th>{esc(k)}</th><td>{esc(v)}</td></tr>" for k, v in summary_rows(report))
-    passes = report.get("passes") or []
-    pass_rows = "".join(
-        f"<tr><td>{esc(p['name'])}</td><td>{_fmt(p['changed'])}</td><td>{p['nodes_before']}</td>"
-        f"<td>{p['nodes_after']}</td><td>{p['seconds']:.3f}</td></tr>"
-        for p in passes
-    )
-    name = esc(str((report.get("model") or {}).get("name")))
-    return f"""<!doctype html>
-<html><head><meta charset="utf-8"><title>edgec report: {name}</title>
-<style>body{{font-family:system-ui,sans-serif;max-width:900px;margin:2em auto}}
-table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:4px 8px;text-align:left}}</style>
-</head><body>
-<h1>edgec report: {name}</h1>
-<table>{rows}</table>
-<h2>Latency distribution</h2>
-{latency_svg(latency_samples_ms)}
-{_quantization_html(report)}
-<h2>Passes</h2>
-<table><tr><th>pass</th><th>changed</th><th>nodes before</th><th>nodes after</th><th>seconds</th></tr>{pass_rows}</table>
-<p>edgec {esc(str(report.get("edgec_version")))}</p>
-</body></html>
-"""
-
-
-def _quantization_html(report: dict[str, Any]) -> str:
-    q = report.get("quantization")
-    if not q:
-        return ""
-    esc = html.escape
-    counts = q.get("qdq_counts") or {}
-    rows = "".join(
-        f"<tr><td>{esc(op)}</td><td>{esc(', '.join(f'{k} {v}' for k, v in c.items()))}</td></tr>"
-        for op, c in counts.items()
-    )
-    kept = q.get("kept_float") or []
-    out = [
-        "<h2>Quantization</h2>",
-        f"<p>spec {esc(str(q.get('spec')))}, calibration {esc(str(q.get('method')))} on "
-        f"{q.get('samples')} samples ({esc(str(q.get('calibration_data')))}); "
-        f"layers kept in float: {esc(', '.join(kept) or 'none')}</p>",
-        f"<table><tr><th>op</th><th>Q/DQ</th></tr>{rows}</table>",
-    ]
-    if q.get("sensitivity"):
-        out += [
-            "<h3>Per-layer sensitivity (output SQNR with only that layer in INT8; red: kept in float)</h3>",
-            sensitivity_svg(q["sensitivity"], kept),
-        ]
-    return "\n".join(out)
-
-
 def write_reports(
     report: dict[str, Any],
     out_dir: Path,
     formats: Sequence[str],
     latency_samples_ms: Sequence[float] = (),
+    *,
+    baseline_samples_ms: Sequence[float] = (),
+    baseline_onnx: Path | None = None,
+    artifact_onnx: Path | None = None,
+    command: str | None = None,
 ) -> list[Path]:
-    """Write report.json always, plus md/html when asked; each atomically."""
+    """Write report.json always, plus md/html when asked; each atomically.
+
+    The keyword arguments feed report.html only (`compiler.report_html.HtmlInputs`):
+    the baseline's latency samples, the two ONNX files for size by op type, and the
+    command line that ran.
+    """
     written = [out_dir / "report.json"]
     atomic_write_text(written[0], to_json(report))
     if "md" in formats:
         written.append(out_dir / "report.md")
         atomic_write_text(written[-1], to_markdown(report))
     if "html" in formats:
+        from compiler.report_html import HtmlInputs, to_html
+
+        inputs = HtmlInputs(
+            latency_samples_ms=latency_samples_ms,
+            baseline_samples_ms=baseline_samples_ms,
+            baseline_onnx=baseline_onnx,
+            artifact_onnx=artifact_onnx,
+            command=command,
+        )
         written.append(out_dir / "report.html")
-        atomic_write_text(written[-1], to_html(report, latency_samples_ms))
+        atomic_write_text(written[-1], to_html(report, summary_rows(report), inputs))
     return written

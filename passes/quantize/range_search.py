@@ -130,16 +130,24 @@ class _Errors:
         self.readers = readers
         self.params = [activation_qparams(lo, hi, spec) for lo, hi in ranges]
         self.qmin, self.qmax = spec.activation_qrange
-        self.sums = np.zeros(len(ranges))
+        self.sums = np.zeros(len(ranges))  # reader-output error
+        self.raw = np.zeros(len(ranges))  # the tensor's own error
+        self.clipped = np.zeros(len(ranges))  # its clipping part
+        self.elements = 0
 
     def update(self, x: np.ndarray) -> None:
         import torch
 
         t = torch.from_numpy(np.array(x, dtype=np.float32))
         errors = []
-        for scale, zp in self.params:
+        for i, (scale, zp) in enumerate(self.params):
             q = torch.clamp(torch.round(t / float(scale)) + int(zp), self.qmin, self.qmax)
-            errors.append(t - (q - int(zp)) * float(scale))
+            e = t - (q - int(zp)) * float(scale)
+            errors.append(e)
+            lo, hi = self.ranges[i]
+            self.raw[i] += float((e.double() ** 2).sum())
+            self.clipped[i] += float(((t - t.clamp(lo, hi)).double() ** 2).sum())
+        self.elements += t.numel()
         stacked = torch.cat(errors)  # candidates along the batch axis
         n = t.shape[0]
         with torch.inference_mode():
@@ -148,8 +156,24 @@ class _Errors:
                 per = (y.double() ** 2).reshape(len(self.params), n, -1).sum(dim=(1, 2))
                 self.sums += per.numpy()
 
-    def best(self) -> tuple[float, float]:
-        return self.ranges[int(np.argmin(self.sums))]
+    def scores(self, hist: Histogram | None = None) -> np.ndarray:
+        """Each candidate's expected reader-output error on the searched samples: the
+        measured one, plus the clipping the calibration histogram saw beyond what these
+        samples hold (a rare large value the search samples lack), carried to the
+        readers at the candidate's measured gain (reader error / own error)."""
+        if hist is None or not hist.count or not self.elements:
+            return self.sums
+        out = self.sums.copy()
+        per_element = self.elements / hist.count
+        for i, (lo, hi) in enumerate(self.ranges):
+            unseen = hist.clip_error(lo, hi) * per_element - self.clipped[i]
+            if unseen > 0:
+                gain = self.sums[i] / self.raw[i] if self.raw[i] > 0 else 1.0
+                out[i] += gain * unseen
+        return out
+
+    def best(self, hist: Histogram | None = None) -> tuple[float, float]:
+        return self.ranges[int(np.argmin(self.scores(hist)))]
 
 
 def search_ranges(
@@ -205,7 +229,7 @@ def search_ranges(
     out = dict(ranges)
     for name, errors in searched.items():
         if errors.sums.any():
-            out[name] = errors.best()
+            out[name] = errors.best(stats[name])
     moved = sum(out[n] != ranges[n] for n in searched)
     logger.info("range search moved %d of %d activation ranges", moved, len(searched))
     return out
