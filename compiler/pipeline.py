@@ -136,8 +136,12 @@ def _verify_feeds(loaded: Loaded) -> dict[str, Any]:
     return {k: v[:n] for k, v in loaded.evalset.inputs.items()}
 
 
-def compile_model(config: CompileConfig, progress: Progress | None = None) -> CompileResult:
-    """Compile, measure, report and judge one model; raises EdgecError subclasses on bad input."""
+def compile_model(
+    config: CompileConfig, progress: Progress | None = None, *, command: str | None = None
+) -> CompileResult:
+    """Compile, measure, report and judge one model; raises EdgecError subclasses on bad input.
+
+    `command` is the command line that asked for it (the CLI's), shown in report.html."""
     progress = progress or no_progress
     t0 = time.perf_counter()
     target = _resolve_target(config.target, config.quant_mode)
@@ -184,7 +188,17 @@ def compile_model(config: CompileConfig, progress: Progress | None = None) -> Co
         )
         report = replace(report, gates=tuple(gates), warnings=(*report.warnings, *unbudgeted))
         as_dict = report.to_dict()
-        write_reports(as_dict, staging, config.reports, measured.latencies[precision].samples_ms)
+        chosen, base = lowered.artifacts[precision].path, lowered.baseline.path
+        write_reports(
+            as_dict,
+            staging,
+            config.reports,
+            measured.latencies[precision].samples_ms,
+            baseline_samples_ms=measured.latencies["baseline"].samples_ms,
+            baseline_onnx=base if base.suffix == ".onnx" else None,
+            artifact_onnx=chosen if chosen.suffix == ".onnx" else None,
+            command=command,
+        )
         interrupt.check()  # never publish after a Ctrl-C, even a swallowed one
         if config.junit is not None:
             junit = junit_xml(gates, suite=f"edgec.{loaded.source.name}")
