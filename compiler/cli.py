@@ -11,6 +11,7 @@ import functools
 import json
 import logging
 import os
+import shlex
 import sys
 import traceback
 from collections.abc import Callable, Iterator
@@ -24,6 +25,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from compiler import __version__, interrupt
+from compiler.cli_runs import COMMANDS as RUN_COMMANDS
 from compiler.config import (
     Budgets,
     load_config_file,
@@ -313,11 +315,11 @@ def compile_cmd(
         for note in device.unjudged:
             err.print(f"edgec: note: {note}", markup=False, highlight=False, soft_wrap=True)
     with progress_bars(not as_json and err.is_terminal) as progress:
-        result = compile_model(config, progress)
+        result = compile_model(config, progress, command=_command_line())
     if as_json:
         out.print_json(json.dumps(result.report))
     else:
-        _print_summary(result.report, result.out_dir)
+        _print_summary(result.report, result.out_dir, html="html" in config.reports)
     failed = [g for g in result.gates if not g.passed]
     if failed:
         for g in failed:
@@ -330,7 +332,7 @@ def compile_cmd(
         err.print(f"bundle: {bundle.path}", markup=False, highlight=False, soft_wrap=True)
 
 
-def _print_summary(report: dict[str, Any], out_dir: Path) -> None:
+def _print_summary(report: dict[str, Any], out_dir: Path, *, html: bool = False) -> None:
     from compiler.report import summary_rows
 
     table = Table(title=f"edgec · {(report.get('model') or {}).get('name')}", show_header=False)
@@ -340,6 +342,17 @@ def _print_summary(report: dict[str, Any], out_dir: Path) -> None:
         table.add_row(k, v)
     out.print(table)
     out.print(f"report: {out_dir / 'report.json'}", highlight=False)
+    if html:
+        out.print(f"report: {out_dir / 'report.html'}", highlight=False)
+
+
+def _command_line() -> str:
+    """This process's command line (shlex-quoted), recorded in report.html; `edgec` for
+    the console script's full path."""
+    argv = list(sys.argv)
+    if argv and Path(argv[0]).name == "edgec":
+        argv[0] = "edgec"
+    return shlex.join(argv)
 
 
 @main.command("models")
@@ -471,7 +484,7 @@ def inspect_cmd(model: str, input_shape: str | None, as_json: bool) -> None:
 
 
 @main.command("bench")
-@click.argument("artifact_or_model")
+@click.argument("artifacts", nargs=-1, required=True)
 @click.option("--target", default="cpu", help="cpu (default), cuda or tensorrt.")
 @click.option("--threads", type=int, default=None, help="Intra-op threads [all cores].")
 @click.option("--batch", type=int, default=1, help="Batch size.")
@@ -479,43 +492,57 @@ def inspect_cmd(model: str, input_shape: str | None, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @handle_errors
 def bench_cmd(
-    artifact_or_model: str,
+    artifacts: tuple[str, ...],
     target: str,
     threads: int | None,
     batch: int,
     input_shape: str | None,
     as_json: bool,
 ) -> None:
-    """Latency of an artifact (or a model, as exported, unoptimized) on a target, without compiling."""
-    import tempfile
-
-    from compiler.data import graph_inputs, random_feeds
-    from compiler.ground.io import save_onnx
+    """Latency of artifacts (or models, as exported, unoptimized) on a target, without
+    compiling; several are timed in paired alternating blocks, each with its ratio to the first."""
+    from compiler.bench_many import bench
     from compiler.pipeline import _resolve_target, default_threads
-    from compiler.sources import resolve
-    from targets.latency import bench_runner
 
     if batch < 1:
         raise UsageError("--batch must be at least 1")
     tgt = _resolve_target(target)
     shape = parse_shape(input_shape) if input_shape else None
-    source = resolve(artifact_or_model, input_shape=shape)
-    feeds = random_feeds(graph_inputs(source.proto, shape, source.default_dims), batch)
-    threads = threads or default_threads()
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(artifact_or_model)
-        if source.kind != "onnx":
-            path = Path(tmp) / "model.onnx"
-            save_onnx(source.proto, path)
-        with tgt.runner(path, threads=threads) as runner:
-            stats = bench_runner(runner, feeds, batch=batch, threads=threads)
-    d = stats.to_dict()
-    if as_json:
-        out.print_json(json.dumps({"model": source.name, "target": tgt.name, "latency_ms": d}))
+    results = bench(
+        list(artifacts), tgt, threads=threads or default_threads(), batch=batch, shape=shape
+    )
+    if len(results) == 1:
+        d = results[0].stats.to_dict()
+        if as_json:
+            out.print_json(
+                json.dumps({"model": results[0].model, "target": tgt.name, "latency_ms": d})
+            )
+            return
+        table = Table(title=f"{results[0].model} on {tgt.name}", show_header=False)
+        for k, v in d.items():
+            table.add_row(k, str(v))
+        out.print(table)
         return
-    table = Table(title=f"{source.name} on {tgt.name}", show_header=False)
-    for k, v in d.items():
-        table.add_row(k, str(v))
+    if as_json:
+        runs = [
+            {
+                "name": r.label,
+                "model": r.model,
+                "latency_ms": r.stats.to_dict(),
+                "ratio_to_first": round(r.ratio_to_first, 4),
+            }
+            for r in results
+        ]
+        out.print_json(json.dumps({"target": tgt.name, "paired": True, "runs": runs}))
+        return
+    table = Table(title=f"paired on {tgt.name} (alternating blocks)")
+    for col in ("artifact", "p50 ms", "p99 ms", "runs", "latency / first"):
+        table.add_column(col)
+    for r in results:
+        d = r.stats.to_dict()
+        table.add_row(
+            r.label, str(d["p50"]), str(d["p99"]), str(d["iterations"]), f"×{r.ratio_to_first:.3g}"
+        )
     out.print(table)
 
 
@@ -569,6 +596,13 @@ def gate_cmd(
     total = sum(len(j.results) for j in judged)
     if failed:
         raise GateFailed(f"{len(failed)} of {total} budgets failed ({', '.join(failed)})")
+
+
+# edgec compare / sweep (compiler/cli_runs.py), under this module's error handling
+for _command in RUN_COMMANDS:
+    if _command.callback is not None:
+        _command.callback = handle_errors(_command.callback)
+    main.add_command(_command)
 
 
 if __name__ == "__main__":  # pragma: no cover
