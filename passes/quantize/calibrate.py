@@ -138,6 +138,23 @@ class Histogram:
             f"unknown calibration method {method!r}; choose one of {', '.join(METHODS)}"
         )
 
+    def cover(self, rng: tuple[float, float], *, symmetric: bool) -> tuple[float, float]:
+        """`rng` widened to hold every finite value seen (for a graph output's range)."""
+        if not np.isfinite(self.min) or not np.isfinite(self.max):
+            return rng
+        lo, hi = min(rng[0], self.min, 0.0), max(rng[1], self.max, 0.0)
+        return self._sym(lo, hi) if symmetric else (lo, hi)
+
+    def clip_error(self, lo: float, hi: float) -> float:
+        """Summed squared clipping error of the histogrammed values for the range [lo, hi]
+        (bin centres; divide by `count` for the expected error per element)."""
+        if self.width == 0.0:
+            return 0.0
+        centers = (np.arange(self.bins, dtype=np.float64) + 0.5) * self.width
+        above = np.maximum(centers - hi, 0.0)  # pos[k] holds [k w, (k+1) w)
+        below = np.maximum(centers + lo, 0.0)  # neg[k] holds [-(k+1) w, -k w), lo <= 0
+        return float(self.pos @ (above**2) + self.neg @ (below**2))
+
     @staticmethod
     def _sym(lo: float, hi: float) -> tuple[float, float]:
         a = max(-lo, hi)

@@ -30,6 +30,12 @@ Rules, for nodes not in `exclude` (nor in the stem, when spec.float_stem):
    range never exceeds [0, 6], so onnxruntime can drop the Clip).
 4. Graph outputs are never quantized (their consumers inside the graph may still
    read a DQ of them); nor are tensors that are not float.
+5. A tensor that reaches a graph output only through ops that move values without
+   changing them (`RANGE_PRESERVING_OPS`: a detection head's Reshape → Transpose →
+   Concat) is an output in all but name: its range must cover everything calibration
+   saw (`QuantPlan.covering`), because a value clipped there is a wrong output value,
+   not noise a later layer averages away. A box coordinate of 480 clipped at a 99.99th
+   percentile of 316 is a box a third too small.
 
 Excluded nodes ("kept in float") compute in float; their weights are still
 stored as int8 behind a DequantizeLinear unless `excluded_weights=False` (an
@@ -55,6 +61,27 @@ from passes.quantize.spec import QuantSpec
 logger = logging.getLogger(__name__)
 
 PASSTHROUGH_OPS = frozenset({"MaxPool", "Flatten", "Reshape", "Transpose", "Squeeze", "Unsqueeze"})
+
+#: Ops whose output values are (a selection of) their data input's values, unchanged
+#: or, for Relu/Clip, clipped in the same direction: a clipped input is a clipped
+#: output. Concat passes every input through; the others their first.
+RANGE_PRESERVING_OPS = frozenset(
+    {
+        *PASSTHROUGH_OPS,
+        "Concat",
+        "Identity",
+        "Slice",
+        "Split",
+        "Gather",
+        "GatherElements",
+        "Expand",
+        "Tile",
+        "DepthToSpace",
+        "SpaceToDepth",
+        "Relu",
+        "Clip",
+    }
+)
 
 
 @dataclass
@@ -90,6 +117,7 @@ class QuantPlan:
     share: dict[str, str]  # value name -> value name whose range it takes
     nodes: list[str]  # names of the nodes that run quantized (weighted or in/out ops)
     exclude: frozenset[str] = frozenset()  # nodes kept in float: they always read float inputs
+    covering: frozenset[str] = frozenset()  # rule 5: ranges that must cover min and max
 
     @property
     def calibrated(self) -> list[str]:
@@ -160,6 +188,7 @@ class _Planner:
     def __init__(
         self, graph: ir.Graph, spec: QuantSpec, exclude: frozenset[str], excluded_weights: bool
     ) -> None:
+        self.graph = graph
         self.spec = spec
         self.exclude = exclude
         self.excluded_weights = excluded_weights
@@ -301,7 +330,28 @@ class _Planner:
         for name in [n for n, s in acts.items() if not s.edges]:
             del acts[name]
         share = _shared_ranges(acts)
-        return QuantPlan(acts, self.weights, self.biases, share, self.quantized, self.exclude)
+        covering = frozenset(feeding_outputs(self.graph)) & frozenset(acts)
+        return QuantPlan(
+            acts, self.weights, self.biases, share, self.quantized, self.exclude, covering
+        )
+
+
+def feeding_outputs(graph: ir.Graph) -> set[str]:
+    """Names of the tensors whose values reach a graph output unchanged: the outputs
+    themselves and, walking back through `RANGE_PRESERVING_OPS`, their data inputs."""
+    out: set[str] = set()
+    todo = [v for v in graph.outputs if v is not None]
+    while todo:
+        value = todo.pop()
+        if not value.name or value.name in out:
+            continue
+        out.add(value.name)
+        producer = value.producer()
+        if producer is None or not graph_tools.is_std(producer, *RANGE_PRESERVING_OPS):
+            continue
+        data = producer.inputs if producer.op_type == "Concat" else producer.inputs[:1]
+        todo.extend(v for v in data if v is not None and graph_tools.constant(v) is None)
+    return out
 
 
 def _chained_add(node: ir.Node) -> bool:
