@@ -83,6 +83,10 @@ class BaselineInfo:
     torch_latency_ms: float | None
     speedup_vs_torch: float | None
     precision: str = "fp32"
+    #: how torch eager was timed: its intra-op threads (the onnxruntime runs' count)
+    #: and untimed warm-up calls; None without a torch baseline
+    torch_threads: int | None = None
+    torch_warmup: int | None = None
 
     @classmethod
     def compare(
@@ -104,6 +108,8 @@ class BaselineInfo:
             size_ratio=round(size_bytes / base_size_bytes, 4),
             torch_latency_ms=torch.to_dict()["p50"] if torch else None,
             speedup_vs_torch=round(torch.p50 / latency.p50, 4) if torch else None,
+            torch_threads=torch.threads if torch else None,
+            torch_warmup=torch.warmup if torch else None,
         )
 
     def to_dict(self) -> dict[str, Any]:

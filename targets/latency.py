@@ -290,12 +290,26 @@ def measure_interleaved(
     every round (two copies of one model then measure within 1%). Stops when
     every candidate's median changed less than `rel_tol` over the last round
     (after `min_rounds`), or at `max_rounds` / `max_seconds`.
+
+    `progress(done, total)` counts blocks (one candidate's warm-up, or one
+    candidate's calls in one round; total: the most there can be), called after
+    each one and once more with done == total at the end, outside the timed region.
     """
     if not fns:
         return {}
+    blocks = len(fns) * (1 + max_rounds)
+    done = 0
+
+    def tick() -> None:
+        nonlocal done
+        done += 1
+        if progress is not None:
+            progress(done, blocks)
+
     for fn in fns.values():
         for _ in range(warmup):
             fn()
+        tick()
     clock = time.perf_counter_ns
     deadline = clock() + int(max_seconds * 1e9)
     samples: dict[str, list[int]] = {name: [] for name in fns}
@@ -312,14 +326,15 @@ def measure_interleaved(
                 start = clock()
                 fn()
                 samples[name].append(clock() - start)
+            tick()
             m = statistics.median(samples[name])
             if name not in medians or abs(m - medians[name]) >= rel_tol * medians[name]:
                 stable = False
             medians[name] = m
-        if progress is not None:
-            progress(rnd, max_rounds)
         if rnd >= min_rounds and (stable or clock() >= deadline):
             break
+    if progress is not None:
+        progress(blocks, blocks)
     return {
         name: LatencyStats.from_samples(
             tuple(s / 1e6 for s in ss),

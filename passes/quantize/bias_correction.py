@@ -79,8 +79,10 @@ def correct_bias(
     *,
     rounds: int = 1,
     threads: int = 0,
+    progress: Callable[[int, int | None], None] | None = None,
 ) -> dict[str, float]:
     """Correct the float biases of `nodes` in place; returns the largest |shift| removed per node.
+    `progress(samples done, None)` follows the passes over the data (counting on across rounds).
 
     `quantize(model)` must return a Q/DQ copy of the float model (same node names);
     `batches()` a fresh iterable of the calibration subset each time it is called.
@@ -90,12 +92,22 @@ def correct_bias(
         return {}
     removed: dict[str, float] = {n.name or "": 0.0 for n in targets}
     reference = graph_tools.clone(model)  # shadows keep the original float biases
+    offset = 0
     for r in range(rounds):
         qmodel = quantize(model)
         pairs = _add_shadows(qmodel, reference, {n.name or "" for n in targets})
         means = _Means()
         names = [name for pair in pairs.values() for name in pair]
-        run_with_outputs(qmodel, names, batches(), means.visit, threads=threads, max_batch=4)
+        start = offset
+        offset += run_with_outputs(
+            qmodel,
+            names,
+            batches(),
+            means.visit,
+            threads=threads,
+            max_batch=4,
+            progress=_counting_on(progress, start),
+        )
         worst = 0.0
         for node in targets:
             if node.name not in pairs:
@@ -108,6 +120,16 @@ def correct_bias(
             removed[node.name or ""] = max(removed[node.name or ""], m)
         logger.info("bias correction round %d: largest channel shift %.4g", r + 1, worst)
     return removed
+
+
+def _counting_on(
+    progress: Callable[[int, int | None], None] | None, start: int
+) -> Callable[[int, int | None], None] | None:
+    """`progress` with the samples of earlier rounds added to `done`."""
+    if progress is None:
+        return None
+    report = progress
+    return lambda done, _: report(start + done, None)
 
 
 def copy_biases(source: ir.Model, target: ir.Model, names: Iterable[str]) -> None:

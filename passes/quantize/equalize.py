@@ -52,7 +52,7 @@ do not line up; channels that never activate (m_c = 0) keep s_c = 1.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -495,8 +495,10 @@ def equalize(
     pairs: bool = True,
     exclude: frozenset[str] | set[str] = frozenset(),
     threads: int = 0,
+    progress: Callable[[int, int | None], None] | None = None,
 ) -> tuple[int, int]:
     """Both equalizations with statistics from one pass; returns (pairs, streams) equalized.
+    `progress(samples done, total)` follows the statistics pass.
 
     The two are independent: stream equalization is exact, so the activation
     statistics of the pairs (Clip outputs) are the same before and after it, and
@@ -519,7 +521,12 @@ def equalize(
             _fold_channel_max(absmax, name, np.abs(a))
 
     run_with_outputs(
-        model, list(dict.fromkeys(pair_names + stream_names)), batches, visit, threads=threads
+        model,
+        list(dict.fromkeys(pair_names + stream_names)),
+        batches,
+        visit,
+        threads=threads,
+        progress=progress,
     )
     n_streams = 0
     if streams:

@@ -185,6 +185,7 @@ def search_ranges(
     batches: Iterable[Mapping[str, np.ndarray]],
     *,
     threads: int = 0,
+    progress: Callable[[int, int | None], None] | None = None,
 ) -> dict[str, tuple[float, float]]:
     """`ranges` with each planned activation's range replaced by the candidate whose
     quantization error hurts its readers least on `batches` (see module docstring).
@@ -223,6 +224,7 @@ def search_ranges(
             lambda n, a: searched[n].update(a),
             threads=threads,
             max_batch=8,
+            progress=progress,
         )
     finally:
         torch.set_num_threads(old_threads)

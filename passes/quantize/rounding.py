@@ -29,6 +29,7 @@ constants, layers whose input never arrived.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -229,9 +230,14 @@ def _depthwise_moments(
 
 
 def round_weights(
-    collector: HessianCollector, spec: QuantSpec, *, damp: float = 0.01
+    collector: HessianCollector,
+    spec: QuantSpec,
+    *,
+    damp: float = 0.01,
+    progress: Callable[[int, int], None] | None = None,
 ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """{weight name: (rounded float weight q*s, per-channel scale s)} for every layer with H.
+    """{weight name: (rounded float weight q*s, per-channel scale s)} for every layer with H;
+    `progress(layers done, layers)` after each layer.
 
     BLAS runs single-threaded here: the matrices are small and many, and a
     multi-threaded OpenBLAS next to torch's and onnxruntime's thread pools on a
@@ -240,14 +246,19 @@ def round_weights(
     from threadpoolctl import threadpool_limits
 
     with threadpool_limits(limits=1, user_api="blas"):
-        return _round_weights(collector, spec, damp)
+        return _round_weights(collector, spec, damp, progress)
 
 
 def _round_weights(
-    collector: HessianCollector, spec: QuantSpec, damp: float
+    collector: HessianCollector,
+    spec: QuantSpec,
+    damp: float,
+    progress: Callable[[int, int], None] | None = None,
 ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     out: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-    for layer in collector.layers:
+    for i, layer in enumerate(collector.layers):
+        if progress is not None:
+            progress(i, len(collector.layers))
         if layer.hessian is None or not layer.weight.name or layer.weight.name in out:
             continue
         w = graph_tools.constant(layer.weight)
@@ -269,6 +280,8 @@ def _round_weights(
         q = gptq(wg, layer.hessian, sg, spec.weight_qmax, damp=damp)
         rounded = (q * sg[..., None]).reshape(shape_rows)
         out[layer.weight.name] = (np.moveaxis(rounded, 0, axis).astype(w.dtype), scale)
+    if progress is not None:
+        progress(len(collector.layers), len(collector.layers))
     return out
 
 

@@ -126,6 +126,15 @@ class PtqState:
             return None
         return lambda done, total: progress(stage, done, total)
 
+    def report_samples(self, stage: str, n: int) -> Callable[[int, int | None], None] | None:
+        """A progress callback for one stage's pass over the first `n` samples of the
+        stream: `total` is how many of them there are, whatever the runner says."""
+        report = self.report(stage)
+        if report is None:
+            return None
+        total = min(n, self.stream.total) if self.stream.total is not None else n
+        return lambda done, _: report(min(done, total), total)
+
 
 @dataclass(frozen=True)
 class Statistic:
@@ -176,6 +185,7 @@ class Equalization(Step):
             alpha_dense=o.equalize_alpha_dense,
             exclude=state.excluded,
             threads=o.threads,
+            progress=state.report_samples(self.name, o.equalize_samples),
         )
 
 
@@ -264,6 +274,7 @@ class RangeSearch(Step):
             state.stats,
             state.stream.take(o.range_samples),
             threads=o.threads,
+            progress=state.report_samples(self.name, o.range_samples),
         )
 
 
@@ -285,10 +296,12 @@ class Rounding(Step):
     def apply(self, state: PtqState) -> None:
         if state.hessians is None:
             raise RuntimeError("GPTQ rounding needs the calibration pass's Hessians")
-        state.weights = round_weights(state.hessians, state.spec)
+        state.weights = round_weights(state.hessians, state.spec, progress=state.report(self.name))
 
 
-def _correct(state: PtqState, model: ir.Model, keep_float: frozenset[str]) -> int:
+def _correct(
+    state: PtqState, model: ir.Model, keep_float: frozenset[str], *, stage: str = "bias_correction"
+) -> int:
     """Correct `model`'s biases in place for quantization with `keep_float` in float."""
     o = state.options
     removed = correct_bias(
@@ -297,6 +310,7 @@ def _correct(state: PtqState, model: ir.Model, keep_float: frozenset[str]) -> in
         state.bias_targets,
         lambda: state.stream.take(o.bias_correction_samples),
         threads=o.threads,
+        progress=state.report_samples(stage, o.bias_correction_samples),
     )
     return len(removed)
 
@@ -384,7 +398,7 @@ class Sensitivity(Step):
         if kept and o.bias_correction:
             # the corrections were measured with these layers quantized: measure again
             work = graph_tools.clone(uncorrected)
-            _correct(state, work, state.excluded | frozenset(kept))
+            _correct(state, work, state.excluded | frozenset(kept), stage="fallback")
             score = evaluator(state.build(work, state.excluded | frozenset(kept)))
             state.model = work
         state.kept, state.score = kept, score
