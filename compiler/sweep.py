@@ -220,7 +220,7 @@ def run_ray(
         options: dict[str, Any] = {
             "include_dashboard": False,
             "log_to_driver": False,
-            "logging_level": logging.WARNING,
+            "logging_level": logging.ERROR,
         }
         if address is None:
             options["num_cpus"] = num_cpus
@@ -267,6 +267,14 @@ def rows(jobs: Sequence[Job], outcomes: Sequence[Outcome]) -> list[Row]:
                 )
             )
     return out
+
+
+class SweepFailed(EdgecError):
+    """Some compiles of a sweep failed: exits with the first failure's code."""
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
 
 
 def exit_code(outcomes: Sequence[Outcome]) -> int:
