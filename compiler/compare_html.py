@@ -46,8 +46,10 @@ def _panel(ax: Axes, rows: list[Row], machine: str) -> None:
                 zorder=3,
                 label="Pareto front",
             )
-        for x, y, r in zip(xs, ys, group, strict=True):
-            ax.annotate(r.run, (x, y), textcoords="offset points", xytext=(5, 4), fontsize=7)
+        for i, (x, y, r) in enumerate(zip(xs, ys, group, strict=True)):
+            # staggered, so that labels of neighbouring points do not print over each other
+            offset = (5, 4 - 10 * (i % 3))
+            ax.annotate(r.run, (x, y), textcoords="offset points", xytext=offset, fontsize=7)
     ax.set_title(machine, fontsize=9)
     ax.set_xlabel("p50 latency (ms)")
     ax.set_ylabel(" / ".join(str(m) for m in dict.fromkeys(r.metric for r in rows)))
