@@ -105,13 +105,53 @@ def progress_bars(enabled: bool) -> Iterator[Callable[[str, int, int], None]]:
         yield update
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _WarningLines(logging.Handler):
+    """The library's run warnings (`compiler.sanity.warnings_log`) as `edgec: warning:` lines."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = " ".join(record.getMessage().split())
+        err.print(f"edgec: warning: {message}", markup=False, highlight=False, soft_wrap=True)
+
+
+def _log_level(verbose: int) -> int:
+    return logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
+
+
+def _more_verbose(ctx: click.Context, param: click.Parameter, value: int) -> None:
+    """-v after the subcommand (`edgec compile X -v`) works as it does before it."""
+    if value:
+        root = logging.getLogger()
+        root.setLevel(min(root.level or logging.WARNING, _log_level(value)))
+
+
+class _Group(click.Group):
+    """Gives every subcommand the group's -v/--verbose too."""
+
+    def add_command(self, cmd: click.Command, name: str | None = None) -> None:
+        if not any("--verbose" in p.opts for p in cmd.params):
+            cmd.params.append(
+                click.Option(
+                    ["-v", "--verbose"],
+                    count=True,
+                    expose_value=False,
+                    callback=_more_verbose,
+                    help="More logging (-vv for debug).",
+                )
+            )
+        super().add_command(cmd, name)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="edgec")
 @click.option("-v", "--verbose", count=True, help="More logging (-vv for debug).")
 def main(verbose: int) -> None:
     """edgec: compile ONNX/PyTorch models into measured edge artifacts."""
-    level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=_log_level(verbose), format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger().setLevel(_log_level(verbose))  # basicConfig leaves a configured root
+    warnings_log = logging.getLogger("compiler.warnings")
+    warnings_log.propagate = False
+    if not any(isinstance(h, _WarningLines) for h in warnings_log.handlers):
+        warnings_log.addHandler(_WarningLines())
 
 
 #: the budget flags, in the order `--help` lists them
@@ -275,6 +315,13 @@ def _settings(config_file: Path | None, model: str) -> dict[str, Any]:
     "--json", "as_json", is_flag=True, help="Print report.json to stdout instead of a table."
 )
 @click.option(
+    "-q",
+    "--quiet",
+    is_flag=True,
+    default=None,
+    help="No progress bars (they are off anyway when stderr is not a terminal).",
+)
+@click.option(
     "--device",
     default=None,
     help="Board profile (edgec devices): its target, precision, threads and budgets are "
@@ -314,7 +361,7 @@ def compile_cmd(
         check_fits(device.profile, config.target, config.precision)
         for note in device.unjudged:
             err.print(f"edgec: note: {note}", markup=False, highlight=False, soft_wrap=True)
-    with progress_bars(not as_json and err.is_terminal) as progress:
+    with progress_bars(not (as_json or config.quiet) and err.is_terminal) as progress:
         result = compile_model(config, progress, command=_command_line())
     if as_json:
         out.print_json(json.dumps(result.report))
