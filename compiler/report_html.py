@@ -29,11 +29,11 @@ SECTION_IDS = (
     "verdict",
     "gates",
     "summary",
+    "auto",
     "latency",
     "accuracy",
     "quantization",
     "sizes",
-    "auto",
     "passes",
     "versions",
 )
@@ -83,7 +83,7 @@ def _num(v: Any, digits: int = 4) -> str:
 
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[Any]], cls: Sequence[str] = ()) -> str:
-    head = "".join(f"<th>{_e(h)}</th>" for h in header)
+    head = "<tr>" + "".join(f"<th>{_e(h)}</th>" for h in header) + "</tr>" if header else ""
     body = []
     for i, row in enumerate(rows):
         c = f' class="{cls[i]}"' if i < len(cls) and cls[i] else ""
@@ -94,7 +94,7 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[Any]], cls: Sequence[s
             for v in row
         )
         body.append(f"<tr{c}>{cells}</tr>")
-    return f"<table><tr>{head}</tr>{''.join(body)}</table>"
+    return f"<table>{head}{''.join(body)}</table>"
 
 
 def _section(sid: str, title: str, body: str) -> str:
@@ -199,7 +199,7 @@ def _latency(report: Mapping[str, Any], inputs: HtmlInputs) -> str:
                     m["p50"],
                     m["p90"],
                     m["p99"],
-                    None,
+                    m["mean"],
                     len(inputs.baseline_samples_ms),
                 )
             )
@@ -298,17 +298,18 @@ def _quantization(report: Mapping[str, Any]) -> str:
         chart = (
             f'<figure id="layer-plot" data-layers="{len(rows)}" data-kept="{len(kept)}">'
             + layer_bars(rows, kept, panels)
-            + '<figcaption class="note">Every quantizable layer, in graph order; red: kept in '
-            "float (no bar: kept before it was measured).</figcaption></figure>"
+            + '<figcaption class="note">Every quantizable layer (in graph order; those kept before sensitivity ran last); red: kept in '
+            "float.</figcaption></figure>"
         )
     else:
         chart = (
             '<p class="note">Per-layer error was not measured in this run; compile with '
             "<code>--sensitivity</code> for per-layer SQNR and agreement bars.</p>"
         )
-    return _section(
-        "quantization", "Quantization", facts + chart + "<h3>Q/DQ per op type</h3>" + qdq
-    )
+    title = "Quantization"
+    if report.get("precision") != "int8":  # --precision auto chose another candidate
+        title += " (the INT8 candidate, not chosen)"
+    return _section("quantization", title, facts + chart + "<h3>Q/DQ per op type</h3>" + qdq)
 
 
 def _sizes(report: Mapping[str, Any], inputs: HtmlInputs) -> str:
@@ -432,9 +433,10 @@ def _versions(report: Mapping[str, Any], inputs: HtmlInputs) -> str:
     cmd = (
         f"<p>command: <code>{_e(inputs.command)}</code></p>"
         if inputs.command
-        else '<p class="note">command not recorded (the report was not written by edgec compile).</p>'
+        else '<p class="note">command not recorded (compiled in-process, not from the edgec '
+        "command line).</p>"
     )
-    return _section("versions", "Versions and command", cmd + _table(["", ""], rows))
+    return _section("versions", "Versions and command", cmd + _table([], rows))
 
 
 def to_html(
@@ -454,11 +456,11 @@ def to_html(
         warnings,
         _gates(report),
         _summary(summary),
+        _auto(report),
         _latency(report, inputs),
         _accuracy(report),
         _quantization(report),
         _sizes(report, inputs),
-        _auto(report),
         _passes(report),
         _versions(report, inputs),
     ]

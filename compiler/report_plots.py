@@ -65,9 +65,10 @@ def _svg(fig: Figure) -> str:
 
 
 def percentile_marks(samples_ms: Sequence[float]) -> dict[str, float]:
-    """p50/p90/p99 exactly as report.json's `latency_ms` writes them (same code, same rounding)."""
+    """p50/p90/p99/mean exactly as report.json's `latency_ms` writes them (same code, same
+    rounding)."""
     d = LatencyStats.from_samples(tuple(samples_ms), batch=1, threads=None, warmup=0).to_dict()
-    return {"p50": d["p50"], "p90": d["p90"], "p99": d["p99"]}
+    return {"p50": d["p50"], "p90": d["p90"], "p99": d["p99"], "mean": d["mean"]}
 
 
 def upper_fence(samples_ms: Sequence[float]) -> float:
@@ -158,8 +159,9 @@ def layer_bars(
 ) -> str:
     """Horizontal bars, one row per layer (all of them), one panel per (key, axis label).
 
-    Layers in `kept_float` are drawn in red and the legend says so; a layer with
-    no value for a key (kept in float before it was measured) gets no bar there.
+    Layers in `kept_float` are drawn in red (bar and name) and the legend says so;
+    a layer with no value for a key (kept in float before it was measured) gets a
+    red "not measured" note instead of a bar.
     """
     from matplotlib.figure import Figure
     from matplotlib.patches import Patch
@@ -167,28 +169,33 @@ def layer_bars(
     names = [n for n, _ in rows]
     kept = set(kept_float)
     colors = [FLOAT_COLOR if n in kept else QUANT_COLOR for n in names]
-    height = 0.8 + 0.22 * len(rows)
     with _style():
-        fig = Figure(figsize=(4.0 + 3.2 * len(panels), height), layout="constrained")
+        fig = Figure(
+            figsize=(4.5 + 3.4 * len(panels), 1.0 + 0.26 * len(rows)), layout="constrained"
+        )
         axes = fig.subplots(1, len(panels), sharey=True, squeeze=False)[0]
         y = np.arange(len(rows))
         for ax, (key, label) in zip(axes, panels, strict=True):
-            vals = [(v.get(key) if v.get(key) is not None else np.nan) for _, v in rows]
-            ax.barh(y, np.nan_to_num(np.asarray(vals, dtype=float)), color=colors, height=0.7)
-            for yi, v in zip(y, vals, strict=True):
-                if v is not None and not np.isnan(v):
-                    ax.annotate(
-                        f"{v:.3g}",
-                        (v, yi),
-                        xytext=(3, 0),
-                        textcoords="offset points",
-                        va="center",
-                        fontsize=7,
-                    )
+            vals = [v.get(key) for _, v in rows]
+            widths = [0.0 if v is None else float(v) for v in vals]
+            ax.barh(y, widths, color=colors, height=0.7)
+            for yi, v, c in zip(y, vals, colors, strict=True):
+                text = "kept in float, not measured" if v is None else f"{v:.3g}"
+                ax.annotate(
+                    text,
+                    (0.0 if v is None else float(v), yi),
+                    xytext=(3, 0),
+                    textcoords="offset points",
+                    va="center",
+                    fontsize=8,
+                    color=c if v is None else "#333333",
+                )
             ax.set_xlabel(label)
             ax.grid(True, axis="x", alpha=0.3)
-            ax.margins(x=0.15)
-        axes[0].set_yticks(y, [n if len(n) <= 48 else "…" + n[-47:] for n in names], fontsize=7)
+            ax.margins(x=0.18)
+        axes[0].set_yticks(y, [n if len(n) <= 48 else "…" + n[-47:] for n in names], fontsize=8)
+        for tick, c in zip(axes[0].get_yticklabels(), colors, strict=True):
+            tick.set_color(c if c == FLOAT_COLOR else "#222222")
         axes[0].invert_yaxis()
         drawn = sorted(set(colors), key=[QUANT_COLOR, FLOAT_COLOR].index)
         legend = {QUANT_COLOR: "quantized (INT8)", FLOAT_COLOR: "kept in float"}
