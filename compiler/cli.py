@@ -362,7 +362,7 @@ def compile_cmd(
         for note in device.unjudged:
             err.print(f"edgec: note: {note}", markup=False, highlight=False, soft_wrap=True)
     with progress_bars(not (as_json or config.quiet) and err.is_terminal) as progress:
-        result = compile_model(config, progress, command=_command_line())
+        result = compile_model(config, progress, command=_command_line(model))
     if as_json:
         out.print_json(json.dumps(result.report))
     else:
@@ -393,11 +393,13 @@ def _print_summary(report: dict[str, Any], out_dir: Path, *, html: bool = False)
         out.print(f"report: {out_dir / 'report.html'}", highlight=False)
 
 
-def _command_line() -> str:
-    """This process's command line (shlex-quoted), recorded in report.html; `edgec` for
-    the console script's full path."""
+def _command_line(model: str) -> str | None:
+    """This process's command line (shlex-quoted) for report.html, `edgec` for the console
+    script's full path; None where this compile did not come from it (called in-process)."""
     argv = list(sys.argv)
-    if argv and Path(argv[0]).name == "edgec":
+    if "compile" not in argv[1:] or model not in argv[1:]:
+        return None
+    if Path(argv[0]).name == "edgec":
         argv[0] = "edgec"
     return shlex.join(argv)
 
