@@ -97,6 +97,8 @@ class CompileConfig:
     opset: int = 17
     torch_baseline: bool = True
     seed: int = 0
+    #: --quiet: the CLI draws no progress bars (the library never draws any)
+    quiet: bool = False
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
@@ -239,7 +241,7 @@ def parse_dim(text: str) -> tuple[str, int]:
 
 
 #: flags that are not settings of a run (they say where to read or how to print)
-_NOT_SETTINGS = frozenset({"config_file", "as_json", "no_torch_baseline", "package"})
+_NOT_SETTINGS = frozenset({"config_file", "as_json", "no_torch_baseline", "package", "verbose"})
 #: where `edgec compile` looks for settings when --config is not given
 DISCOVERED = ("edgec.toml", "pyproject.toml")
 

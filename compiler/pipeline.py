@@ -31,7 +31,13 @@ from compiler.machine import machine_info
 from compiler.recording import PassRecord
 from compiler.report import write_reports
 from compiler.report_schema import ArtifactInfo, BaselineInfo, ModelInfo, Report, Seconds
-from compiler.sanity import accuracy_warnings, weights_warnings
+from compiler.sanity import (
+    accuracy_warnings,
+    calibration_warnings,
+    ignored_flag_warnings,
+    warn,
+    weights_warnings,
+)
 from compiler.stages.dynamic import DYNAMIC_CANDIDATE, quant_mode, run_dynamic, wants_dynamic
 from compiler.stages.fp16 import run_fp16
 from compiler.stages.load import Loaded, load
@@ -146,6 +152,7 @@ def compile_model(
     t0 = time.perf_counter()
     target = _resolve_target(config.target, config.quant_mode)
     _check_fits_target(config, target)
+    notes = warn(ignored_flag_warnings(config))
     loaded = load(config, progress)
     check_custom_domains(
         loaded.source.proto, target.name, standard_only=target.fusions == "portable"
@@ -161,6 +168,7 @@ def compile_model(
     staging = make_staging(out_dir)
     try:
         cands = transform(config, loaded, target, out_dir, threads, progress)
+        notes += warn(calibration_warnings(cands.quantization))
         lowered = lower(
             target,
             cands.models,
@@ -186,7 +194,9 @@ def compile_model(
         unbudgeted = accuracy_warnings(
             measured.accuracies[precision], budgeted=config.budgets.min_accuracy is not None
         )
-        report = replace(report, gates=tuple(gates), warnings=(*report.warnings, *unbudgeted))
+        report = replace(
+            report, gates=tuple(gates), warnings=(*report.warnings, *notes, *unbudgeted)
+        )
         as_dict = report.to_dict()
         chosen, base = lowered.artifacts[precision].path, lowered.baseline.path
         write_reports(

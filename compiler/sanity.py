@@ -6,11 +6,27 @@ Without an accuracy budget, a compiled model far below its FP32 original (top-1 
 under 0.9 for class scores, else mean cosine under 0.99) gets a warning in the summary and
 in `report.warnings`; a zoo model with random weights says so, since agreement with an
 untrained model says little about a trained one.
+
+A run also warns about flags it cannot follow (`--calib` on an fp32 run) and about
+static INT8 ranges calibrated on fewer than `MIN_CALIB_SAMPLES` samples: these
+go to `report.warnings` and to the `compiler.warnings` logger, which the CLI
+prints as one `edgec: warning: ...` line each, when they are found.
 """
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from compiler.config import CompileConfig
 from compiler.evaluate import Accuracy
+
+#: the logger whose records the CLI prints as `edgec: warning: ...` lines
+warnings_log = logging.getLogger("compiler.warnings")
+
+#: static INT8 ranges from fewer calibration samples than this miss the tails of real data
+MIN_CALIB_SAMPLES = 32
 
 #: below these, without a budget, the summary warns
 MIN_AGREEMENT = 0.9
@@ -43,3 +59,48 @@ def weights_warnings(weights_source: str | None) -> list[str]:
     if weights_source and weights_source.startswith("random"):
         return [f"weights are {weights_source}: accuracy is against an untrained model"]
     return []
+
+
+def warn(messages: list[str]) -> list[str]:
+    """Log each message on `warnings_log` (the CLI prints it now); returns them for the report."""
+    for message in messages:
+        warnings_log.warning("%s", message)
+    return messages
+
+
+def ignored_flag_warnings(config: CompileConfig) -> list[str]:
+    """Calibration flags on a run that calibrates nothing (fp32 without QAT)."""
+    if config.precision != "fp32" or config.qat:
+        return []
+    given = [
+        flag
+        for flag, value in (
+            ("--calib", config.calib_source),
+            ("--calib-method", config.calib_method),
+            ("--calib-samples", config.calib_samples),
+        )
+        if value is not None
+    ]
+    if not given:
+        return []
+    verb = "is" if len(given) == 1 else "are"
+    return [
+        f"{', '.join(given)} {verb} ignored: an fp32 run calibrates nothing "
+        "(add --precision int8, fp16 or auto to use calibration data)"
+    ]
+
+
+def calibration_warnings(quantization: Mapping[str, Any] | None) -> list[str]:
+    """Static INT8 ranges from fewer than `MIN_CALIB_SAMPLES` calibration samples."""
+    if not quantization or str(quantization.get("method", "")).startswith("qat"):
+        return []
+    if quantization.get("mode", "static") != "static":
+        return []
+    samples = quantization.get("samples")
+    if not isinstance(samples, int) or samples >= MIN_CALIB_SAMPLES:
+        return []
+    return [
+        f"static INT8 ranges were calibrated on {samples} samples; at least "
+        f"{MIN_CALIB_SAMPLES} are recommended (few samples miss the tails of real data): "
+        "give more with --calib (and --calib-samples)"
+    ]

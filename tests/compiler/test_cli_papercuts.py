@@ -1,0 +1,134 @@
+"""A new user's frictions (#17 parts 4-5): quiet bars, -v after the subcommand,
+warnings for flags a run ignores and for too few calibration samples, every compile
+flag a config key, `edgec models` fast and 80 columns wide, install hints intact."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from compiler import cli
+from compiler.cli import main
+
+
+def _run(*args: str, **kw: Any) -> tuple[int, str]:
+    result = CliRunner().invoke(main, list(args), **kw)
+    return result.exit_code, result.output
+
+
+# -- progress bars ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("flags", "terminal", "drawn"),
+    [((), True, True), (("--quiet",), True, False), (("-q",), True, False), ((), False, False)],
+)
+def test_bars_only_on_a_terminal_and_never_with_quiet(
+    small_cnn_onnx: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    flags: tuple[str, ...],
+    terminal: bool,
+    drawn: bool,
+) -> None:
+    asked: list[bool] = []
+    real = cli.progress_bars
+
+    def spy(enabled: bool) -> Any:
+        asked.append(enabled)
+        return real(False)
+
+    monkeypatch.setattr(cli, "progress_bars", spy)
+    monkeypatch.setattr(type(cli.err), "is_terminal", property(lambda self: terminal))
+    args = ["compile", str(small_cnn_onnx), "--out", str(tmp_path / "o"), "--threads", "1"]
+    code, text = _run(*args, "--report", "json", *flags)
+    assert code == 0, text
+    assert asked == [drawn]
+
+
+def test_quiet_is_a_config_key(small_cnn_onnx: Path, tmp_path: Path) -> None:
+    from compiler.config import load_config_file
+
+    (tmp_path / "edgec.toml").write_text("quiet = true\n")
+    flags = {o[2:]: p.name for p in cli.compile_cmd.params for o in p.opts if o.startswith("--")}
+    assert load_config_file(tmp_path / "edgec.toml", flags=flags) == {"quiet": True}
+
+
+# -- -v after the subcommand -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("command", ["compile", "models", "devices", "inspect", "bench", "gate"])
+def test_every_subcommand_takes_verbose(command: str) -> None:
+    sub = main.commands[command]
+    assert any("-v" in p.opts and "--verbose" in p.opts for p in sub.params), command
+
+
+def test_verbose_after_the_subcommand_logs_info(small_cnn_onnx: Path, tmp_path: Path) -> None:
+    root = logging.getLogger()
+    before = root.level
+    try:
+        for args in (["models", "--json", "-v"], ["-v", "models", "--json"]):
+            root.setLevel(logging.WARNING)
+            code, text = _run(*args)
+            assert code == 0, text
+            assert root.level == logging.INFO, args
+        root.setLevel(logging.WARNING)
+        assert _run("models", "--json", "-vv")[0] == 0
+        assert root.level == logging.DEBUG
+    finally:
+        root.setLevel(before)
+
+
+# -- warnings ----------------------------------------------------------------------------
+
+
+def test_calib_on_an_fp32_run_warns(small_cnn_onnx: Path, tmp_path: Path) -> None:
+    out = tmp_path / "o"
+    code, text = _run(
+        "compile", str(small_cnn_onnx), "--out", str(out), "--threads", "1", "--calib", "random"
+    )
+    assert code == 0, text
+    lines = [line for line in text.splitlines() if line.startswith("edgec: warning:")]
+    assert len(lines) == 1 and "--calib is ignored" in lines[0], text
+    report = json.loads((out / "report.json").read_text())
+    assert any("--calib is ignored" in w for w in report["warnings"])
+
+
+def test_few_calibration_samples_warn(small_cnn_onnx: Path, tmp_path: Path) -> None:
+    out = tmp_path / "o"
+    args = ["compile", str(small_cnn_onnx), "--out", str(out), "--threads", "1"]
+    code, text = _run(*args, "--precision", "int8", "--calib", "random", "--calib-samples", "11")
+    assert code == 0, text
+    lines = [line for line in text.splitlines() if line.startswith("edgec: warning:")]
+    assert any("on 11 samples" in line and "at least 32" in line for line in lines), text
+    report = json.loads((out / "report.json").read_text())
+    assert any("on 11 samples" in w for w in report["warnings"])
+    code, text = _run(*args, "--precision", "int8", "--calib", "random", "--calib-samples", "32")
+    assert code == 0, text
+    assert "edgec: warning:" not in text
+    assert not any(
+        "samples" in w for w in json.loads((out / "report.json").read_text())["warnings"]
+    )
+
+
+# -- config keys ---------------------------------------------------------------------------
+
+
+def test_every_compile_flag_is_a_config_key(tmp_path: Path) -> None:
+    """Config files take exactly the long flag names: every compile flag that is a setting
+    of the run (not --config itself, --json, --package, --no-torch-baseline) is accepted."""
+    from compiler.config import _NOT_SETTINGS, load_config_file
+
+    command = main.commands["compile"]
+    flags = {o[2:]: p.name for p in command.params for o in p.opts if o.startswith("--") and p.name}
+    settings = {f: n for f, n in flags.items() if n not in _NOT_SETTINGS}
+    assert "calib" in settings and "max-size-mb" in settings and "quiet" in settings
+    for flag, name in settings.items():
+        (tmp_path / "edgec.json").write_text(json.dumps({flag: None}))
+        fields = load_config_file(tmp_path / "edgec.json", flags=flags)
+        assert list(fields) == [name if flag != "dim" else "dims"], flag
