@@ -425,3 +425,18 @@ def _json_literal(report: dict[str, Any]) -> str:
     import json
 
     return json.dumps(report)
+
+
+def test_command_line_recorded_only_from_the_command_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    from compiler.cli import _command_line
+
+    monkeypatch.setattr(
+        sys,
+        "argv",
+        ["/venv/bin/edgec", "compile", "digits_cnn", "--out", "my dir", "--report", "html"],
+    )
+    assert _command_line("digits_cnn") == "edgec compile digits_cnn --out 'my dir' --report html"
+    monkeypatch.setattr(sys, "argv", ["pytest", "-q", "tests"])  # compiled in-process
+    assert _command_line("digits_cnn") is None
