@@ -141,9 +141,24 @@ def failed_row(
     )
 
 
+def expand(paths: Sequence[Path]) -> list[Path]:
+    """Run folders as given; a folder without report.json whose subfolders have one (an
+    `edgec sweep --out` folder) stands for those subfolders, in name order."""
+    out: list[Path] = []
+    for p in paths:
+        runs = (
+            []
+            if (p / "report.json").exists() or not p.is_dir()
+            else sorted(p.glob("*/report.json"))
+        )
+        out += [r.parent for r in runs] or [p]
+    return out
+
+
 def load_runs(paths: Sequence[Path]) -> list[Row]:
-    """One row per run folder; the first missing or corrupt report stops (exit 2)."""
-    return [row_of(run_name(p), load_report(p), str(p)) for p in paths]
+    """One row per run folder (a sweep folder: each of its runs); the first missing or
+    corrupt report stops (exit 2)."""
+    return [row_of(run_name(p), load_report(p), str(p)) for p in expand(paths)]
 
 
 def pareto_front(points: Sequence[tuple[float, float]]) -> list[bool]:

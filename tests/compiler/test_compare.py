@@ -146,6 +146,16 @@ def test_compare_cli_writes_markdown_html_and_json(tmp_path: Path) -> None:
     assert "measured on: box-a · Cortex-A78" in table.output
 
 
+def test_a_sweep_folder_stands_for_its_runs(tmp_path: Path) -> None:
+    sweep = tmp_path / "sweep"
+    sweep.mkdir()
+    _write(sweep, "b-int8", _report("int8", 0.6, 0.97))
+    _write(sweep, "a-fp32", _report("fp32", 1.0, 0.98))
+    (sweep / "compare.html").write_text("<html></html>")
+    other = _write(tmp_path, "other", _report("fp32", 2.0, 0.9))
+    assert [r.run for r in load_runs([sweep, other])] == ["a-fp32", "b-int8", "other"]
+
+
 @pytest.mark.parametrize("content", [None, "{not json", '["a list"]'])
 def test_missing_or_corrupt_report_exits_2_in_one_line(content: str | None, tmp_path: Path) -> None:
     good = _write(tmp_path, "good", _report("fp32", 1.0, 0.98))
