@@ -157,8 +157,8 @@ def sweep_cmd(
     no_torch_baseline: bool,
     **flags: Any,
 ) -> None:
-    """Compile every combination of MODEL... × --precision × --target × --prune ×
-    --calib-method, each into its own run folder under --out, then compare them. A failed
+    """Compile models × precisions × targets × pruning ratios × calibration methods, each
+    point into its own run folder under --out, then compare them. A failed
     compile is recorded and the sweep goes on; the exit code is then the first failed
     compile's (3 gate, 4 invalid model/data, 5 target unavailable, 1 bug)."""
     axis_flags = {
