@@ -408,33 +408,53 @@ def _command_line(model: str) -> str | None:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @handle_errors
 def models_cmd(as_json: bool) -> None:
-    """List the model zoo: name, task, params, weights source."""
-    from models.registry import get_model, model_names
+    """List the model zoo: name, task, params, inputs, weights source."""
+    from rich import box
+    from rich.text import Text
 
-    rows: list[dict[str, Any]] = []
-    for name in model_names():
-        spec = get_model(name)
-        params = sum(p.numel() for p in spec.build().parameters())
-        rows.append(
-            {
-                "name": name,
-                "task": spec.task,
-                "params": params,
-                "inputs": [f"{i.name} {list(i.shape)}" for i in spec.inputs],
-                "weights": spec.weights_source,
-            }
-        )
+    from models.catalog import catalog  # plain data: no torch import, no model built
+
+    entries = catalog()
     if as_json:
+        rows = [
+            {
+                "name": e.name,
+                "task": e.task,
+                "params": e.params,
+                "inputs": [f"{n} {list(shape)}" for n, shape in e.inputs],
+                "weights": e.weights,
+            }
+            for e in entries
+        ]
         out.print_json(json.dumps(rows))
         return
-    table = Table(title="edgec model zoo")
-    for col in ("name", "task", "params", "input", "weights"):
-        table.add_column(col)
-    for r in rows:
-        table.add_row(
-            r["name"], r["task"], f"{r['params']:,}", ", ".join(r["inputs"]), r["weights"]
-        )
+    # laid out for 80 columns: one short line per model, the long weights sources
+    # below, grouped (five digits models share one), wrapped at word boundaries
+    table = Table(title="edgec model zoo", box=box.SIMPLE_HEAD, title_justify="left")
+    for col in ("name", "task", "params", "input"):
+        table.add_column(col, no_wrap=True, justify="right" if col == "params" else "left")
+    for e in entries:
+        single = len(e.inputs) == 1
+        shapes = [("" if single else f"{n} ") + "x".join(map(str, s)) for n, s in e.inputs]
+        table.add_row(e.name, e.task, _count(e.params), "\n".join(shapes))
     out.print(table)
+    by_source: dict[str, list[str]] = {}
+    for e in entries:
+        by_source.setdefault(e.weights, []).append(e.name)
+    weights = Table(box=box.SIMPLE_HEAD, title_justify="left")
+    weights.add_column("name", no_wrap=True)
+    weights.add_column("weights")
+    for source, names in by_source.items():
+        weights.add_row("\n".join(names), Text(source))
+    out.print(weights)
+
+
+def _count(n: int) -> str:
+    """27553 → 27.6k, 3504872 → 3.5M."""
+    for unit, size in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if n >= size:
+            return f"{n / size:.1f}{unit}"
+    return str(n)
 
 
 @main.command("devices")

