@@ -4,6 +4,7 @@ Rewrites::
 
     Shape(Add(x, bias))        ->   Shape(x)
     Shape(x @ W)[start:end]    ->   Shape(x)[start:end]     (end before the last axis)
+    Shape(x @ W)               ->   Shape(x)                (only Gathered before the last axis)
 
 torch's TorchScript exporter writes BERT's head split as ``view(q.size()[:-1] + (h, d))``:
 a Shape of the biased projection ``q = x @ W + b``. That second reader of the Add keeps
@@ -90,7 +91,9 @@ class ShapeBeforeProjection(pattern.RewriteRuleClassBase):
             end=pattern.AttrVar("end", can_match_none=True),
         )
 
-    def check(self, op: Any, projected: ir.Value, end: Any = None, **_: Any) -> MatchResult:
+    def check(
+        self, op: Any, projected: ir.Value, start: Any = None, end: Any = None, **_: Any
+    ) -> MatchResult:
         result = MatchResult()
         x = _projection_input(projected)
         if x is None:
@@ -98,6 +101,8 @@ class ShapeBeforeProjection(pattern.RewriteRuleClassBase):
         rank = len(x.shape) if x.shape is not None else 0
         stop = None if end is None else int(end.value)
         if stop is None or (stop if stop >= 0 else stop + rank) >= rank:
+            if start is None and stop is None and _reads_before_last_axis(projected, rank):
+                return result  # every reader Gathers axes before the last one
             return result.fail("the slice reaches the last axis, which W changes")
         return result
 
@@ -110,6 +115,29 @@ class ShapeBeforeProjection(pattern.RewriteRuleClassBase):
             name: attr.value for name, attr in (("start", start), ("end", end)) if attr is not None
         }
         return op.Shape(x, **attributes)
+
+
+def _reads_before_last_axis(projected: ir.Value, rank: int) -> bool:
+    """True when every whole-Shape reader of `projected` is read only by Gathers of
+    constant indices before the last axis (TorchScript's ``q.size(0)``, ``q.size(1)``)."""
+    shapes = [c for c in projected.consumers() if c.op_type == "Shape"]
+    if rank < 2 or not shapes:
+        return False
+    for shape_node in shapes:
+        readers = list(shape_node.outputs[0].consumers())
+        if not readers:
+            return False
+        for reader in readers:
+            if reader.op_type != "Gather" or reader.inputs[0] is not shape_node.outputs[0]:
+                return False
+            index = reader.inputs[1]
+            const = ir.convenience.get_const_tensor(index) if index is not None else None
+            if const is None:
+                return False
+            axes = [int(i) + rank if int(i) < 0 else int(i) for i in const.numpy().reshape(-1)]
+            if any(not 0 <= axis < rank - 1 for axis in axes):
+                return False
+    return True
 
 
 def _projection_input(projected: ir.Value) -> ir.Value | None:

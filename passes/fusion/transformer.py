@@ -45,7 +45,7 @@ from onnxscript.rewriter.ort_fusions import (
 )
 
 from passes import graph_tools
-from passes.fusion import bias_shape, layer_norm, nan_guard, onnx_gelu
+from passes.fusion import bias_order, bias_shape, layer_norm, nan_guard, onnx_gelu
 from passes.fusion.rule_set import RuleSetPass
 
 logger = logging.getLogger(__name__)
@@ -97,12 +97,20 @@ class FuseBiasGeluPass(RuleSetPass):
 
 
 class FuseSkipLayerNormPass(RuleSetPass):
-    """LayerNormalization(x + skip [+ bias]) → SkipLayerNormalization, x and skip of one shape."""
+    """LayerNormalization(x + skip [+ bias]) → SkipLayerNormalization, x and skip of one shape.
+
+    The library's rules read a projection bias as `Add(x @ W, b)`; TorchScript writes
+    `Add(b, x @ W)` and commuting those rules fails inside onnxscript (its `OrValue`), so
+    `bias_last` first puts every 1-D constant second (all-MiniLM: 12 bias Adds left).
+    """
 
     anchors = ("LayerNormalization",)
 
     def rule_sets(self, model: ir.Model) -> Sequence[tuple[str, pattern.RewriteRuleSet]]:
-        return [("skip_layer_norm", skip_normalization.skip_layer_normalization_ruleset)]
+        return [
+            ("bias_last", bias_order.rules),
+            ("skip_layer_norm", skip_normalization.skip_layer_normalization_ruleset),
+        ]
 
 
 class FuseAttentionPass(RuleSetPass):

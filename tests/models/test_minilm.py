@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import importlib.util
 import json
 from pathlib import Path
@@ -251,7 +252,13 @@ def test_compile_fp32_artifact_serves_any_length_and_batch(
     acc = report["accuracy"]
     assert acc["samples"] == 16 and acc["min_cosine"] >= 0.99999 and acc["cosine"] >= 0.99999
     assert acc["top1_agreement"] is None  # an embedding's argmax is not a class
-    sess = _ort(onnx.load(report["artifact"]["path"]))
+    artifact = onnx.load(report["artifact"]["path"])
+    ops = collections.Counter(n.op_type for n in artifact.graph.node)
+    # onnxruntime's optimizer's fusions: packed-QKV Attention per layer, every bias inside
+    # SkipLayerNormalization/BiasGelu (2 Adds left: the embeddings' sum and its bias)
+    assert (ops["Attention"], ops["SkipLayerNormalization"], ops["BiasGelu"]) == (6, 12, 6)
+    assert (ops["MatMul"], ops["Add"]) == (18, 2)
+    sess = _ort(artifact)
     for length, batch in ((16, 2), (128, 3)):
         feeds = minilm.tokenize([SHORT, LONG, "Rain again today."][:batch], length=length)
         got = sess.run(None, feeds)[0]

@@ -81,7 +81,7 @@ def test_onnxruntime_flavour_matches_on_bert(ort_fused: tuple[ir.Model, list[Pas
     model, records = ort_fused
     matches = _matches(records)
     assert matches["FuseGeluPass"] == {"erf_gelu": 0, "gelu": 2}
-    assert matches["FuseSkipLayerNormPass"] == {"skip_layer_norm": 4}
+    assert matches["FuseSkipLayerNormPass"] == {"bias_last": 0, "skip_layer_norm": 4}
     attention = matches["FuseAttentionPass"]
     assert (attention["nan_guard"], attention["sdpa"], attention["sdpa_via_mha"]) == (2, 2, 2)
     ops = _ops(model)
@@ -280,3 +280,83 @@ def test_shape_reads_that_could_change_stay(bias_size: int, end: int | None) -> 
     bias_shape.rules.apply_to_model(model)
     readers = {n.outputs[0].name: n.inputs[0].name for n in model.graph if n.op_type == "Shape"}
     assert readers == {"s": "p", "t": "p"}
+
+
+def _gathered_shape(indices: list[int]) -> ir.Model:
+    """p = x @ W (x: (batch, seq, 4)); each index i gives an output Gather(Shape(p), i)."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["p"]), helper.make_node("Shape", ["p"], ["s"])]
+    inits = [numpy_helper.from_array(np.ones((4, 6), np.float32), "w")]
+    outputs = [helper.make_tensor_value_info("p", TensorProto.FLOAT, None)]
+    for k, index in enumerate(indices):
+        inits.append(numpy_helper.from_array(np.array(index, np.int64), f"i{k}"))
+        nodes.append(helper.make_node("Gather", ["s", f"i{k}"], [f"g{k}"]))
+        outputs.append(helper.make_tensor_value_info(f"g{k}", TensorProto.INT64, None))
+    graph = helper.make_graph(
+        nodes,
+        "gathered_shape",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", "seq", 4])],
+        outputs,
+        inits,
+    )
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    proto.ir_version = 8
+    model = ir.from_proto(proto)
+    ir.passes.common.ShapeInferencePass()(model)
+    return model
+
+
+@pytest.mark.parametrize(
+    ("indices", "moves"), [([0, 1], True), ([0, -2], True), ([0, 2], False), ([-1], False)]
+)
+def test_whole_shape_gathered_before_the_last_axis_moves_off_the_projection(
+    indices: list[int], moves: bool
+) -> None:
+    """TorchScript's `q.size(0)`, `q.size(1)`: a whole Shape of x @ W read only at axes before
+    the last moves to x (then the packed-QKV Attention rule can take the projections);
+    a read of the last axis, which W changes, keeps it on the projection. Same values."""
+    from passes.fusion import bias_shape
+
+    model = _gathered_shape(indices)
+    before = ir.to_proto(model)
+    assert bias_shape.rules.apply_to_model(model) == int(moves)
+    reader = next(n for n in model.graph if n.op_type == "Shape").inputs[0].name
+    assert reader == ("x" if moves else "p")
+    feeds = {"x": np.random.default_rng(0).normal(size=(2, 5, 4)).astype(np.float32)}
+    for got, want in zip(_run(model, feeds), _run(ir.from_proto(before), feeds), strict=True):
+        np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize(
+    ("first", "second", "swaps"),
+    [("b", "x", True), ("x", "b", False), ("m", "x", False), ("b", "c", False)],
+)
+def test_bias_last_puts_a_1d_constant_second(first: str, second: str, swaps: bool) -> None:
+    """bias_order: Add(b, x) → Add(x, b) for a 1-D constant b; a 2-D constant, a bias
+    already second or two constants stay. Same values."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    from passes.fusion import bias_order
+
+    rng = np.random.default_rng(0)
+    inits = {
+        "b": rng.normal(size=(4,)).astype(np.float32),
+        "m": rng.normal(size=(3, 4)).astype(np.float32),
+        "c": rng.normal(size=(4,)).astype(np.float32),
+    }
+    graph = helper.make_graph(
+        [helper.make_node("Add", [first, second], ["y"])],
+        "bias_order",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 3, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        [numpy_helper.from_array(v, k) for k, v in inits.items()],
+    )
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    proto.ir_version = 8
+    model = ir.from_proto(proto)
+    assert bias_order.rules.apply_to_model(model) == int(swaps)
+    add = next(n for n in model.graph if n.op_type == "Add")
+    assert [v.name for v in add.inputs] == ([second, first] if swaps else [first, second])
+    feeds = {"x": rng.normal(size=(2, 3, 4)).astype(np.float32)}
+    np.testing.assert_array_equal(_run(model, feeds)[0], _run(ir.from_proto(proto), feeds)[0])
