@@ -484,7 +484,8 @@ def devices_cmd(as_json: bool) -> None:
     out.print(table)
     for r in rows:
         for note in r["notes"]:
-            out.print(f"{r['name']}: {note}", highlight=False, soft_wrap=True)
+            # markup=False: a hint's extras (pip install '.[tensorrt]') are not rich tags
+            out.print(f"{r['name']}: {note}", markup=False, highlight=False, soft_wrap=True)
     out.print(
         "The first target is the default. Memory MB is not judged yet: reports carry no "
         "measured peak memory.",
@@ -536,19 +537,26 @@ def inspect_cmd(model: str, input_shape: str | None, as_json: bool) -> None:
     if as_json:
         out.print_json(json.dumps(info))
         return
-    table = Table(title=f"{info['name']} ({info['source']})", show_header=False)
+    from rich.text import Text
+
+    table = Table(title=Text(f"{info['name']} ({info['source']})"), show_header=False)
     table.add_column(style="bold")
     table.add_column()
-    table.add_row("size", f"{info['size_bytes'] / 1e6:.3f} MB")
-    table.add_row("params", f"{info['params']:,}")
-    table.add_row("opset", ", ".join(f"{k} {v}" for k, v in info["opset"].items()))
-    table.add_row("nodes", str(info["nodes"]))
-    for io_kind in ("inputs", "outputs"):
-        table.add_row(
-            io_kind, "\n".join(f"{i['name']}: {i['dtype']} {i['shape']}" for i in info[io_kind])
-        )
-    table.add_row("ops", "\n".join(f"{op} × {n}" for op, n in info["ops"].items()))
-    table.add_row("targets", "\n".join(f"{t}: {s}" for t, s in info["targets"].items()))
+    rows = [
+        ("size", f"{info['size_bytes'] / 1e6:.3f} MB"),
+        ("params", f"{info['params']:,}"),
+        ("opset", ", ".join(f"{k} {v}" for k, v in info["opset"].items())),
+        ("nodes", str(info["nodes"])),
+        *(
+            (kind, "\n".join(f"{i['name']}: {i['dtype']} {i['shape']}" for i in info[kind]))
+            for kind in ("inputs", "outputs")
+        ),
+        ("ops", "\n".join(f"{op} × {n}" for op, n in info["ops"].items())),
+        ("targets", "\n".join(f"{t}: {s}" for t, s in info["targets"].items())),
+    ]
+    for key, value in rows:
+        # Text: shapes ([batch, 3]) and install hints ('.[tensorrt]') are not rich markup
+        table.add_row(key, Text(value))
     out.print(table)
 
 

@@ -174,3 +174,45 @@ def test_models_imports_no_torch_and_builds_no_model() -> None:
     )
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result == {"heavy": [], "rows": 8}
+
+
+# -- install hints keep their extras ---------------------------------------------------------
+
+HINT = "pip install '.[tensorrt]' or pip install 'onnxruntime-gpu[cuda,cudnn]'"
+
+
+def test_inspect_prints_install_hints_verbatim(
+    small_cnn_onnx: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import compiler.inspect_model
+
+    real = compiler.inspect_model.inspect_source
+
+    def with_hint(source: Any) -> dict[str, Any]:
+        info = real(source)
+        info["targets"] = {"tensorrt": f"unavailable here: {HINT}"}
+        info["inputs"][0]["shape"] = ["batch", 3, 16, 16]
+        return info
+
+    monkeypatch.setattr(compiler.inspect_model, "inspect_source", with_hint)
+    monkeypatch.setenv("COLUMNS", "300")
+    code, text = _run("inspect", str(small_cnn_onnx))
+    assert code == 0, text
+    assert HINT in text and "['batch', 3, 16, 16]" in text
+
+
+def test_devices_notes_print_install_hints_verbatim(monkeypatch: pytest.MonkeyPatch) -> None:
+    import compiler.devices
+
+    real = compiler.devices.device_rows
+
+    def with_hint() -> list[dict[str, Any]]:
+        rows = real()
+        rows[0]["notes"] = [f"tensorrt: {HINT}"]
+        return rows
+
+    monkeypatch.setattr(compiler.devices, "device_rows", with_hint)
+    monkeypatch.setenv("COLUMNS", "300")
+    code, text = _run("devices")
+    assert code == 0, text
+    assert HINT in text
