@@ -46,6 +46,16 @@ AXIS_KEYS = {
 }
 #: precisions that calibrate (the calibration-method axis applies to these only)
 CALIBRATED = ("int8", "auto")
+#: settings that apply to some precisions only: a point of another precision goes without
+#: them (compile would warn that they are ignored, or refuse them)
+PRECISION_SETTINGS = {
+    "calib_source": ("int8", "auto", "fp16"),
+    "calib_samples": ("int8", "auto", "fp16"),
+    "quant_mode": CALIBRATED,
+    "auto_fallback": CALIBRATED,
+    "sensitivity": CALIBRATED,
+    "keep_io_types": ("fp16",),
+}
 
 
 @dataclass(frozen=True)
@@ -159,8 +169,13 @@ def jobs(
             "calib_method": p.calib_method,
             "out_dir": out_dir / name,
         }
+        shared = {
+            k: v
+            for k, v in settings.items()
+            if p.precision in PRECISION_SETTINGS.get(k, (p.precision,))
+        }
         try:
-            config = merge(dict(settings), values)
+            config = merge(shared, values)
         except UsageError as e:
             raise UsageError(f"sweep point {name}: {e}") from None
         out.append(Job(name, p, config))

@@ -34,7 +34,8 @@ def test_points_are_the_product_of_the_axes_named_from_them(tmp_path: Path) -> N
         "prune": [0, 0.5],
         "calib-method": ["minmax", "entropy"],
     }
-    jobs = sweep.jobs(axes, {"threads": 1}, tmp_path)
+    settings = {"threads": 1, "calib_samples": 16, "quant_mode": "static"}
+    jobs = sweep.jobs(axes, settings, tmp_path)
     # the calibration axis multiplies only the int8 points: 2 models × (2 fp32 + 4 int8)
     assert len(jobs) == 12
     names = [j.name for j in jobs]
@@ -50,6 +51,10 @@ def test_points_are_the_product_of_the_axes_named_from_them(tmp_path: Path) -> N
     first, pruned = jobs[2].config, jobs[4].config
     assert (first.precision, first.prune_ratio, first.calib_method) == ("int8", None, "minmax")
     assert (pruned.prune_ratio, pruned.threads) == (0.5, 1)
+    # int8-only settings go to the int8 points only (an fp32 compile refuses --quant-mode)
+    assert (first.calib_samples, first.quant_mode) == (16, "static")
+    assert (jobs[0].config.calib_samples, jobs[0].config.quant_mode) == (None, None)
+    assert jobs[0].config.threads == 1
     assert first.out_dir == tmp_path / "digits_cnn-int8-cpu-prune0-minmax"
 
 
