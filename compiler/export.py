@@ -28,11 +28,15 @@ def export_torch(
     output_names: Sequence[str] | None = None,
     opset: int = 17,
     dynamic_axes: Mapping[str, Mapping[int, str]] | None = None,
+    expects: str | None = None,
 ) -> onnx.ModelProto:
     """Export `module` in eval mode; axis 0 of every input and output is dynamic ("batch").
 
     `dynamic_axes` adds named dynamic axes per input/output name (e.g. a text
     model's {"input_ids": {1: "sequence"}}), so one graph serves every length.
+    `expects` says what input the model takes (a zoo model's declared shape); a
+    module that rejects the example inputs gets an `InvalidInput` naming it, else
+    the shape its first layer takes (`expected_input`), else torch's first line.
     """
     import torch
 
@@ -45,8 +49,10 @@ def export_torch(
             out = module(*args)
         except Exception as e:
             shapes = ", ".join(str(tuple(a.shape)) for a in args)
-            first = first_line(e)
-            raise InvalidInput(f"the model rejects inputs of shape {shapes}: {first}") from None
+            hint = expects or expected_input(module)
+            log.info("torch's error for inputs of shape %s: %s", shapes, first_line(e))  # -v
+            reason = f"it takes {hint}" if hint else first_line(e)
+            raise InvalidInput(f"the model rejects inputs of shape {shapes}: {reason}") from None
     n_out = len(out) if isinstance(out, list | tuple) else 1
     if output_names is None or len(output_names) != n_out:
         output_names = ["output"] if n_out == 1 else [f"output_{i}" for i in range(n_out)]
@@ -73,3 +79,34 @@ def export_torch(
             first = first_line(e)
             raise InvalidInput(f"torch could not export the model to ONNX: {first}") from None
     return onnx.load_from_string(buf.getvalue())
+
+
+def expected_input(module: object) -> str | None:
+    """What input the module's first layer takes, as a hint for --input-shape (None when its
+    first weighted layer is not a Linear, ConvNd or RNN/LSTM/GRU): the first such layer in
+    registration order, which is the first one called in the usual Sequential or
+    __init__-ordered model."""
+    import torch
+
+    if not isinstance(module, torch.nn.Module):
+        return None
+    for layer in module.modules():
+        name = type(layer).__name__
+        if isinstance(layer, torch.nn.Linear):
+            n = layer.in_features
+            return (
+                f"a last dimension of {n} (its first layer is Linear({n}, {layer.out_features})), "
+                f"e.g. --input-shape 1,{n}"
+            )
+        if isinstance(layer, torch.nn.Conv1d | torch.nn.Conv2d | torch.nn.Conv3d):
+            spatial = {1: "L", 2: "H,W", 3: "D,H,W"}[len(layer.kernel_size)]
+            c = layer.in_channels
+            return (
+                f"N,{c},{spatial} (its first layer is {name} with {c} input channels), "
+                f"e.g. --input-shape 1,{c},{','.join('32' for _ in layer.kernel_size)}"
+            )
+        if isinstance(layer, torch.nn.RNNBase):
+            n = layer.input_size
+            order = "N,T" if layer.batch_first else "T,N"
+            return f"{order},{n} (its first layer is {name} with input size {n})"
+    return None

@@ -129,6 +129,7 @@ def _from_zoo(spec: ModelSpec, input_shape: tuple[int, ...] | None, opset: int) 
         output_names=list(spec.output_names),
         opset=opset,
         dynamic_axes={i.name: i.export_axes() for i in spec.inputs},
+        expects=_declared_inputs(spec),
     )
     return ModelSource(
         name=spec.name,
@@ -138,6 +139,13 @@ def _from_zoo(spec: ModelSpec, input_shape: tuple[int, ...] | None, opset: int) 
         torch_module=module,
         zoo_spec=spec,
     )
+
+
+def _declared_inputs(spec: ModelSpec) -> str:
+    """ "input of shape 1,1,8,8 (any batch size), e.g. --input-shape 1,1,8,8"."""
+    shapes = [f"{i.name} of shape {','.join(map(str, i.shape))}" for i in spec.inputs]
+    example = ",".join(map(str, spec.inputs[0].shape))
+    return f"{', '.join(shapes)} (any batch size), e.g. --input-shape {example}"
 
 
 def load_factory(ref: str) -> Callable[[], object]:

@@ -216,3 +216,27 @@ def test_devices_notes_print_install_hints_verbatim(monkeypatch: pytest.MonkeyPa
     code, text = _run("devices")
     assert code == 0, text
     assert HINT in text
+
+
+# -- a wrong --input-shape on a torch source names the expected shape -----------------------
+
+
+@pytest.mark.parametrize(
+    ("model", "shape", "says"),
+    [
+        ("digits_cnn", "1,3,8,8", "it takes input of shape 1,1,8,8 (any batch size)"),
+        ("digits_cnn", "1,64", "e.g. --input-shape 1,1,8,8"),
+        ("tests.compiler.factories:tiny_mlp", "1,7", "a last dimension of 12"),
+        ("tests.compiler.factories:tiny_cnn", "1,1,8,8", "N,3,H,W"),
+    ],
+)
+def test_wrong_input_shape_on_a_torch_source_names_the_expected_shape(
+    tmp_path: Path, model: str, shape: str, says: str
+) -> None:
+    out = tmp_path / "o"
+    code, text = _run("compile", model, "--input-shape", shape, "--out", str(out))
+    assert code == 4, text
+    lines = [line for line in text.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("edgec: error:"), text
+    assert says in text and "mat1" not in text and "weight of size" not in text
+    assert not out.exists()
