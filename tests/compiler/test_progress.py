@@ -128,3 +128,20 @@ def test_pruning_finetune_reports_epochs(tmp_path: Path) -> None:
     )
     compile_model(config, progress)  # type: ignore[arg-type]
     assert_counts_up(seen["finetune"], "finetune")
+
+
+@pytest.mark.slow
+def test_qat_reports_its_steps(tmp_path: Path) -> None:
+    seen, progress = record()
+    config = CompileConfig(
+        model="digits_cnn",
+        precision="int8",
+        qat=True,
+        epochs=1,
+        out_dir=tmp_path / "o",
+        threads=1,
+        reports=("json",),
+        torch_baseline=False,
+    )
+    compile_model(config, progress)  # type: ignore[arg-type]
+    assert_counts_up(seen["qat"], "qat")
