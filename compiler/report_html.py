@@ -78,6 +78,8 @@ def _num(v: Any, digits: int = 4) -> str:
     if isinstance(v, bool):
         return "yes" if v else "no"
     if isinstance(v, float):
+        if abs(v) >= 10**digits:  # 13950.4, not 1.395e+04
+            return f"{v:,.0f}"
         return f"{v:.{digits}g}"
     return str(v)
 
