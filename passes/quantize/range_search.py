@@ -13,7 +13,12 @@ candidate range causes in the tensor's *readers*: for a reader that is linear in
 it (Conv, Gemm, MatMul with a constant weight, GlobalAveragePool) the error is
 that op applied to the quantization error e = x - fq(x) (no bias: the op is
 linear in e), for any other reader it is e itself. The candidate with the least
-summed squared error wins. Candidates run from 40% inside the calibrated range
+summed squared error wins, after adding the clipping that the whole calibration set's
+histogram saw beyond these samples (a rare large value they lack), carried to the
+readers at the candidate's own measured gain: a range is never shrunk past values
+the search could not judge. Tensors that reach a graph output unchanged
+(`QuantPlan.covering`) are not searched: they keep every observed value.
+Candidates run from 40% inside the calibrated range
 to the observed extremes (`FRACTIONS`), clamped to the tensor's known bounds
 (a Clip's interval). Readers are evaluated in torch with float weights.
 
