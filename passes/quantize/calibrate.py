@@ -151,8 +151,9 @@ class Histogram:
         if self.width == 0.0:
             return 0.0
         centers = (np.arange(self.bins, dtype=np.float64) + 0.5) * self.width
-        above = np.maximum(centers - hi, 0.0)  # pos[k] holds [k w, (k+1) w)
-        below = np.maximum(centers + lo, 0.0)  # neg[k] holds [-(k+1) w, -k w), lo <= 0
+        # pos[k] holds [k w, (k+1) w), neg[k] [-(k+1) w, -k w); no value lies past min/max
+        above = np.maximum(np.minimum(centers, max(self.max, 0.0)) - hi, 0.0)
+        below = np.maximum(np.minimum(centers, max(-self.min, 0.0)) + lo, 0.0)  # lo <= 0
         return float(self.pos @ (above**2) + self.neg @ (below**2))
 
     @staticmethod
