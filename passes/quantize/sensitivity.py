@@ -110,8 +110,10 @@ def auto_fallback(
     min_agreement: float | None = None,
     max_layers: int | None = None,
     exclude: frozenset[str] = frozenset(),
+    progress: Callable[[int, int], None] | None = None,
 ) -> tuple[list[str], Score]:
-    """Keep the most sensitive layers float until the budget holds; (layers kept float, final score)."""
+    """Keep the most sensitive layers float until the budget holds; (layers kept float, final score).
+    `progress(layers tried, layers)` after each evaluation, and with done == total at the end."""
     order = sorted(sensitivity, key=lambda n: (sensitivity[n].sqnr_db, n))
     kept: list[str] = []
 
@@ -124,6 +126,8 @@ def auto_fallback(
             break
         kept.append(name)
         current = evaluator(quantize(model, exclude | frozenset(kept)))
+        if progress is not None:
+            progress(len(kept), len(order))
         logger.info(
             "fallback: %s kept float -> SQNR %.2f dB, agreement %.3f",
             name,
@@ -137,4 +141,6 @@ def auto_fallback(
             current.sqnr_db,
             min_sqnr_db,
         )
+    if progress is not None:
+        progress(len(order), len(order))
     return kept, current

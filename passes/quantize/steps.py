@@ -394,11 +394,14 @@ class Sensitivity(Step):
             min_agreement=o.min_agreement,
             max_layers=o.max_float_layers,
             exclude=state.excluded,
+            progress=state.report("fallback"),
         )
         if kept and o.bias_correction:
             # the corrections were measured with these layers quantized: measure again
             work = graph_tools.clone(uncorrected)
-            _correct(state, work, state.excluded | frozenset(kept), stage="fallback")
+            _correct(
+                state, work, state.excluded | frozenset(kept), stage="fallback_bias_correction"
+            )
             score = evaluator(state.build(work, state.excluded | frozenset(kept)))
             state.model = work
         state.kept, state.score = kept, score

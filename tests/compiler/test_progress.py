@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from compiler.config import CompileConfig
+from compiler.config import Budgets, CompileConfig
 from compiler.pipeline import compile_model
 
 #: the steps that take over ~2 s on a real model (mobilenet_v2, resnet50), and the
@@ -21,6 +21,7 @@ LONG_STAGES = (
     "rounding",
     "bias_correction",
     "sensitivity",
+    "fallback",
     "reference",
     "latency",
     "torch",
@@ -52,7 +53,8 @@ def int8_run(
     config = CompileConfig(
         model="digits_cnn",
         precision="int8",
-        sensitivity=True,
+        auto_fallback=True,  # the float fallback's search, after sensitivity
+        budgets=Budgets(min_accuracy=0.999),
         out_dir=tmp_path_factory.mktemp("progress") / "o",
         threads=1,
         reports=("json",),
