@@ -147,7 +147,8 @@ class _Group(click.Group):
 def main(verbose: int) -> None:
     """edgec: compile ONNX/PyTorch models into measured edge artifacts."""
     logging.basicConfig(level=_log_level(verbose), format="%(levelname)s %(name)s: %(message)s")
-    logging.getLogger().setLevel(_log_level(verbose))  # basicConfig leaves a configured root
+    if verbose:  # basicConfig leaves an already configured root logger as it is
+        logging.getLogger().setLevel(_log_level(verbose))
     warnings_log = logging.getLogger("compiler.warnings")
     warnings_log.propagate = False
     if not any(isinstance(h, _WarningLines) for h in warnings_log.handlers):
