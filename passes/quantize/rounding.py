@@ -158,7 +158,7 @@ def _patch_moments(layer: _Layer, x: np.ndarray, max_columns: int) -> tuple[np.n
     if nd == 1:  # treat 1-D as 2-D with height 1
         t = t.unsqueeze(2)
         kernel, strides, dil = (1, *layer.kernel), (1, *layer.strides), (1, *layer.dilations)
-        pads = (0, layer.pads[0], 0, layer.pads[1])
+        pads = (0, 0, layer.pads[0], layer.pads[1])  # (top, bottom, left, right): width only
     else:
         kernel, strides, dil = layer.kernel, layer.strides, layer.dilations
         pads = (
