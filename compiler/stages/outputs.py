@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import tempfile
 from pathlib import Path
@@ -27,6 +28,8 @@ from compiler.ground.io import atomic_write_text
 
 #: the list of files the last run published into its --out folder
 MANIFEST = ".edgec-run.json"
+
+log = logging.getLogger(__name__)
 
 
 def make_staging(out_dir: Path) -> Path:
@@ -63,6 +66,8 @@ def publish(staging: Path, out_dir: Path) -> list[str]:
         atomic_write_text(out_dir / MANIFEST, json.dumps({"files": written}, indent=1) + "\n")
     except OSError as e:
         raise UsageError(f"cannot write to {out_dir}: {e.strerror}; choose another --out") from None
+    if removed:
+        log.info("removed the previous run's %s from %s", ", ".join(removed), out_dir)
     return removed
 
 
