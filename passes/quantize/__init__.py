@@ -114,6 +114,7 @@ class QuantizationSummary:
     equalized_streams: int = 0
     bias_corrected: int = 0
     rounded_layers: int = 0
+    rounding_skipped: dict[str, str] = field(default_factory=dict)  # layer -> why not GPTQ
     calibration_sqnr_db: float | None = None
     sensitivity: dict[str, dict[str, float]] | None = None
     embedding_tables: list[str] = field(default_factory=list)  # stored as int8 rows
@@ -169,6 +170,7 @@ def _summary(state: PtqState) -> QuantizationSummary:
         equalized_streams=state.equalized_streams,
         bias_corrected=state.bias_corrected,
         rounded_layers=len(state.weights),
+        rounding_skipped={} if state.hessians is None else dict(state.hessians.skipped),
         calibration_sqnr_db=None if score is None else round(score.sqnr_db, 3),
         sensitivity=state.sensitivity,
     )

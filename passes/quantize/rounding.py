@@ -63,14 +63,44 @@ class _Layer:
     columns: int = 0  # patches summed into the hessian
 
 
+#: Largest Hessian (float64 bytes, all groups) a layer may accumulate; GPTQ needs about
+#: three times that while it runs. A layer over it keeps round-to-nearest, with a note.
+MAX_HESSIAN_BYTES = 1 << 30
+
+
+def hessian_bytes(layer: _Layer) -> int:
+    """Bytes of a layer's float64 Hessian: group x K x K, K its inputs per output."""
+    w = graph_tools.constant(layer.weight)
+    if w is None:
+        return 0
+    if layer.kind == "conv":
+        k = int(np.prod(w.shape[1:]))
+    elif layer.kind == "gemm" and graph_tools.attr_int(layer.node, "transB", 0):
+        k = int(w.shape[1])
+    else:
+        k = int(w.shape[0])
+    return layer.group * k * k * 8
+
+
 class HessianCollector:
-    """Accumulates H = sum x x^T over layer inputs; feed it with `visit(name, array)`."""
+    """Accumulates H = sum x x^T over layer inputs; feed it with `visit(name, array)`.
+
+    A layer whose Hessian would take more than `max_bytes` is not collected (VGG-19's
+    first FC layer reads 25088 inputs: 5 GB in float64, four times that while GPTQ
+    runs); it keeps round-to-nearest and `skipped` says why, by node name."""
 
     def __init__(
-        self, plan: QuantPlan, *, max_columns: int = 8192, nodes: set[str] | None = None
+        self,
+        plan: QuantPlan,
+        *,
+        max_columns: int = 8192,
+        nodes: set[str] | None = None,
+        max_bytes: int | None = None,  # None: MAX_HESSIAN_BYTES
     ) -> None:
+        budget = MAX_HESSIAN_BYTES if max_bytes is None else max_bytes
         self.max_columns = max_columns
         self.layers: list[_Layer] = []
+        self.skipped: dict[str, str] = {}
         for site in plan.weights:
             node = site.node
             if nodes is not None and node.name not in nodes:
@@ -122,6 +152,15 @@ class HessianCollector:
                 self.layers.append(_Layer(node, x.name, w, "gemm"))
             elif graph_tools.is_std(node, "MatMul") and arr.ndim == 2:
                 self.layers.append(_Layer(node, x.name, w, "matmul"))
+        for layer in list(self.layers):
+            size = hessian_bytes(layer)
+            if size > budget:
+                self.layers.remove(layer)
+                self.skipped[layer.node.name or ""] = (
+                    f"GPTQ skipped, rounded to nearest: its Hessian would take "
+                    f"{size / 2**30:.2f} GiB (budget {budget / 2**30:.2f} GiB)"
+                )
+                logger.info("%s: %s", layer.node.name, self.skipped[layer.node.name or ""])
         self.by_input: dict[str, list[_Layer]] = {}
         for layer in self.layers:
             self.by_input.setdefault(layer.input, []).append(layer)
