@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 import torch.nn.functional as F
 
 from passes import graph_tools
-from passes.quantize import CPU_SPEC, InsertQdqPass
+from passes.quantize import CPU_SPEC, InsertQdqPass, PtqOptions, quantize
 from passes.quantize.bias_correction import correct_bias
 from passes.quantize.calibrate import collect_stats, run_with_outputs
 from passes.quantize.plan import plan_quantization
@@ -90,3 +91,24 @@ def test_bias_correction_removes_the_mean_shift() -> None:
     after = _models.run(build(corrected), {"x": x})
     # per-logit mean error over the calibration batches shrinks
     assert np.abs((after - ref).mean(0)).mean() < 0.7 * np.abs((before - ref).mean(0)).mean()
+
+
+def test_a_hessian_over_the_memory_budget_keeps_nearest_rounding(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """VGG-19's 25088-input FC layer needs a 5 GB float64 Hessian: a layer over the budget
+    is not collected, rounds to nearest, and the summary says which and why (#13)."""
+    from passes.quantize import rounding
+
+    model = _models.block_model()
+    x = _models.images(32)
+    _, full = quantize(model, x, PtqOptions(samples=32))
+    # the block's Hessians: Conv 3*9=27 inputs, depthwise 9 x 8 groups, 1x1 Conv 8, Gemm 8
+    monkeypatch.setattr(rounding, "MAX_HESSIAN_BYTES", 27 * 27 * 8 - 1)
+    q, summary = quantize(model, x, PtqOptions(samples=32))
+    assert summary.rounded_layers == full.rounded_layers - 1 == 3
+    assert list(summary.rounding_skipped) == ["Conv_0"]
+    assert "rounded to nearest" in summary.rounding_skipped["Conv_0"]
+    assert "0.00 GiB" in summary.rounding_skipped["Conv_0"]
+    ref, out = _models.run(model, {"x": x}), _models.run(q, {"x": x})
+    assert _models.sqnr_db(ref, out) > 20.0
