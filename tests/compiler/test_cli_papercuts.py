@@ -181,6 +181,18 @@ def test_models_imports_no_torch_and_builds_no_model() -> None:
 HINT = "pip install '.[tensorrt]' or pip install 'onnxruntime-gpu[cuda,cudnn]'"
 
 
+def _run_wide(monkeypatch: pytest.MonkeyPatch, *args: str) -> tuple[int, str]:
+    """Run with stdout on a 300-column console, so that no hint is wrapped."""
+    import io
+
+    from rich.console import Console
+
+    buf = io.StringIO()
+    monkeypatch.setattr(cli, "out", Console(file=buf, width=300, force_terminal=False))
+    code, text = _run(*args)
+    return code, text + buf.getvalue()
+
+
 def test_inspect_prints_install_hints_verbatim(
     small_cnn_onnx: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -195,8 +207,7 @@ def test_inspect_prints_install_hints_verbatim(
         return info
 
     monkeypatch.setattr(compiler.inspect_model, "inspect_source", with_hint)
-    monkeypatch.setenv("COLUMNS", "300")
-    code, text = _run("inspect", str(small_cnn_onnx))
+    code, text = _run_wide(monkeypatch, "inspect", str(small_cnn_onnx))
     assert code == 0, text
     assert HINT in text and "['batch', 3, 16, 16]" in text
 
@@ -212,8 +223,7 @@ def test_devices_notes_print_install_hints_verbatim(monkeypatch: pytest.MonkeyPa
         return rows
 
     monkeypatch.setattr(compiler.devices, "device_rows", with_hint)
-    monkeypatch.setenv("COLUMNS", "300")
-    code, text = _run("devices")
+    code, text = _run_wide(monkeypatch, "devices")
     assert code == 0, text
     assert HINT in text
 
