@@ -7,15 +7,15 @@ from __future__ import annotations
 import json
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from rich.console import Console
 from rich.table import Table
 
-from compiler import compare as cmp
-from compiler import sweep
-from compiler.ground.io import atomic_write_text
+if TYPE_CHECKING:  # imported where used: `edgec models` and --help must not load onnx
+    from compiler import compare as cmp
+    from compiler import sweep
 
 out = Console()
 err = Console(stderr=True)
@@ -25,6 +25,8 @@ def print_comparison(comparison: cmp.Comparison, title: str = "edgec compare") -
     """The comparison as a rich table, then its notes (machines, metrics, failures). The
     machine column is left out when one machine measured every run (a line names it), the
     status column when no run failed."""
+    from compiler import compare as cmp
+
     columns = list(cmp.COLUMNS)
     drop = set()
     if len(comparison.machines) <= 1:
@@ -49,6 +51,9 @@ def print_comparison(comparison: cmp.Comparison, title: str = "edgec compare") -
 def write_outputs(
     comparison: cmp.Comparison, markdown_path: Path | None, html_path: Path | None
 ) -> None:
+    from compiler import compare as cmp
+    from compiler.ground.io import atomic_write_text
+
     if markdown_path is not None:
         atomic_write_text(markdown_path, cmp.to_markdown(comparison))
     if html_path is not None:
@@ -80,6 +85,8 @@ def compare_cmd(
     """Compare compile runs (RUN_DIR: an edgec compile --out folder, or its report.json):
     size, p50 latency and its ratio to each run's FP32 baseline, accuracy, the machine that
     measured it, and the accuracy-latency Pareto front (per machine)."""
+    from compiler import compare as cmp
+
     comparison = cmp.compare(cmp.load_runs(list(run_dirs)))
     write_outputs(comparison, markdown_path, html_path)
     if as_json:
@@ -103,6 +110,8 @@ def _axes_and_settings(
     config_file: Path | None, models: tuple[str, ...], axis_flags: dict[str, str | None]
 ) -> tuple[dict[str, list[Any]], dict[str, Any]]:
     """The sweep file's axes and settings, with the command line's over them."""
+    from compiler import sweep
+
     axes: dict[str, list[Any]] = {}
     settings: dict[str, Any] = {}
     if config_file is not None:
@@ -161,6 +170,10 @@ def sweep_cmd(
     point into its own run folder under --out, then compare them. A failed
     compile is recorded and the sweep goes on; the exit code is then the first failed
     compile's (3 gate, 4 invalid model/data, 5 target unavailable, 1 bug)."""
+    from compiler import compare as cmp
+    from compiler import sweep
+    from compiler.ground.io import atomic_write_text
+
     axis_flags = {
         a: flags.pop(a.replace("-", "_")) for a in ("precision", "target", "prune", "calib-method")
     }

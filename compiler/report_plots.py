@@ -48,7 +48,7 @@ _RC: dict[str, Any] = {
 def _style() -> Iterator[None]:
     import matplotlib
 
-    with matplotlib.rc_context(_RC):  # type: ignore[arg-type]
+    with matplotlib.rc_context(_RC):  # type: ignore[arg-type]  # stubs type rc values narrower than rcParams takes
         yield
 
 
