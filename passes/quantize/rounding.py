@@ -181,12 +181,27 @@ class HessianCollector:
 
 def _patch_moments(layer: _Layer, x: np.ndarray, max_columns: int) -> tuple[np.ndarray, int] | None:
     """(sum over a strided subset of at most `max_columns` input patches of x x^T, one
-    (K, K) matrix per group; the number of patches)."""
+    (K, K) matrix per group; the number of patches). Inputs past 1e15 (random data
+    through an unnormalized VGG) are scaled down first and the sums scaled back in
+    float64: their squares overflow float32. A batch with inf or NaN adds nothing."""
     import torch
-    import torch.nn.functional as F
 
     arr = np.ascontiguousarray(x, dtype=np.float32)
     t = torch.from_numpy(arr if arr.flags.writeable else arr.copy())
+    peak = float(t.abs().max()) if t.numel() else 0.0
+    if not np.isfinite(peak):
+        return None
+    norm = peak if peak > 1e15 else 1.0
+    got = _moments(layer, t / norm if norm != 1.0 else t, max_columns)
+    if got is None or norm == 1.0:
+        return got
+    return got[0] * (norm * norm), got[1]
+
+
+def _moments(layer: _Layer, t: torch.Tensor, max_columns: int) -> tuple[np.ndarray, int] | None:
+    import torch
+    import torch.nn.functional as F
+
     if layer.kind != "conv":
         if t.ndim < 2:
             return None
@@ -299,6 +314,11 @@ def _round_weights(
         if progress is not None:
             progress(i, len(collector.layers))
         if layer.hessian is None or not layer.weight.name or layer.weight.name in out:
+            continue
+        if not np.all(np.isfinite(layer.hessian)):
+            collector.skipped[layer.node.name or ""] = (
+                "GPTQ skipped, rounded to nearest: its input's second moments overflow float64"
+            )
             continue
         w = graph_tools.constant(layer.weight)
         assert w is not None

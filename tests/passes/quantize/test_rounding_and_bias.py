@@ -112,3 +112,18 @@ def test_a_hessian_over_the_memory_budget_keeps_nearest_rounding(
     assert "0.00 GiB" in summary.rounding_skipped["Conv_0"]
     ref, out = _models.run(model, {"x": x}), _models.run(q, {"x": x})
     assert _models.sqnr_db(ref, out) > 20.0
+
+
+def test_huge_layer_inputs_give_finite_hessians() -> None:
+    """Random data through an unnormalized VGG reaches 1e20: x x^T overflowed float32 and
+    GPTQ wrote NaN weights (cast to int8 garbage); now the sums are scaled in float64."""
+    from passes.quantize.rounding import _Layer, _patch_moments
+
+    x = np.random.default_rng(0).standard_normal((4, 16, 5, 5)).astype(np.float32)
+    layer = _Layer(None, "x", None, "conv", (3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 1)  # type: ignore[arg-type]
+    small = _patch_moments(layer, x, 1 << 20)
+    huge = _patch_moments(layer, x * np.float32(1e20), 1 << 20)
+    assert small is not None and huge is not None
+    assert np.all(np.isfinite(huge[0]))
+    np.testing.assert_allclose(huge[0] / 1e40, small[0], rtol=1e-4, atol=1e-3)
+    assert _patch_moments(layer, np.full_like(x, np.inf), 1 << 20) is None
