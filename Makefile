@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.edgec-installed
+BENCH_STAMP := $(VENV)/.edgec-bench-installed
 JOBS   ?= 2
 
 .PHONY: install demo test test-slow lint bench gpu-check clean
@@ -40,7 +41,12 @@ lint: install
 	$(BIN)/mypy
 	$(BIN)/lint-imports --no-logo
 
-bench: install
+# the bench extra (nncf, for bench/quantize_compare.py's peer rows); tests never need it
+$(BENCH_STAMP): $(STAMP)
+	$(BIN)/python -m pip install -q -e '.[bench]'
+	touch $(BENCH_STAMP)
+
+bench: install $(BENCH_STAMP)
 	$(BIN)/python -m bench.run $(SUITES)
 
 # On a machine with an NVIDIA GPU and its own python3 (no .venv): installs the wheels carried

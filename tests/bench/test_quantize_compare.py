@@ -1,0 +1,72 @@
+"""bench/quantize_compare.py's pure helpers (the bench itself runs in `make bench`, not here)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from bench.quantize_compare import (
+    INT8_FLAGS,
+    accuracy,
+    cpu_info,
+    identical_groups,
+    softmax_max,
+    sqnr_db,
+    top1_agreement,
+)
+
+
+def test_sqnr_is_signal_over_noise_power_in_db() -> None:
+    ref = np.array([[3.0, 4.0]])  # power 25
+    assert sqnr_db(ref, ref + np.array([[0.5, 0.0]])) == pytest.approx(10 * math.log10(25 / 0.25))
+    assert sqnr_db(ref, ref) == math.inf
+
+
+def test_softmax_max_is_stable_for_large_logits() -> None:
+    p = softmax_max(np.array([[1000.0, 1000.0], [0.0, math.log(3.0)]], dtype=np.float32))
+    np.testing.assert_allclose(p, [0.5, 0.75], rtol=1e-6)  # float32 log(3)
+
+
+def test_top1_agreement_overall_masked_and_empty() -> None:
+    ref = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0], [0.0, 1.0]])
+    out = np.array([[1.0, 0.0], [1.0, 0.0], [1.0, 0.0], [1.0, 0.0]])
+    assert top1_agreement(ref, out) == 0.5
+    assert top1_agreement(ref, out, np.array([True, False, True, False])) == 1.0
+    assert math.isnan(top1_agreement(ref, out, np.zeros(4, dtype=bool)))
+
+
+def test_accuracy_counts_only_crops_fp32_is_confident_about() -> None:
+    # rows 0 and 1: softmax max 0.88 (confident); rows 2 and 3: 3-way near-ties (< 0.5)
+    ref = np.array([[2.0, 0.0, 0.0], [0.0, 2.0, 0.0], [0.1, 0.0, 0.0], [0.0, 0.1, 0.0]])
+    out = ref.copy()
+    out[1] = [0.0, 0.0, 2.5]  # a confident crop flips
+    out[2] = [0.0, 0.1, 0.0]  # an unconfident crop flips
+    r = accuracy(ref, out)
+    assert r["samples"] == 4
+    assert r["confident_samples"] == 2
+    assert r["top1_agreement"] == 0.5
+    assert r["top1_agreement_confident"] == 0.5
+    assert r["top1_agreement_stderr"] == pytest.approx(0.25)
+    out[2] = ref[2]
+    assert accuracy(ref, out)["top1_agreement_confident"] == 0.5
+    assert accuracy(ref, out)["top1_agreement"] == 0.75
+
+
+def test_cpu_info_reads_the_first_cpu_and_int8_flags() -> None:
+    text = (
+        "processor\t: 0\nmodel name\t: Intel(R) Xeon(R) Example\n"
+        "flags\t\t: fpu sse avx2 avx512f avx512_vnni\n\n"
+        "processor\t: 1\nmodel name\t: other\nflags\t\t: amx_int8\n"
+    )
+    info = cpu_info(text)
+    assert info["model"] == "Intel(R) Xeon(R) Example"
+    assert info["int8_flags"] == {f: f in ("avx2", "avx512f", "avx512_vnni") for f in INT8_FLAGS}
+    assert cpu_info("") == {"model": None, "int8_flags": dict.fromkeys(INT8_FLAGS, False)}
+
+
+def test_identical_groups_by_sha256() -> None:
+    sha = {"a": "1", "b": "2", "c": "1", "d": "3", "e": "2"}
+    assert identical_groups(sha) == [["a", "c"], ["b", "e"]]
+    assert identical_groups({"a": "1"}) == []
