@@ -289,24 +289,53 @@ def _quantization(report: Mapping[str, Any]) -> str:
         [(op, ", ".join(f"{k} {v}" for k, v in c.items())) for op, c in counts.items()],
     )
     sens: Mapping[str, Mapping[str, Any]] = q.get("sensitivity") or {}
-    if sens:
+    local: Mapping[str, float] = q.get("layer_sqnr_db") or {}
+    if sens or local:
         from compiler.report_plots import layer_bars
 
-        rows = [(n, dict(v)) for n, v in sens.items()]
-        rows += [(n, {}) for n in kept if n not in sens]  # kept before sensitivity ran
-        panels = [("sqnr_db", "output SQNR with only this layer INT8 (dB; lower = more error)")]
-        if any(v.get("agreement") is not None for _, v in rows):
-            panels.append(("agreement", "top-1 agreement, only this layer INT8"))
+        merged: dict[str, dict[str, Any]] = {}
+        for name, value in local.items():
+            merged.setdefault(name, {})["local_sqnr_db"] = value
+        for name, values in sens.items():
+            merged.setdefault(name, {}).update(values)
+        for name in kept:
+            merged.setdefault(name, {})  # kept in float before anything measured it
+        rows = list(merged.items())
+        panels = []
+        if local:
+            panels.append(
+                ("local_sqnr_db", "this layer's own output SQNR (dB; lower = more error)")
+            )
+        if sens:
+            panels.append(("sqnr_db", "model output SQNR, only this layer INT8 (dB)"))
+            if any(v.get("agreement") is not None for _, v in rows):
+                panels.append(("agreement", "top-1 agreement, only this layer INT8"))
+        how = (
+            "own output SQNR: each layer's INT8 output against its float twin fed the same "
+            "input, measured during bias correction (before it)"
+            if local
+            else ""
+        )
+        if sens:
+            how += (
+                "; " if how else ""
+            ) + "sensitivity: the model's output with only that layer INT8"
         chart = (
             f'<figure id="layer-plot" data-layers="{len(rows)}" data-kept="{len(kept)}">'
             + layer_bars(rows, kept, panels)
-            + '<figcaption class="note">Every quantizable layer (in graph order; those kept before sensitivity ran last); red: kept in '
-            "float.</figcaption></figure>"
+            + f'<figcaption class="note">Every quantized layer in graph order, then those kept '
+            f"in float; red: kept in float. {_e(how)}.</figcaption></figure>"
         )
+        if not sens:
+            chart += (
+                '<p class="note">Compile with <code>--sensitivity</code> to add each layer\'s '
+                "effect on the model's output.</p>"
+            )
     else:
         chart = (
-            '<p class="note">Per-layer error was not measured in this run; compile with '
-            "<code>--sensitivity</code> for per-layer SQNR and agreement bars.</p>"
+            '<p class="note">Per-layer error was not measured in this run (no bias '
+            "correction); compile with <code>--sensitivity</code> for per-layer SQNR and "
+            "agreement bars.</p>"
         )
     title = "Quantization"
     if report.get("precision") != "int8":  # --precision auto chose another candidate

@@ -113,6 +113,8 @@ class QuantizationSummary:
     equalized_pairs: int = 0
     equalized_streams: int = 0
     bias_corrected: int = 0
+    #: each bias-corrected layer's local output SQNR (dB) before correction (bias_correction.py)
+    layer_sqnr_db: dict[str, float] = field(default_factory=dict)
     rounded_layers: int = 0
     rounding_skipped: dict[str, str] = field(default_factory=dict)  # layer -> why not GPTQ
     calibration_sqnr_db: float | None = None
@@ -169,6 +171,7 @@ def _summary(state: PtqState) -> QuantizationSummary:
         equalized_pairs=state.equalized_pairs,
         equalized_streams=state.equalized_streams,
         bias_corrected=state.bias_corrected,
+        layer_sqnr_db=dict(state.layer_sqnr_db),
         rounded_layers=len(state.weights),
         rounding_skipped={} if state.hessians is None else dict(state.hessians.skipped),
         calibration_sqnr_db=None if score is None else round(score.sqnr_db, 3),

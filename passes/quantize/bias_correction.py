@@ -24,6 +24,7 @@ MatMul (no bias input).
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable, Iterable, Mapping
 
 import numpy as np
@@ -48,6 +49,28 @@ class _Means:
 
     def mean(self, name: str) -> np.ndarray:
         return self.sums[name] / max(self.counts[name], 1)
+
+
+class _ErrorEnergy:
+    """Per node: the float twin's output energy and the quantized output's error energy."""
+
+    def __init__(self, pairs: Mapping[str, tuple[str, str]]) -> None:
+        self.pairs = dict(pairs)
+        self.signal: dict[str, float] = dict.fromkeys(self.pairs, 0.0)
+        self.noise: dict[str, float] = dict.fromkeys(self.pairs, 0.0)
+
+    def visit(self, outputs: Mapping[str, np.ndarray], feeds: Mapping[str, np.ndarray]) -> None:
+        for node, (q_out, shadow) in self.pairs.items():
+            if q_out in outputs and shadow in outputs:
+                ref = outputs[shadow].astype(np.float64)
+                self.signal[node] += float(np.square(ref).sum())
+                self.noise[node] += float(np.square(outputs[q_out] - ref).sum())
+
+    def sqnr_db(self) -> dict[str, float]:
+        return {
+            node: round(10.0 * math.log10(max(self.signal[node], 1e-30) / max(noise, 1e-30)), 2)
+            for node, noise in self.noise.items()
+        }
 
 
 def correctable_nodes(model: ir.Model, names: Iterable[str]) -> list[ir.Node]:
@@ -80,9 +103,14 @@ def correct_bias(
     rounds: int = 1,
     threads: int = 0,
     progress: Callable[[int, int | None], None] | None = None,
+    local_sqnr_db: dict[str, float] | None = None,
 ) -> dict[str, float]:
     """Correct the float biases of `nodes` in place; returns the largest |shift| removed per node.
     `progress(samples done, None)` follows the passes over the data (counting on across rounds).
+    `local_sqnr_db`, when given, receives each node's local quantization error as it
+    comes for free here: the SQNR (dB) of its quantized output against its float twin
+    fed the same (pre-Q/DQ) input, before this correction — the error the layer itself
+    adds, not what accumulates from the layers before it.
 
     `quantize(model)` must return a Q/DQ copy of the float model (same node names);
     `batches()` a fresh iterable of the calibration subset each time it is called.
@@ -98,6 +126,7 @@ def correct_bias(
         pairs = _add_shadows(qmodel, reference, {n.name or "" for n in targets})
         means = _Means()
         names = [name for pair in pairs.values() for name in pair]
+        energy = _ErrorEnergy(pairs) if local_sqnr_db is not None and r == 0 else None
         start = offset
         offset += run_with_outputs(
             qmodel,
@@ -107,7 +136,10 @@ def correct_bias(
             threads=threads,
             max_batch=4,
             progress=_counting_on(progress, start),
+            extra=None if energy is None else energy.visit,
         )
+        if energy is not None and local_sqnr_db is not None:
+            local_sqnr_db.update(energy.sqnr_db())
         worst = 0.0
         for node in targets:
             if node.name not in pairs:

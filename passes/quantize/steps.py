@@ -92,6 +92,7 @@ class PtqState:
     equalized_pairs: int = 0
     equalized_streams: int = 0
     bias_corrected: int = 0
+    layer_sqnr_db: dict[str, float] = field(default_factory=dict)  # local error, per layer
     quantized: ir.Model | None = None
     seconds: dict[str, float] = field(default_factory=dict)
 
@@ -300,7 +301,12 @@ class Rounding(Step):
 
 
 def _correct(
-    state: PtqState, model: ir.Model, keep_float: frozenset[str], *, stage: str = "bias_correction"
+    state: PtqState,
+    model: ir.Model,
+    keep_float: frozenset[str],
+    *,
+    stage: str = "bias_correction",
+    local_sqnr_db: dict[str, float] | None = None,
 ) -> int:
     """Correct `model`'s biases in place for quantization with `keep_float` in float."""
     o = state.options
@@ -311,6 +317,7 @@ def _correct(
         lambda: state.stream.take(o.bias_correction_samples),
         threads=o.threads,
         progress=state.report_samples(stage, o.bias_correction_samples),
+        local_sqnr_db=local_sqnr_db,
     )
     return len(removed)
 
@@ -322,7 +329,7 @@ class BiasCorrection(Step):
 
     name = "bias_correction"
     needs = frozenset({"model", "plan", "ranges", "weights"})
-    gives = frozenset({"model", "uncorrected", "bias_corrected"})
+    gives = frozenset({"model", "uncorrected", "bias_corrected", "layer_sqnr_db"})
 
     def enabled(self, options: PtqOptions) -> bool:
         return options.bias_correction
@@ -330,7 +337,9 @@ class BiasCorrection(Step):
     def apply(self, state: PtqState) -> None:
         if state.options.wants_sensitivity:
             state.uncorrected = graph_tools.clone(state.model)
-        state.bias_corrected = _correct(state, state.model, state.excluded)
+        state.bias_corrected = _correct(
+            state, state.model, state.excluded, local_sqnr_db=state.layer_sqnr_db
+        )
 
 
 class Sensitivity(Step):

@@ -440,3 +440,18 @@ def test_command_line_recorded_only_from_the_command_line(monkeypatch: pytest.Mo
     assert _command_line("digits_cnn") == "edgec compile digits_cnn --out 'my dir' --report html"
     monkeypatch.setattr(sys, "argv", ["pytest", "-q", "tests"])  # compiled in-process
     assert _command_line("digits_cnn") is None
+
+
+def test_local_layer_error_drawn_without_sensitivity() -> None:
+    """A default INT8 run has no --sensitivity but bias correction's per-layer error:
+    every layer gets a bar, kept-float layers are still listed in red."""
+    report = _report()
+    report["quantization"] = {
+        **report["quantization"],
+        "sensitivity": None,
+        "layer_sqnr_db": {"/block1/Conv": 41.5, "/block2/Conv": 33.25},
+    }
+    q = _section(_html(report), "quantization")
+    assert 'data-layers="4" data-kept="2"' in q  # two measured, two kept in float
+    assert "own output SQNR" in q and "41.5" in q and "33.2" in q
+    assert "--sensitivity" in q  # how to add the model-level panel
