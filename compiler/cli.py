@@ -270,6 +270,13 @@ def _settings(config_file: Path | None, model: str) -> dict[str, Any]:
     help="int8: keep the most sensitive layers in float until --min-accuracy holds.",
 )
 @click.option(
+    "--fallback-speedup-kept",
+    type=float,
+    default=None,
+    help="--auto-fallback: keep at least this fraction of the time all-INT8 saves over FP32"
+    " [0.8]; 0: no latency bound.",
+)
+@click.option(
     "--sensitivity", is_flag=True, default=None, help="int8: per-layer sensitivity in the report."
 )
 @click.option(

@@ -89,6 +89,9 @@ class CompileConfig:
     lr: float | None = None
     resume: bool = False
     auto_fallback: bool = False
+    #: --fallback-speedup-kept: the fraction of all-INT8's latency saving over FP32 that
+    #: --auto-fallback must keep (None: PtqOptions' default, 0.8; 0: no latency bound)
+    fallback_speedup_kept: float | None = None
     sensitivity: bool = False
     verify: bool = False
     budgets: Budgets = field(default_factory=Budgets)
@@ -134,6 +137,14 @@ class CompileConfig:
         _validate_quant_mode(self.quant_mode, self.precision, self.qat)
         if (self.auto_fallback or self.sensitivity) and self.precision not in ("int8", "auto"):
             raise UsageError("--auto-fallback and --sensitivity apply to --precision int8 or auto")
+        if self.fallback_speedup_kept is not None:
+            if not self.auto_fallback:
+                raise UsageError("--fallback-speedup-kept bounds --auto-fallback: add it")
+            if not 0 <= self.fallback_speedup_kept <= 1:
+                raise UsageError(
+                    "--fallback-speedup-kept is a fraction between 0 and 1 (e.g. 0.8: keep "
+                    "80% of the time INT8 saves over FP32)"
+                )
         if (self.epochs is not None or self.lr is not None or self.resume) and not self.qat:
             raise UsageError("--epochs, --lr and --resume apply to --qat")
         if self.keep_io_types and self.precision != "fp16":

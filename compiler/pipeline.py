@@ -34,6 +34,7 @@ from compiler.report_schema import ArtifactInfo, BaselineInfo, ModelInfo, Report
 from compiler.sanity import (
     accuracy_warnings,
     calibration_warnings,
+    fallback_warnings,
     ignored_flag_warnings,
     warn,
     weights_warnings,
@@ -169,6 +170,7 @@ def compile_model(
     try:
         cands = transform(config, loaded, target, out_dir, threads, progress)
         notes += warn(calibration_warnings(cands.quantization))
+        notes += warn(fallback_warnings(cands.quantization))
         lowered = lower(
             target,
             cands.models,

@@ -104,3 +104,27 @@ def calibration_warnings(quantization: Mapping[str, Any] | None) -> list[str]:
         f"{MIN_CALIB_SAMPLES} are recommended (few samples miss the tails of real data): "
         "give more with --calib (and --calib-samples)"
     ]
+
+
+def fallback_warnings(quantization: Mapping[str, Any] | None) -> list[str]:
+    """--auto-fallback that could not reach its accuracy budget (within its latency bound)."""
+    fallback = (quantization or {}).get("fallback")
+    if not isinstance(fallback, Mapping) or fallback.get("accuracy_met", True):
+        return []
+    kept = [t for t in (quantization or {}).get("fallback_trade") or [] if t.get("kept_float")]
+    target = fallback.get("min_agreement")
+    reached = f"top-1 agreement {fallback.get('agreement')} on the calibration subset"
+    goal = f" (budget {target})" if target is not None else ""
+    why = {
+        "latency": (
+            f"within the latency bound ({fallback.get('latency_bound_ratio')}x FP32; all-INT8 "
+            f"{fallback.get('int8_latency_ratio')}x): lower --fallback-speedup-kept "
+            "to trade more speed for accuracy"
+        ),
+        "max_layers": "within the most layers allowed in float",
+    }.get(str(fallback.get("limited_by")), "even with every candidate layer in float")
+    return [
+        f"--auto-fallback kept {len(kept)} layer(s) in float and reached {reached}{goal}: "
+        f"the accuracy budget cannot be met {why}; this is the most accurate model found "
+        "within the bound"
+    ]

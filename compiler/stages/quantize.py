@@ -12,10 +12,13 @@ used by post-training quantization (`run`) and by QAT's PTQ initialisation
 and `--calib-samples` reach both; `--auto-fallback` and `--sensitivity` are
 post-training choices that `--qat` refuses (exit 2) rather than ignores.
 
-`--auto-fallback` with `--min-accuracy Z` keeps the most sensitive layers in
-floating point until top-1 agreement with the FP32 model on a calibration subset
-reaches Z: the evaluation set is never used to make decisions, so the reported
-accuracy stays an honest held-out number.
+`--auto-fallback` with `--min-accuracy Z` keeps layers in floating point, best
+accuracy gain per latency cost first, until top-1 agreement with the FP32 model on a
+calibration subset reaches Z: the evaluation set is never used to make decisions, so
+the reported accuracy stays an honest held-out number. It keeps at least
+`--fallback-speedup-kept` (default 0.8) of the time all-INT8 saves over FP32, and
+stays within `--min-speedup` and `--max-latency-ms` when they are given; when Z
+cannot be reached within that, the run says so (`sanity.fallback_warnings`).
 
 Passes raise their own errors; the calls into them run inside
 `compiler.stages.boundary.pass_errors`, which gives them the CLI's exit codes.
@@ -74,11 +77,20 @@ def ptq_options(
     if fallback and config.budgets.min_accuracy is None:
         raise UsageError("--auto-fallback needs --min-accuracy (the budget to keep)")
     defaults = PtqOptions()
+    kept = config.fallback_speedup_kept
+    budgets = config.budgets
     with pass_errors():
         return PtqOptions(
             method=config.calib_method or defaults.method,
             samples=calibration_samples(config, source),
-            min_agreement=config.budgets.min_accuracy if fallback else None,
+            min_agreement=budgets.min_accuracy if fallback else None,
+            # the fallback's latency bound: what it must keep of INT8's saving, and the
+            # run's own latency budgets (per call: --max-latency-ms only at batch 1)
+            min_speedup_kept=(kept or None) if kept is not None else defaults.min_speedup_kept,
+            max_latency_ratio=1 / budgets.min_speedup if fallback and budgets.min_speedup else None,
+            max_latency_ms=budgets.max_latency_ms
+            if fallback and config.batch == 1 and budgets.max_latency_ms
+            else None,
             sensitivity=config.sensitivity or fallback,
             threads=threads,
             # a model that fixes its batch takes exactly that many samples per run

@@ -119,6 +119,10 @@ class QuantizationSummary:
     rounding_skipped: dict[str, str] = field(default_factory=dict)  # layer -> why not GPTQ
     calibration_sqnr_db: float | None = None
     sensitivity: dict[str, dict[str, float]] | None = None
+    #: the float fallback's latency bound and outcome (None: no fallback asked)
+    fallback: dict[str, object] | None = None
+    #: every fallback candidate: accuracy gain, latency cost, whether it was kept float
+    fallback_trade: list[dict[str, object]] | None = None
     embedding_tables: list[str] = field(default_factory=list)  # stored as int8 rows
     mode: str = "static"
 
@@ -176,4 +180,6 @@ def _summary(state: PtqState) -> QuantizationSummary:
         rounding_skipped={} if state.hessians is None else dict(state.hessians.skipped),
         calibration_sqnr_db=None if score is None else round(score.sqnr_db, 3),
         sensitivity=state.sensitivity,
+        fallback=state.fallback,
+        fallback_trade=state.fallback_trade,
     )

@@ -55,7 +55,12 @@ class PtqOptions:
     `equalize_headroom`, `equalize_alpha_dense`; streams with `stream_alpha`),
     `range_search`, `rounding` ("gptq" or "nearest"), `bias_correction`,
     `sensitivity` and the float fallback (`min_sqnr_db`, `min_agreement`,
-    `max_float_layers`). `exclude` names nodes kept in float; `float_stem`
+    `max_float_layers`), chosen by accuracy gain per latency cost within a latency
+    bound: `min_speedup_kept` (the fraction of the time all-INT8 saves over FP32 that
+    the fallback must keep; 0.8: an all-INT8 0.50x FP32 may become at most 0.60x; None:
+    no bound, most sensitive layers first), `max_latency_ratio` (latency / FP32 at most)
+    and `max_latency_ms` (per call), costs profiled over `latency_rounds` paired rounds
+    (`layer_latency.py`). `exclude` names nodes kept in float; `float_stem`
     overrides the spec's stem choice (None: the spec's). `smooth_alpha`: SmoothQuant
     migration strength for dynamic INT8 (`smooth.py`; None: off; 0.7 measured best on
     all-MiniLM-L6: mean cosine 0.9933 -> 0.9974, worst 0.976 -> 0.991; 0.5: 0.9888/0.981, 0.8: 0.9974/0.984).
@@ -80,6 +85,10 @@ class PtqOptions:
     min_sqnr_db: float | None = None
     min_agreement: float | None = None
     max_float_layers: int | None = None
+    min_speedup_kept: float | None = 0.8
+    max_latency_ratio: float | None = None
+    max_latency_ms: float | None = None
+    latency_rounds: int = 6
     sensitivity: bool = False
     batch_size: int = 8
     equalize_samples: int = 64
@@ -170,6 +179,21 @@ class PtqOptions:
             raise PassOptionError(
                 f"min_agreement is a fraction between 0 and 1 (e.g. 0.97), got {self.min_agreement!r}"
             )
+        if self.min_speedup_kept is not None and (
+            not _is_number(self.min_speedup_kept) or not 0 <= self.min_speedup_kept <= 1
+        ):
+            raise PassOptionError(
+                "min_speedup_kept is the fraction of INT8's speedup the fallback keeps, "
+                f"between 0 and 1 (e.g. 0.8), or None for no bound; got {self.min_speedup_kept!r}"
+            )
+        for name in ("max_latency_ratio", "max_latency_ms"):
+            value = getattr(self, name)
+            if value is not None and (not _is_number(value) or not 0 < value < math.inf):
+                raise PassOptionError(f"{name} must be a positive number or None, got {value!r}")
+        if not _is_int(self.latency_rounds) or self.latency_rounds < 1:
+            raise PassOptionError(
+                f"latency_rounds must be a whole number of at least 1, got {self.latency_rounds!r}"
+            )
         if self.max_float_layers is not None:
             if not _is_int(self.max_float_layers) or self.max_float_layers < 0:
                 raise PassOptionError(
@@ -185,6 +209,15 @@ class PtqOptions:
     def fallback(self) -> bool:
         """Whether layers may be kept in float until a budget holds."""
         return self.min_sqnr_db is not None or self.min_agreement is not None
+
+    @property
+    def latency_bounded(self) -> bool:
+        """Whether the fallback's choice is bounded by latency (and so needs its costs)."""
+        return self.fallback and (
+            self.min_speedup_kept is not None
+            or self.max_latency_ratio is not None
+            or self.max_latency_ms is not None
+        )
 
     @property
     def wants_sensitivity(self) -> bool:

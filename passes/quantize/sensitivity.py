@@ -8,18 +8,28 @@ the first output. A low SQNR means the layer hurts when it alone is int8.
 A tensor's quantization error is charged to the layers that read it, so keeping
 a layer in float also keeps its input float (see `plan`).
 
-`auto_fallback` keeps the most sensitive layers in float, one at a time in
-order of sensitivity, until the fully quantized model's SQNR on the subset
-reaches `min_sqnr_db` (and its agreement `min_agreement`, if given), or
-`max_layers` are float. It returns the layers kept float, most sensitive first.
-Each step costs one run of the subset; the analysis costs one run per layer.
+`budgeted_fallback` keeps layers in float, one at a time, until the fully
+quantized model's SQNR on the subset reaches `min_sqnr_db` (and its agreement
+`min_agreement`, if given), or `max_layers` are float, choosing by accuracy gain
+per latency cost: a layer's gain is the output noise power it adds when it alone
+is int8, relative to the signal (10^(-SQNR/10): noise from independent layers
+adds up), its cost what keeping it float adds to the latency (a fraction of
+FP32's, `layer_latency.py`). Layers that cost nothing (float as fast as int8)
+come first, by gain; the rest by gain / cost. With a `budget` (the latency the
+fallback may add, same unit), a layer that would exceed it is skipped and the
+next one tried: the result stays within the bound, and says whether the accuracy
+budget was met (`Fallback.met`) and, if not, what stopped it (`limited_by`).
+Without costs every layer costs 0 and the order is the most sensitive first
+(`auto_fallback`, the order before costs were known). Each step costs one run of
+the subset; the analysis costs one run per layer.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import onnx_ir as ir
@@ -100,6 +110,133 @@ def layer_sensitivity(
     return out
 
 
+def gain(s: Score) -> float:
+    """The output noise power a layer adds alone, relative to the signal (10^(-SQNR/10))."""
+    return 0.0 if not math.isfinite(s.sqnr_db) else float(10 ** (-s.sqnr_db / 10))
+
+
+@dataclass(frozen=True)
+class Trade:
+    """One candidate layer's accuracy gain and latency cost if kept in float."""
+
+    layer: str
+    sqnr_db: float  # the model's SQNR with this layer alone int8
+    gain: float  # `gain`: the noise it adds alone, relative to the signal
+    cost: float | None  # latency it adds in float, a fraction of FP32's (None: not measured)
+    kept_float: bool
+
+
+@dataclass(frozen=True)
+class Fallback:
+    """What `budgeted_fallback` chose: the layers kept float, in the order taken, the
+    final score, whether the budget holds, and every candidate's trade (in the order
+    tried)."""
+
+    kept: list[str]
+    score: Score
+    met: bool
+    limited_by: str | None  # "latency", "max_layers", "layers" (none left); None when met
+    spent: float  # the latency the kept layers add (sum of their positive costs)
+    budget: float | None
+    trades: list[Trade] = field(default_factory=list)
+
+
+def fallback_order(
+    sensitivity: Mapping[str, Score], costs: Mapping[str, float] | None = None
+) -> list[str]:
+    """Candidates in the order the fallback tries them: free layers (cost <= 0) by gain,
+    then the rest by gain per cost; ties by name."""
+    costs = costs or {}
+
+    def key(name: str) -> tuple[int, float, str]:
+        g, c = gain(sensitivity[name]), costs.get(name, 0.0)
+        return (0, -g, name) if c <= 0 else (1, -g / c, name)
+
+    return sorted(sensitivity, key=key)
+
+
+def budgeted_fallback(
+    model: ir.Model,
+    quantize: Quantizer,
+    sensitivity: Mapping[str, Score],
+    evaluator: Evaluator,
+    *,
+    min_sqnr_db: float,
+    min_agreement: float | None = None,
+    max_layers: int | None = None,
+    costs: Mapping[str, float] | None = None,
+    budget: float | None = None,
+    exclude: frozenset[str] = frozenset(),
+    progress: Callable[[int, int], None] | None = None,
+) -> Fallback:
+    """Keep layers float by gain per latency cost until the accuracy budget holds, never
+    adding more than `budget` of latency (None: no bound); see the module docstring.
+    `progress(layers tried, layers)` after each evaluation, and with done == total at the end."""
+    costs = costs or {}
+    order = fallback_order(sensitivity, costs)
+    kept: list[str] = []
+    spent = 0.0
+    over_budget = False
+
+    def ok(s: Score) -> bool:
+        return s.sqnr_db >= min_sqnr_db and (min_agreement is None or s.agreement >= min_agreement)
+
+    current = evaluator(quantize(model, exclude))
+    limited: str | None = None
+    for i, name in enumerate(order):
+        if ok(current):
+            break
+        if max_layers is not None and len(kept) >= max_layers:
+            limited = "max_layers"
+            break
+        cost = max(costs.get(name, 0.0), 0.0)
+        if gain(sensitivity[name]) <= 0:
+            continue  # exact in int8: nothing to gain
+        if budget is not None and spent + cost > budget:
+            over_budget = True
+            continue
+        kept.append(name)
+        spent += cost
+        current = evaluator(quantize(model, exclude | frozenset(kept)))
+        if progress is not None:
+            progress(i + 1, len(order))
+        logger.info(
+            "fallback: %s kept float (cost %.4f) -> SQNR %.2f dB, agreement %.3f",
+            name,
+            cost,
+            current.sqnr_db,
+            current.agreement,
+        )
+    met = ok(current)
+    if not met and limited is None:
+        limited = "latency" if over_budget else "layers"
+    if not met:
+        logger.warning(
+            "auto fallback stopped (%s) with %d layers in float at SQNR %.2f dB, "
+            "agreement %.3f (budget %.2f dB, agreement %s)",
+            limited,
+            len(kept),
+            current.sqnr_db,
+            current.agreement,
+            min_sqnr_db,
+            min_agreement,
+        )
+    if progress is not None:
+        progress(len(order), len(order))
+    chosen = set(kept)
+    trades = [
+        Trade(
+            n,
+            sensitivity[n].sqnr_db,
+            gain(sensitivity[n]),
+            costs[n] if n in costs else None,
+            n in chosen,
+        )
+        for n in order
+    ]
+    return Fallback(kept, current, met, None if met else limited, spent, budget, trades)
+
+
 def auto_fallback(
     model: ir.Model,
     quantize: Quantizer,
@@ -112,35 +249,17 @@ def auto_fallback(
     exclude: frozenset[str] = frozenset(),
     progress: Callable[[int, int], None] | None = None,
 ) -> tuple[list[str], Score]:
-    """Keep the most sensitive layers float until the budget holds; (layers kept float, final score).
-    `progress(layers tried, layers)` after each evaluation, and with done == total at the end."""
-    order = sorted(sensitivity, key=lambda n: (sensitivity[n].sqnr_db, n))
-    kept: list[str] = []
-
-    def ok(s: Score) -> bool:
-        return s.sqnr_db >= min_sqnr_db and (min_agreement is None or s.agreement >= min_agreement)
-
-    current = evaluator(quantize(model, exclude))
-    for name in order:
-        if ok(current) or (max_layers is not None and len(kept) >= max_layers):
-            break
-        kept.append(name)
-        current = evaluator(quantize(model, exclude | frozenset(kept)))
-        if progress is not None:
-            progress(len(kept), len(order))
-        logger.info(
-            "fallback: %s kept float -> SQNR %.2f dB, agreement %.3f",
-            name,
-            current.sqnr_db,
-            current.agreement,
-        )
-    if not ok(current):
-        logger.warning(
-            "auto fallback stopped with %d layers in float at SQNR %.2f dB (budget %.2f dB)",
-            len(kept),
-            current.sqnr_db,
-            min_sqnr_db,
-        )
-    if progress is not None:
-        progress(len(order), len(order))
-    return kept, current
+    """Keep the most sensitive layers float until the budget holds, with no latency cost
+    known (`budgeted_fallback` without costs); (layers kept float, final score)."""
+    result = budgeted_fallback(
+        model,
+        quantize,
+        sensitivity,
+        evaluator,
+        min_sqnr_db=min_sqnr_db,
+        min_agreement=min_agreement,
+        max_layers=max_layers,
+        exclude=exclude,
+        progress=progress,
+    )
+    return result.kept, result.score

@@ -21,6 +21,7 @@ enabled step into `state.seconds` under its `name`, which are the report's keys.
 
 from __future__ import annotations
 
+import math
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
@@ -36,12 +37,13 @@ from passes.quantize.bias_correction import copy_biases, correct_bias
 from passes.quantize.calibrate import Histogram, run_with_outputs
 from passes.quantize.data import CalibrationSource, CalibrationStream, model_inputs
 from passes.quantize.equalize import equalize
+from passes.quantize.layer_latency import LatencyCosts, layer_costs, one_call_feeds
 from passes.quantize.options import PtqOptions
 from passes.quantize.plan import QuantPlan, plan_quantization, stem_nodes
 from passes.quantize.qdq import InsertQdqPass, is_quantized
 from passes.quantize.range_search import search_ranges
 from passes.quantize.rounding import HessianCollector, round_weights
-from passes.quantize.sensitivity import Evaluator, Score, auto_fallback, layer_sensitivity
+from passes.quantize.sensitivity import Evaluator, Score, budgeted_fallback, layer_sensitivity
 from passes.quantize.spec import QuantSpec
 from passes.quantize.transformer import spec_for
 
@@ -89,6 +91,8 @@ class PtqState:
     sensitivity: dict[str, dict[str, float]] | None = None
     kept: list[str] = field(default_factory=list)  # layers the fallback kept in float
     score: Score | None = None  # the final model's on the sensitivity subset (fallback only)
+    fallback: dict[str, object] | None = None  # the fallback's latency bound and outcome
+    fallback_trade: list[dict[str, object]] | None = None  # every candidate's gain and cost
     equalized_pairs: int = 0
     equalized_streams: int = 0
     bias_corrected: int = 0
@@ -350,7 +354,7 @@ class Sensitivity(Step):
 
     name = "sensitivity"
     needs = frozenset({"model", "plan", "ranges", "weights", "uncorrected"})
-    gives = frozenset({"model", "sensitivity", "kept", "score"})
+    gives = frozenset({"model", "sensitivity", "kept", "score", "fallback", "fallback_trade"})
 
     def enabled(self, options: PtqOptions) -> bool:
         return options.wants_sensitivity
@@ -394,7 +398,9 @@ class Sensitivity(Step):
         state: PtqState, scores: dict[str, Score], evaluator: Evaluator, uncorrected: ir.Model
     ) -> None:
         o = state.options
-        kept, score = auto_fallback(
+        costs = _latency_costs(state, list(scores)) if o.latency_bounded else None
+        bound = latency_bound(costs, o) if costs is not None else None
+        result = budgeted_fallback(
             state.model,
             state.build,
             scores,
@@ -402,9 +408,12 @@ class Sensitivity(Step):
             min_sqnr_db=o.min_sqnr_db if o.min_sqnr_db is not None else -float("inf"),
             min_agreement=o.min_agreement,
             max_layers=o.max_float_layers,
+            costs=None if costs is None else {n: costs.ratio(n) for n in costs.layers},
+            budget=None if bound is None or costs is None else max(0.0, bound - costs.int8_ratio),
             exclude=state.excluded,
             progress=state.report("fallback"),
         )
+        kept, score = result.kept, result.score
         if kept and o.bias_correction:
             # the corrections were measured with these layers quantized: measure again
             work = graph_tools.clone(uncorrected)
@@ -414,6 +423,69 @@ class Sensitivity(Step):
             score = evaluator(state.build(work, state.excluded | frozenset(kept)))
             state.model = work
         state.kept, state.score = kept, score
+        met = score.sqnr_db >= (o.min_sqnr_db if o.min_sqnr_db is not None else -float("inf")) and (
+            o.min_agreement is None or score.agreement >= o.min_agreement
+        )
+        state.fallback = {
+            "accuracy_met": met,
+            "limited_by": None if met else (result.limited_by or "layers"),
+            "agreement": round(score.agreement, 4),
+            "min_agreement": o.min_agreement,
+            "min_speedup_kept": o.min_speedup_kept,
+            "int8_latency_ratio": None if costs is None else round(costs.int8_ratio, 4),
+            "latency_bound_ratio": None if bound is None else round(bound, 4),
+            "predicted_latency_ratio": None
+            if costs is None
+            else round(costs.predicted_ratio(kept), 4),
+            "fp32_ms": None if costs is None else round(costs.fp32_ms, 4),
+            "cost_estimated": [] if costs is None else list(costs.estimated),
+        }
+        state.fallback_trade = [
+            {
+                "layer": t.layer,
+                "sqnr_db": round(t.sqnr_db, 3) if math.isfinite(t.sqnr_db) else None,
+                "gain": float(f"{t.gain:.4g}"),
+                "latency_cost_ms": None
+                if costs is None
+                else round(costs.layers[t.layer].cost_ms, 4),
+                "latency_cost": None if t.cost is None else round(t.cost, 5),
+                "kept_float": t.layer in kept,
+            }
+            for t in result.trades
+        ]
+
+
+def _latency_costs(state: PtqState, layers: list[str]) -> LatencyCosts:
+    """Each candidate's float-vs-int8 latency on this machine (`layer_latency.py`): the
+    float working model against its all-INT8 form, on one calibration call."""
+    o = state.options
+    first = next(iter(state.stream.take(o.batch_size)))
+    feeds = one_call_feeds(state.model, first)
+    int8 = state.build(state.model, state.excluded)
+    return layer_costs(
+        state.model,
+        int8,
+        layers,
+        feeds,
+        threads=o.threads,
+        rounds=o.latency_rounds,
+        progress=state.report("fallback_latency"),
+    )
+
+
+def latency_bound(costs: LatencyCosts, options: PtqOptions) -> float | None:
+    """The latency (a fraction of FP32's) the fallback's model may reach: all-INT8's plus
+    (1 - `min_speedup_kept`) of the time INT8 saves, and at most `max_latency_ratio` and
+    `max_latency_ms` (None: no bound). A bound below all-INT8's allows no fallback."""
+    r8 = costs.int8_ratio
+    bounds = []
+    if options.min_speedup_kept is not None:
+        bounds.append(r8 + (1 - options.min_speedup_kept) * max(0.0, 1 - r8))
+    if options.max_latency_ratio is not None:
+        bounds.append(options.max_latency_ratio)
+    if options.max_latency_ms is not None and costs.fp32_ms > 0:
+        bounds.append(options.max_latency_ms / costs.fp32_ms)
+    return min(bounds) if bounds else None
 
 
 class QdqInsertion(Step):

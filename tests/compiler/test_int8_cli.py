@@ -122,6 +122,56 @@ def test_int8_flag_errors(small_cnn_onnx: Path, tmp_path: Path) -> None:
     assert res.exit_code == 2
     res = runner.invoke(main, ["compile", "digits_cnn", "--precision", "int8", "--auto-fallback"])
     assert res.exit_code == 2 and "--min-accuracy" in res.output
+    res = runner.invoke(
+        main, ["compile", "digits_cnn", "--precision", "int8", "--fallback-speedup-kept", "0.8"]
+    )
+    assert res.exit_code == 2 and "--fallback-speedup-kept bounds --auto-fallback" in res.output
+    res = runner.invoke(
+        main,
+        [
+            *"compile digits_cnn --precision int8 --auto-fallback --min-accuracy 0.9".split(),
+            "--fallback-speedup-kept",
+            "1.5",
+        ],
+    )
+    assert res.exit_code == 2 and "between 0 and 1" in res.output
+
+
+def test_auto_fallback_reports_each_layers_accuracy_latency_trade(tmp_path: Path) -> None:
+    """--auto-fallback profiles each candidate's int8 and float kernels (layer_latency.py)
+    and reports its gain and latency cost, and the latency bound it kept (#18 part 1)."""
+    code, text, report = _compile(
+        "digits_cnn",
+        "--precision",
+        "int8",
+        "--auto-fallback",
+        "--min-accuracy",
+        "0.95",
+        "--out",
+        str(tmp_path / "o"),
+    )
+    assert code == 0, text
+    q = report["quantization"]
+    fb = q["fallback"]
+    assert fb["min_speedup_kept"] == 0.8 and fb["min_agreement"] == 0.95
+    assert fb["int8_latency_ratio"] > 0 and fb["fp32_ms"] > 0
+    r8 = fb["int8_latency_ratio"]
+    assert fb["latency_bound_ratio"] == pytest.approx(r8 + 0.2 * max(0.0, 1 - r8), abs=2e-4)
+    assert fb["accuracy_met"] is True and fb["limited_by"] is None
+    trade = q["fallback_trade"]
+    layers = {t["layer"] for t in trade}
+    assert layers and layers == set(q["sensitivity"])
+    for t in trade:
+        assert set(t) == {
+            "layer",
+            "sqnr_db",
+            "gain",
+            "latency_cost_ms",
+            "latency_cost",
+            "kept_float",
+        }
+        assert t["gain"] >= 0 and isinstance(t["latency_cost_ms"], float)
+        assert t["kept_float"] == (t["layer"] in q["kept_float"])
 
 
 def test_missing_calibration_data_is_refused_before_any_pass(

@@ -1,0 +1,298 @@
+"""What keeping one layer in float costs in latency, from onnxruntime's own profiler.
+
+`layer_costs(float_model, int8_model, layers, feeds)` opens both models as the CPU
+target deploys them (ENABLE_ALL, so the int8 Q/DQ groups run as QLinearConv & co.)
+with `SessionOptions.enable_profiling`, calls them in alternating blocks (one
+block of each per round, so the machine's changing speed hits both alike), and
+reads each kernel's duration from the two JSON traces (median over calls):
+
+- int8 time of layer L: the kernels named after L. onnxruntime's QDQ fusion names
+  the fused node ``<L>_token_<n>``; an unfused node keeps its name;
+- float time of L: the kernels named after L, its output, or the output of the
+  activation (Relu/Clip/...) or Add it is fused with: the NCHWc transformer names a
+  fused convolution ``<output>_nchwc`` after the last fused output;
+- boundary of L: a float island in an int8 graph dequantizes its input, quantizes
+  its output and changes layout on both sides. It is estimated as
+  `BOUNDARY_OPS` element-wise passes over L's input and output at the per-element
+  time the int8 trace's own QuantizeLinear/DequantizeLinear/Transpose/Reorder
+  kernels ran at (none: the float trace's; none either: 0).
+
+cost(L) = float(L) + boundary(L) - int8(L), in ms per call. The model is additive:
+two adjacent float layers share a boundary that it counts twice, so the cost of a
+float *chain* is overestimated (the safe side for a latency bound). A layer the
+traces do not name (fused away, renamed) gets its int8 time times the median
+float/int8 ratio of the layers they do name, and is listed in `estimated`.
+
+The same alternating calls also time each whole call (`perf_counter_ns`), which
+gives FP32's median latency and all-INT8's latency as a ratio to it: the median
+over rounds of the ratio of the two blocks' medians, as `targets.latency` does.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import statistics
+import tempfile
+import time
+from collections import defaultdict
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import onnx_ir as ir
+
+from compiler.ground.sessions import open_session, session_options
+from passes import graph_tools
+
+__all__ = ["BOUNDARY_OPS", "LatencyCosts", "LayerCost", "layer_costs", "one_call_feeds"]
+
+logger = logging.getLogger(__name__)
+
+#: element-wise passes over a float island's input and output (dequantize or quantize,
+#: and a layout change, on each side)
+BOUNDARY_OPS = 2
+#: kernels that exist only to cross between int8 and float (or between layouts)
+_BOUNDARY_KERNELS = frozenset(
+    {"QuantizeLinear", "DequantizeLinear", "Transpose", "ReorderInput", "ReorderOutput"}
+)
+#: single-consumer ops the CPU kernels fuse into the layer before them
+_FUSED_AFTER = frozenset(
+    {"Relu", "Clip", "LeakyRelu", "Sigmoid", "HardSigmoid", "HardSwish", "Tanh", "Add"}
+)
+_SUFFIX = re.compile(r"(_token_\d+|_nchwc)$")
+
+
+@dataclass(frozen=True)
+class LayerCost:
+    """One layer's kernel times (ms per call) and what keeping it float costs."""
+
+    int8_ms: float
+    float_ms: float
+    boundary_ms: float
+
+    @property
+    def cost_ms(self) -> float:
+        """Latency added by keeping the layer in float (negative: float is faster)."""
+        return self.float_ms + self.boundary_ms - self.int8_ms
+
+
+@dataclass(frozen=True)
+class LatencyCosts:
+    """Per-layer costs and the two whole models' latencies, from one paired run."""
+
+    fp32_ms: float  # median wall time of one FP32 call
+    int8_ratio: float  # all-INT8 latency / FP32 latency, paired by rounds
+    layers: dict[str, LayerCost]
+    calls: int  # profiled calls per model
+    estimated: tuple[str, ...] = ()  # layers the traces did not name
+    boundary_ns_per_element: float = 0.0
+
+    def ratio(self, layer: str) -> float:
+        """`layer`'s cost as a fraction of FP32's latency."""
+        return self.layers[layer].cost_ms / self.fp32_ms if self.fp32_ms > 0 else 0.0
+
+    def predicted_ratio(self, kept_float: Sequence[str]) -> float:
+        """Latency / FP32 of the int8 model with `kept_float` in float (additive model)."""
+        return self.int8_ratio + sum(self.ratio(n) for n in kept_float if n in self.layers)
+
+
+def one_call_feeds(model: ir.Model, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """One deployed call's inputs from a calibration batch: batch 1, or the batch the
+    model fixes."""
+    out = {}
+    for value in model.graph.inputs:
+        name = value.name or ""
+        if name not in feeds:
+            continue
+        dims = list(value.shape or ())
+        first = dims[0] if dims else None
+        n = first if isinstance(first, int) and first > 0 else 1
+        out[name] = np.ascontiguousarray(feeds[name][:n])
+    return out
+
+
+def _keys(graph: ir.Graph, layers: Sequence[str]) -> dict[str, str]:
+    """Names a layer's kernels may carry in a trace → the layer."""
+    keys: dict[str, str] = {}
+    wanted = set(layers)
+    outputs = {o.name for o in graph.outputs}
+    for node in graph:
+        if node.name not in wanted:
+            continue
+        names = [node.name or ""]
+        current = node
+        for _ in range(3):  # Conv → Add → Relu at most
+            names += [v.name or "" for v in current.outputs]
+            if len(current.outputs) != 1 or current.outputs[0].name in outputs:
+                break
+            users = list(current.outputs[0].uses())
+            if len(users) != 1 or users[0].node.op_type not in _FUSED_AFTER:
+                break
+            current = users[0].node
+            names.append(current.name or "")
+        for k in names:
+            if k:
+                keys.setdefault(k, node.name or "")
+    return keys
+
+
+@dataclass
+class _Trace:
+    """Median kernel time (µs) per trace node name, its op, and the elements of its
+    first input and its first output."""
+
+    us: dict[str, float]
+    op: dict[str, str]
+    elements_in: dict[str, int]
+    elements_out: dict[str, int]
+
+
+def _elements(shapes: Any) -> int:
+    if not shapes:
+        return 0
+    dims: list[int] = next(iter(shapes[0].values()), [])
+    return int(np.prod(dims)) if dims else 0
+
+
+def _read_trace(path: str) -> _Trace:
+    with open(path) as f:
+        events = json.load(f)
+    durations: dict[str, list[float]] = defaultdict(list)
+    trace = _Trace({}, {}, {}, {})
+    for e in events:
+        name = e.get("name", "")
+        if e.get("cat") != "Node" or not name.endswith("_kernel_time"):
+            continue
+        node = name[: -len("_kernel_time")]
+        durations[node].append(float(e.get("dur", 0)))
+        if node not in trace.op:
+            args = e.get("args") or {}
+            trace.op[node] = str(args.get("op_name", ""))
+            trace.elements_in[node] = _elements(args.get("input_type_shape"))
+            trace.elements_out[node] = _elements(args.get("output_type_shape"))
+    trace.us = {n: float(np.median(d)) for n, d in durations.items()}
+    return trace
+
+
+def _base(node: str) -> str:
+    while True:
+        stripped = _SUFFIX.sub("", node)
+        if stripped == node:
+            return node
+        node = stripped
+
+
+def _per_layer(trace: _Trace, keys: Mapping[str, str]) -> tuple[dict[str, float], dict[str, int]]:
+    """Each layer's kernel time (µs) and the input + output elements of its largest kernel."""
+    us: dict[str, float] = defaultdict(float)
+    io: dict[str, int] = {}
+    longest: dict[str, float] = {}
+    for node, t in trace.us.items():
+        layer = keys.get(node) or keys.get(_base(node))
+        if layer is None:
+            continue
+        us[layer] += t
+        if t >= longest.get(layer, -1.0):
+            longest[layer] = t
+            io[layer] = trace.elements_in.get(node, 0) + trace.elements_out.get(node, 0)
+    return dict(us), io
+
+
+def _boundary_ns(*traces: _Trace) -> float:
+    """Per-element time of the boundary kernels of the first trace that has any."""
+    for trace in traces:
+        us = n = 0.0
+        for node, t in trace.us.items():
+            elements = trace.elements_out.get(node, 0)
+            if trace.op.get(node) in _BOUNDARY_KERNELS and elements:
+                us += t
+                n += elements
+        if n > 0:
+            return 1000.0 * us / n
+    return 0.0
+
+
+def _paired_ratio(a: Sequence[float], b: Sequence[float]) -> float:
+    ratios = [x / y for x, y in zip(a, b, strict=True) if y > 0]
+    return float(np.median(ratios)) if ratios else 1.0
+
+
+def layer_costs(
+    float_model: ir.Model,
+    int8_model: ir.Model,
+    layers: Sequence[str],
+    feeds: Mapping[str, np.ndarray],
+    *,
+    threads: int = 0,
+    rounds: int = 6,
+    block: int = 4,
+    progress: Callable[[int, int], None] | None = None,
+) -> LatencyCosts:
+    """Per-layer float-vs-int8 costs of `layers` (node names of `float_model`, which
+    `int8_model` is the Q/DQ form of), profiled on `feeds` (one call's inputs, e.g.
+    `one_call_feeds`) over `rounds` alternating blocks of `block` calls per model."""
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="edgec-profile-") as tmp:
+        sessions = {}
+        for tag, model in (("fp32", float_model), ("int8", int8_model)):
+            opts = session_options(threads=threads, level="all")
+            opts.enable_profiling = True
+            opts.profile_file_prefix = os.path.join(tmp, tag)
+            sessions[tag] = open_session(graph_tools.model_bytes(model), opts)
+        inputs = {tag: dict(feeds) for tag in sessions}
+        blocks: dict[str, list[float]] = {tag: [] for tag in sessions}
+        for tag, s in sessions.items():  # warm-up: first calls allocate and pack
+            for _ in range(2):
+                s.run(None, inputs[tag])
+        order = list(sessions)
+        for rnd in range(rounds):
+            for tag in order[rnd % 2 :] + order[: rnd % 2]:
+                s = sessions[tag]
+                s.run(None, inputs[tag])  # untimed: the other model's threads go idle
+                times = []
+                for _ in range(block):
+                    start = time.perf_counter_ns()
+                    s.run(None, inputs[tag])
+                    times.append((time.perf_counter_ns() - start) / 1e6)
+                blocks[tag].append(statistics.median(times))
+            if progress is not None:
+                progress(rnd + 1, rounds)
+        traces = {tag: _read_trace(s.end_profiling()) for tag, s in sessions.items()}
+    keys = _keys(float_model.graph, layers)
+    float_us, float_io = _per_layer(traces["fp32"], keys)
+    int8_us, io = _per_layer(traces["int8"], keys)
+    ns_per_element = _boundary_ns(traces["int8"], traces["fp32"])
+    io = {**float_io, **io}
+    named = [n for n in layers if n in float_us and n in int8_us and int8_us[n] > 0]
+    scale = float(np.median([float_us[n] / int8_us[n] for n in named])) if named else 1.0
+    estimated = []
+    costs: dict[str, LayerCost] = {}
+    for n in layers:
+        q = int8_us.get(n, 0.0)
+        f = float_us.get(n)
+        if f is None or n not in int8_us:
+            estimated.append(n)
+            f = q * scale
+        boundary = BOUNDARY_OPS * ns_per_element * io.get(n, 0) / 1000.0
+        costs[n] = LayerCost(q / 1000.0, f / 1000.0, boundary / 1000.0)
+    result = LatencyCosts(
+        fp32_ms=statistics.median(blocks["fp32"]),
+        int8_ratio=_paired_ratio(blocks["int8"], blocks["fp32"]),
+        layers=costs,
+        calls=rounds * (block + 1) + 2,
+        estimated=tuple(estimated),
+        boundary_ns_per_element=ns_per_element,
+    )
+    logger.info(
+        "layer latency: FP32 %.3f ms, all-INT8 %.3fx, %d layers (%d estimated) in %.1f s",
+        result.fp32_ms,
+        result.int8_ratio,
+        len(costs),
+        len(estimated),
+        time.perf_counter() - t0,
+    )
+    return result

@@ -1,0 +1,108 @@
+"""The per-layer latency cost model (`layer_latency.py`): trace names map to layers, and
+a profiled small model gives every layer an int8 and a float time.
+
+No timing is asserted (the machine is shared): only that each layer is named, times
+are positive, and the additive prediction is what it says.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx_ir as ir
+import pytest
+
+from passes import graph_tools
+from passes.quantize import CPU_SPEC, InsertQdqPass
+from passes.quantize.calibrate import collect_stats
+from passes.quantize.layer_latency import (
+    BOUNDARY_OPS,
+    LatencyCosts,
+    LayerCost,
+    _keys,
+    _per_layer,
+    _read_trace,
+    layer_costs,
+    one_call_feeds,
+)
+from passes.quantize.plan import QuantPlan, plan_quantization
+from tests.passes.quantize import _models
+
+
+def _block() -> tuple[ir.Model, ir.Model, QuantPlan, np.ndarray]:
+    model = _models.block_model()
+    graph_tools.ensure_types(model)
+    x = _models.images(16)
+    plan = plan_quantization(model.graph, CPU_SPEC)
+    ranges = collect_stats(model, plan.calibrated, [{"x": x}]).ranges("percentile", percentile=99.0)
+    q = graph_tools.clone(model)
+    InsertQdqPass(CPU_SPEC, ranges)(q)
+    return model, q, plan, x
+
+
+def test_trace_names_map_to_layers(tmp_path: Path) -> None:
+    """QDQ fusion names a fused int8 node `<node>_token_<n>`; the NCHWc transformer names
+    a float conv after its last fused output (`<output>_nchwc`, through Relu/Clip/Add)."""
+    model = _models.block_model()
+    keys = _keys(model.graph, ["Conv_0", "Conv_2", "Conv_4", "Gemm_8"])
+    # Conv_0 -> Relu_1 (r1 has two readers: the chain stops there)
+    assert keys["Conv_0"] == keys["c1"] == keys["Relu_1"] == keys["r1"] == "Conv_0"
+    assert keys["r2"] == "Conv_2"  # Conv → Clip
+    assert keys["s"] == "Conv_4"  # Conv → Add (residual): fused as the conv's sum input
+    events = [
+        {"cat": "Node", "name": f"{n}_kernel_time", "dur": d, "args": {"op_name": op}}
+        for n, d, op in [
+            ("Conv_0_token_3", 10, "QLinearConv"),
+            ("Conv_0_token_3", 30, "QLinearConv"),
+            ("r2_nchwc", 7, "Conv"),
+            ("s_nchwc", 5, "Conv"),
+            ("Gemm_8", 4, "Gemm"),
+            ("Transpose", 99, "Transpose"),
+        ]
+    ]
+    path = tmp_path / "trace.json"
+    path.write_text(json.dumps(events))
+    per_layer, _ = _per_layer(_read_trace(str(path)), keys)
+    assert per_layer == {"Conv_0": 20.0, "Conv_2": 7.0, "Conv_4": 5.0, "Gemm_8": 4.0}
+
+
+def test_costs_of_a_small_model() -> None:
+    model, q, plan, x = _block()
+    layers = list(plan.nodes)
+    feeds = one_call_feeds(model, {"x": x})
+    assert feeds["x"].shape == (1, 3, 8, 8)  # batch 1: the dynamic batch of one deployed call
+    costs = layer_costs(model, q, layers, feeds, threads=1, rounds=2, block=2)
+    assert set(costs.layers) == set(layers)
+    convs = [n for n in layers if n.startswith(("Conv", "Gemm"))]
+    assert not set(convs) & set(costs.estimated)  # every weighted layer named by the traces
+    for n in convs:
+        c = costs.layers[n]
+        assert c.int8_ms > 0 and c.float_ms > 0 and c.boundary_ms >= 0
+        assert c.cost_ms == pytest.approx(c.float_ms + c.boundary_ms - c.int8_ms)
+    assert costs.fp32_ms > 0 and costs.int8_ratio > 0 and costs.calls == 2 * 3 + 2
+    assert costs.predicted_ratio(layers) == pytest.approx(
+        costs.int8_ratio + sum(costs.ratio(n) for n in layers)
+    )
+
+
+def test_boundary_and_prediction_arithmetic() -> None:
+    costs = LatencyCosts(
+        fp32_ms=2.0,
+        int8_ratio=0.5,
+        layers={"a": LayerCost(0.2, 0.3, 0.1), "b": LayerCost(0.4, 0.3, 0.0)},
+        calls=10,
+    )
+    assert costs.layers["a"].cost_ms == pytest.approx(0.2)
+    assert costs.layers["b"].cost_ms == pytest.approx(-0.1)  # float is faster here
+    assert costs.ratio("a") == pytest.approx(0.1)
+    assert costs.predicted_ratio(["a", "unknown"]) == pytest.approx(0.6)
+    assert BOUNDARY_OPS == 2
+
+
+def test_one_call_feeds_keeps_a_fixed_batch() -> None:
+    model = _models.block_model()
+    model.graph.inputs[0].shape = ir.Shape([4, 3, 8, 8])
+    feeds = one_call_feeds(model, {"x": np.zeros((8, 3, 8, 8), np.float32)})
+    assert feeds["x"].shape == (4, 3, 8, 8)
