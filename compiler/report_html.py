@@ -49,7 +49,7 @@ table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ddd;padding
 .verdict-fail{background:#fbe4e4;color:#8a1414;border:2px solid #d62728}
 .verdict-none{background:#eef0f3;color:#333;border:2px solid #9aa3ad}
 tr.pass td.status{color:#155d27;font-weight:600}tr.fail td.status{color:#8a1414;font-weight:600}
-tr.chosen{background:#eef6ff}.note{color:#555;font-size:.92em}figure{margin:.5em 0}
+tr.chosen{background:#eef6ff}tr.kept td{color:#8a1414}.note{color:#555;font-size:.92em}figure{margin:.5em 0}
 figure svg{max-width:100%;height:auto}details{margin:.5em 0}summary{cursor:pointer;color:#333}
 code{background:#f3f3f3;padding:1px 4px;border-radius:3px;word-break:break-all}
 """
@@ -272,6 +272,32 @@ def _accuracy(report: Mapping[str, Any]) -> str:
     return _section("accuracy", "Accuracy", src + _table(header, rows))
 
 
+def _fallback_trade(q: Mapping[str, Any]) -> str:
+    """--auto-fallback's choice: its latency bound and each candidate's gain and cost."""
+    fb, trade = q.get("fallback"), q.get("fallback_trade") or []
+    if not isinstance(fb, Mapping) or not trade:
+        return ""
+    bound = fb.get("latency_bound_ratio")
+    note = (
+        f"all-INT8 {_e(_num(fb.get('int8_latency_ratio')))}x FP32, bound "
+        f"{_e(_num(bound))}x, predicted {_e(_num(fb.get('predicted_latency_ratio')))}x; "
+        if bound is not None
+        else "no latency bound; "
+    ) + ("accuracy budget met" if fb.get("accuracy_met") else "accuracy budget NOT met")
+    rows = [
+        (t["layer"], t.get("sqnr_db"), t.get("gain"), t.get("latency_cost_ms"), t["kept_float"])
+        for t in trade
+    ]
+    cls = ["kept" if t["kept_float"] else "" for t in trade]
+    return (
+        "<h3>Float fallback: accuracy gain per latency cost</h3>"
+        f'<p class="note">{note}. In the order tried; gain: the output noise the layer adds '
+        "alone in INT8 (relative to the signal); cost: latency it adds in float "
+        "(profiled kernels plus the int8/float boundary).</p>"
+        + _table(["layer", "SQNR alone (dB)", "gain", "cost (ms)", "kept float"], rows, cls)
+    )
+
+
 def _quantization(report: Mapping[str, Any]) -> str:
     q = report.get("quantization")
     if not q:
@@ -337,6 +363,7 @@ def _quantization(report: Mapping[str, Any]) -> str:
             "correction); compile with <code>--sensitivity</code> for per-layer SQNR and "
             "agreement bars.</p>"
         )
+    chart += _fallback_trade(q)
     title = "Quantization"
     if report.get("precision") != "int8":  # --precision auto chose another candidate
         title += " (the INT8 candidate, not chosen)"

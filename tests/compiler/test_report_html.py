@@ -455,3 +455,40 @@ def test_local_layer_error_drawn_without_sensitivity() -> None:
     assert 'data-layers="4" data-kept="2"' in q  # two measured, two kept in float
     assert "own output SQNR" in q and "41.5" in q and "33.2" in q
     assert "--sensitivity" in q  # how to add the model-level panel
+
+
+def test_fallback_trade_table_marks_the_layers_kept_float() -> None:
+    report = _report()
+    report["quantization"] = {
+        **report["quantization"],
+        "fallback": {
+            "accuracy_met": False,
+            "int8_latency_ratio": 0.5,
+            "latency_bound_ratio": 0.6,
+            "predicted_latency_ratio": 0.58,
+        },
+        "fallback_trade": [
+            {
+                "layer": "/block1/Conv",
+                "sqnr_db": 20.0,
+                "gain": 0.01,
+                "latency_cost_ms": 0.1,
+                "latency_cost": 0.02,
+                "kept_float": True,
+            },
+            {
+                "layer": "/head/Gemm",
+                "sqnr_db": 40.0,
+                "gain": 1e-4,
+                "latency_cost_ms": 0.3,
+                "latency_cost": 0.06,
+                "kept_float": False,
+            },
+        ],
+    }
+    q = _section(_html(report), "quantization")
+    assert "accuracy gain per latency cost" in q and "accuracy budget NOT met" in q
+    assert "bound 0.6x" in q and '<tr class="kept"><td>/block1/Conv</td>' in q
+    assert "<tr><td>/head/Gemm</td>" in q
+    plain = _section(_html(_report()), "quantization")  # no fallback: no table
+    assert "accuracy gain per latency cost" not in plain
