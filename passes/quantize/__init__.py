@@ -25,8 +25,10 @@ defaults are written); each step is a small object over one shared state
    measured on `bias_correction_samples` samples and removed (`bias_correction.py`);
 6. `sensitivity` / `min_sqnr_db` / `min_agreement` — per-layer sensitivity (one
    layer int8 with its own bias correction, the rest exact FP32) and float fallback
-   until the budget holds on a calibration subset (`sensitivity.py`); the biases
-   are corrected again for the layers that stay float. Opt-in: a float layer runs
+   until the budget holds on a calibration subset (`sensitivity.py`), best accuracy
+   gain per latency cost first (each layer's cost profiled on this machine,
+   `layer_latency.py`) and within `min_speedup_kept` of all-INT8's saving over FP32;
+   the biases are corrected again for the layers that stay float. Opt-in: a float layer runs
    at FP32 speed and every float island costs a dequantize/quantize boundary and
    layout changes (17 float layers: MobileNetV2 at 0.82x FP32 latency against
    0.52x all-int8 in an earlier run; since the float skip path, the 0.97 budget

@@ -1,35 +1,44 @@
 """What keeping one layer in float costs in latency, from onnxruntime's own profiler.
 
-`layer_costs(float_model, int8_model, layers, feeds)` opens both models as the CPU
+`layer_costs(float_model, build, layers, feeds)` profiles four models as the CPU
 target deploys them (ENABLE_ALL, so the int8 Q/DQ groups run as QLinearConv & co.)
-with `SessionOptions.enable_profiling`, calls them in alternating blocks (one
-block of each per round, so the machine's changing speed hits both alike), and
-reads each kernel's duration from the two JSON traces (median over calls):
+with `SessionOptions.enable_profiling`: the float model, the all-INT8 model
+`build(∅)`, and two *island* models, `build(even layers)` and `build(odd layers)`
+(`layers` in graph order), in which every other layer is float, mostly between
+int8 neighbours: a float island, as the fallback makes it. They are called in
+alternating blocks (one block of each per round, so the machine's changing speed
+hits all alike) and each kernel's duration is read from the JSON traces (median
+over calls):
 
-- int8 time of layer L: the kernels named after L. onnxruntime's QDQ fusion names
-  the fused node ``<L>_token_<n>``; an unfused node keeps its name;
-- float time of L: the kernels named after L, its output, or the output of the
-  activation (Relu/Clip/...) or Add it is fused with: the NCHWc transformer names a
-  fused convolution ``<output>_nchwc`` after the last fused output;
-- boundary of L: a float island in an int8 graph dequantizes its input, quantizes
-  its output and changes layout on both sides. It is estimated as
-  `BOUNDARY_OPS` element-wise passes over L's input and output at the per-element
-  time the int8 trace's own QuantizeLinear/DequantizeLinear/Transpose/Reorder
-  kernels ran at (none: the float trace's; none either: 0).
+- int8 time of layer L (all-INT8 trace): the kernels named after L. onnxruntime's
+  QDQ fusion names the fused node ``<L>_token_<n>``; an unfused node keeps its name;
+- float time of L (the island trace where L is float; else the float model's): the
+  kernels named after L, its output, or the output of the activation (Relu/Clip/...)
+  or Add it is fused with: the NCHWc transformer names a fused convolution
+  ``<output>_nchwc`` after the last fused output;
+- boundary of L: an island dequantizes its input, quantizes its output and changes
+  layout on both sides (QuantizeLinear, DequantizeLinear, Transpose, ReorderInput,
+  ReorderOutput). Their kernels are mostly named ``Transpose_token_<n>``, so each is
+  charged to the float layer nearest to it in execution order (traces list kernels in
+  the order they ran), in the island trace where L is float. Measured on MobileNetV2
+  these cost more than the float-vs-int8 difference of the layer itself (a
+  ReorderInput of a 56x56x144 map: 0.2 ms).
 
-cost(L) = float(L) + boundary(L) - int8(L), in ms per call. The model is additive:
-two adjacent float layers share a boundary that it counts twice, so the cost of a
-float *chain* is overestimated (the safe side for a latency bound). A layer the
-traces do not name (fused away, renamed) gets its int8 time times the median
-float/int8 ratio of the layers they do name, and is listed in `estimated`.
+cost(L) = float(L) + boundary(L) - int8(L), in ms per call, and the model is
+additive. Every island model is also timed whole, so `checks` holds, for each,
+the latency ratio to FP32 this sum predicts and the one measured (paired): how far
+to trust the sum. A layer the traces do not name (fused away, renamed) gets its
+int8 time times the median float/int8 ratio of the layers they do name (and no
+boundary), and is listed in `estimated`.
 
-The same alternating calls also time each whole call (`perf_counter_ns`), which
-gives FP32's median latency and all-INT8's latency as a ratio to it: the median
-over rounds of the ratio of the two blocks' medians, as `targets.latency` does.
+The same alternating calls give FP32's median latency and all-INT8's latency as a
+ratio to it: the median over rounds of the ratio of the two blocks' medians, as
+`targets.latency` does.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -39,7 +48,7 @@ import tempfile
 import time
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -48,13 +57,10 @@ import onnx_ir as ir
 from compiler.ground.sessions import open_session, session_options
 from passes import graph_tools
 
-__all__ = ["BOUNDARY_OPS", "LatencyCosts", "LayerCost", "layer_costs", "one_call_feeds"]
+__all__ = ["LatencyCosts", "LayerCost", "layer_costs", "one_call_feeds"]
 
 logger = logging.getLogger(__name__)
 
-#: element-wise passes over a float island's input and output (dequantize or quantize,
-#: and a layout change, on each side)
-BOUNDARY_OPS = 2
 #: kernels that exist only to cross between int8 and float (or between layouts)
 _BOUNDARY_KERNELS = frozenset(
     {"QuantizeLinear", "DequantizeLinear", "Transpose", "ReorderInput", "ReorderOutput"}
@@ -89,7 +95,8 @@ class LatencyCosts:
     layers: dict[str, LayerCost]
     calls: int  # profiled calls per model
     estimated: tuple[str, ...] = ()  # layers the traces did not name
-    boundary_ns_per_element: float = 0.0
+    #: per island model: (latency ratio to FP32 the additive costs predict, measured)
+    checks: dict[str, tuple[float, float]] = field(default_factory=dict)
 
     def ratio(self, layer: str) -> float:
         """`layer`'s cost as a fraction of FP32's latency."""
@@ -149,6 +156,7 @@ class _Trace:
     op: dict[str, str]
     elements_in: dict[str, int]
     elements_out: dict[str, int]
+    order: list[str] = field(default_factory=list)  # node names in the order they first ran
 
 
 def _elements(shapes: Any) -> int:
@@ -170,6 +178,7 @@ def _read_trace(path: str) -> _Trace:
         node = name[: -len("_kernel_time")]
         durations[node].append(float(e.get("dur", 0)))
         if node not in trace.op:
+            trace.order.append(node)
             args = e.get("args") or {}
             trace.op[node] = str(args.get("op_name", ""))
             trace.elements_in[node] = _elements(args.get("input_type_shape"))
@@ -202,18 +211,30 @@ def _per_layer(trace: _Trace, keys: Mapping[str, str]) -> tuple[dict[str, float]
     return dict(us), io
 
 
-def _boundary_ns(*traces: _Trace) -> float:
-    """Per-element time of the boundary kernels of the first trace that has any."""
-    for trace in traces:
-        us = n = 0.0
-        for node, t in trace.us.items():
-            elements = trace.elements_out.get(node, 0)
-            if trace.op.get(node) in _BOUNDARY_KERNELS and elements:
-                us += t
-                n += elements
-        if n > 0:
-            return 1000.0 * us / n
-    return 0.0
+def _layer_of(trace: _Trace, keys: Mapping[str, str]) -> dict[str, str]:
+    """Trace node → the layer it computes (for the nodes the keys name)."""
+    out = {}
+    for node in trace.us:
+        layer = keys.get(node) or keys.get(_base(node))
+        if layer is not None:
+            out[node] = layer
+    return out
+
+
+def _boundaries(trace: _Trace, keys: Mapping[str, str], float_layers: set[str]) -> dict[str, float]:
+    """µs of boundary kernels charged to each float layer: the one nearest in execution
+    order (ties: the next one, whose input a boundary usually prepares)."""
+    of = _layer_of(trace, keys)
+    anchors = [(i, of[n]) for i, n in enumerate(trace.order) if of.get(n) in float_layers]
+    out: dict[str, float] = defaultdict(float)
+    if not anchors:
+        return {}
+    for i, node in enumerate(trace.order):
+        if trace.op.get(node) not in _BOUNDARY_KERNELS:
+            continue
+        _, layer = min(anchors, key=lambda a: (abs(a[0] - i), a[0] < i))
+        out[layer] += trace.us[node]
+    return dict(out)
 
 
 def _paired_ratio(a: Sequence[float], b: Sequence[float]) -> float:
@@ -221,9 +242,47 @@ def _paired_ratio(a: Sequence[float], b: Sequence[float]) -> float:
     return float(np.median(ratios)) if ratios else 1.0
 
 
+def _profile(
+    models: Mapping[str, ir.Model],
+    feeds: Mapping[str, np.ndarray],
+    *,
+    threads: int,
+    rounds: int,
+    block: int,
+    progress: Callable[[int, int], None] | None,
+) -> tuple[dict[str, _Trace], dict[str, list[float]]]:
+    """Each model's trace, and its block medians (ms per call) round by round."""
+    with tempfile.TemporaryDirectory(prefix="edgec-profile-") as tmp:
+        sessions = {}
+        for tag, model in models.items():
+            opts = session_options(threads=threads, level="all")
+            opts.enable_profiling = True
+            opts.profile_file_prefix = os.path.join(tmp, tag)
+            sessions[tag] = open_session(graph_tools.model_bytes(model), opts)
+        blocks: dict[str, list[float]] = {tag: [] for tag in sessions}
+        for s in sessions.values():  # warm-up: first calls allocate and pack
+            for _ in range(2):
+                s.run(None, dict(feeds))
+        order = list(sessions)
+        for rnd in range(rounds):
+            shift = rnd % len(order)
+            for tag in order[shift:] + order[:shift]:
+                s = sessions[tag]
+                s.run(None, dict(feeds))  # untimed: the other model's threads go idle
+                times = []
+                for _ in range(block):
+                    start = time.perf_counter_ns()
+                    s.run(None, dict(feeds))
+                    times.append((time.perf_counter_ns() - start) / 1e6)
+                blocks[tag].append(statistics.median(times))
+            if progress is not None:
+                progress(rnd + 1, rounds)
+        return {tag: _read_trace(s.end_profiling()) for tag, s in sessions.items()}, blocks
+
+
 def layer_costs(
     float_model: ir.Model,
-    int8_model: ir.Model,
+    build: Callable[[frozenset[str]], ir.Model],
     layers: Sequence[str],
     feeds: Mapping[str, np.ndarray],
     *,
@@ -232,67 +291,64 @@ def layer_costs(
     block: int = 4,
     progress: Callable[[int, int], None] | None = None,
 ) -> LatencyCosts:
-    """Per-layer float-vs-int8 costs of `layers` (node names of `float_model`, which
-    `int8_model` is the Q/DQ form of), profiled on `feeds` (one call's inputs, e.g.
-    `one_call_feeds`) over `rounds` alternating blocks of `block` calls per model."""
+    """Per-layer float-vs-int8 costs of `layers` (node names of `float_model`, in graph
+    order); `build(kept_float)` gives the Q/DQ model with those layers float. Profiled on
+    `feeds` (one call's inputs, e.g. `one_call_feeds`) over `rounds` alternating blocks
+    of `block` calls per model (see the module docstring)."""
     t0 = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="edgec-profile-") as tmp:
-        sessions = {}
-        for tag, model in (("fp32", float_model), ("int8", int8_model)):
-            opts = session_options(threads=threads, level="all")
-            opts.enable_profiling = True
-            opts.profile_file_prefix = os.path.join(tmp, tag)
-            sessions[tag] = open_session(graph_tools.model_bytes(model), opts)
-        inputs = {tag: dict(feeds) for tag in sessions}
-        blocks: dict[str, list[float]] = {tag: [] for tag in sessions}
-        for tag, s in sessions.items():  # warm-up: first calls allocate and pack
-            for _ in range(2):
-                s.run(None, inputs[tag])
-        order = list(sessions)
-        for rnd in range(rounds):
-            for tag in order[rnd % 2 :] + order[: rnd % 2]:
-                s = sessions[tag]
-                s.run(None, inputs[tag])  # untimed: the other model's threads go idle
-                times = []
-                for _ in range(block):
-                    start = time.perf_counter_ns()
-                    s.run(None, inputs[tag])
-                    times.append((time.perf_counter_ns() - start) / 1e6)
-                blocks[tag].append(statistics.median(times))
-            if progress is not None:
-                progress(rnd + 1, rounds)
-        traces = {tag: _read_trace(s.end_profiling()) for tag, s in sessions.items()}
+    islands = {"even": frozenset(layers[0::2]), "odd": frozenset(layers[1::2])}
+    models = {"fp32": float_model, "int8": build(frozenset())}
+    models.update({tag: build(kept) for tag, kept in islands.items() if kept})
+    traces, blocks = _profile(
+        models, feeds, threads=threads, rounds=rounds, block=block, progress=progress
+    )
     keys = _keys(float_model.graph, layers)
-    float_us, float_io = _per_layer(traces["fp32"], keys)
-    int8_us, io = _per_layer(traces["int8"], keys)
-    ns_per_element = _boundary_ns(traces["int8"], traces["fp32"])
-    io = {**float_io, **io}
+    float_us, _ = _per_layer(traces["fp32"], keys)
+    int8_us, _ = _per_layer(traces["int8"], keys)
+    island_us: dict[str, float] = {}
+    boundary_us: dict[str, float] = {}
+    for tag, kept in islands.items():
+        if tag not in traces:
+            continue
+        us, _ = _per_layer(traces[tag], keys)
+        island_us.update({n: t for n, t in us.items() if n in kept})
+        boundary_us.update(_boundaries(traces[tag], keys, set(kept)))
     named = [n for n in layers if n in float_us and n in int8_us and int8_us[n] > 0]
     scale = float(np.median([float_us[n] / int8_us[n] for n in named])) if named else 1.0
     estimated = []
     costs: dict[str, LayerCost] = {}
     for n in layers:
         q = int8_us.get(n, 0.0)
-        f = float_us.get(n)
+        f = island_us.get(n, float_us.get(n))
         if f is None or n not in int8_us:
             estimated.append(n)
             f = q * scale
-        boundary = BOUNDARY_OPS * ns_per_element * io.get(n, 0) / 1000.0
-        costs[n] = LayerCost(q / 1000.0, f / 1000.0, boundary / 1000.0)
+        costs[n] = LayerCost(q / 1000.0, f / 1000.0, boundary_us.get(n, 0.0) / 1000.0)
+    fp32_ms = statistics.median(blocks["fp32"])
     result = LatencyCosts(
-        fp32_ms=statistics.median(blocks["fp32"]),
+        fp32_ms=fp32_ms,
         int8_ratio=_paired_ratio(blocks["int8"], blocks["fp32"]),
         layers=costs,
         calls=rounds * (block + 1) + 2,
         estimated=tuple(estimated),
-        boundary_ns_per_element=ns_per_element,
     )
+    checks = {
+        tag: (
+            result.predicted_ratio(sorted(islands[tag])),
+            _paired_ratio(blocks[tag], blocks["fp32"]),
+        )
+        for tag in islands
+        if tag in blocks
+    }
+    result = dataclasses.replace(result, checks=checks)
     logger.info(
-        "layer latency: FP32 %.3f ms, all-INT8 %.3fx, %d layers (%d estimated) in %.1f s",
-        result.fp32_ms,
+        "layer latency: FP32 %.3f ms, all-INT8 %.3fx, %d layers (%d estimated), islands "
+        "predicted/measured %s in %.1f s",
+        fp32_ms,
         result.int8_ratio,
         len(costs),
         len(estimated),
+        {k: (round(a, 3), round(b, 3)) for k, (a, b) in checks.items()},
         time.perf_counter() - t0,
     )
     return result

@@ -439,6 +439,11 @@ class Sensitivity(Step):
             else round(costs.predicted_ratio(kept), 4),
             "fp32_ms": None if costs is None else round(costs.fp32_ms, 4),
             "cost_estimated": [] if costs is None else list(costs.estimated),
+            # the additive costs against measurement: island models (every other
+            # candidate float), latency / FP32 predicted and measured, paired
+            "cost_checks": None
+            if costs is None
+            else {k: [round(a, 4), round(b, 4)] for k, (a, b) in costs.checks.items()},
         }
         state.fallback_trade = [
             {
@@ -457,16 +462,16 @@ class Sensitivity(Step):
 
 def _latency_costs(state: PtqState, layers: list[str]) -> LatencyCosts:
     """Each candidate's float-vs-int8 latency on this machine (`layer_latency.py`): the
-    float working model against its all-INT8 form, on one calibration call."""
+    float working model, its all-INT8 form and two forms with every other candidate
+    float, on one calibration call."""
     o = state.options
     first = next(iter(state.stream.take(o.batch_size)))
-    feeds = one_call_feeds(state.model, first)
-    int8 = state.build(state.model, state.excluded)
+    order = {n.name: i for i, n in enumerate(state.model.graph)}
     return layer_costs(
         state.model,
-        int8,
-        layers,
-        feeds,
+        lambda kept: state.build(state.model, state.excluded | kept),
+        sorted(layers, key=lambda n: order.get(n, len(order))),
+        one_call_feeds(state.model, first),
         threads=o.threads,
         rounds=o.latency_rounds,
         progress=state.report("fallback_latency"),

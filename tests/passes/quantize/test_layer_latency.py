@@ -8,6 +8,7 @@ are positive, and the additive prediction is what it says.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -18,9 +19,9 @@ from passes import graph_tools
 from passes.quantize import CPU_SPEC, InsertQdqPass
 from passes.quantize.calibrate import collect_stats
 from passes.quantize.layer_latency import (
-    BOUNDARY_OPS,
     LatencyCosts,
     LayerCost,
+    _boundaries,
     _keys,
     _per_layer,
     _read_trace,
@@ -31,15 +32,19 @@ from passes.quantize.plan import QuantPlan, plan_quantization
 from tests.passes.quantize import _models
 
 
-def _block() -> tuple[ir.Model, ir.Model, QuantPlan, np.ndarray]:
+def _block() -> tuple[ir.Model, Callable[[frozenset[str]], ir.Model], QuantPlan, np.ndarray]:
     model = _models.block_model()
     graph_tools.ensure_types(model)
     x = _models.images(16)
     plan = plan_quantization(model.graph, CPU_SPEC)
     ranges = collect_stats(model, plan.calibrated, [{"x": x}]).ranges("percentile", percentile=99.0)
-    q = graph_tools.clone(model)
-    InsertQdqPass(CPU_SPEC, ranges)(q)
-    return model, q, plan, x
+
+    def build(kept: frozenset[str]) -> ir.Model:
+        q = graph_tools.clone(model)
+        InsertQdqPass(CPU_SPEC, ranges, exclude=kept)(q)
+        return q
+
+    return model, build, plan, x
 
 
 def test_trace_names_map_to_layers(tmp_path: Path) -> None:
@@ -69,11 +74,11 @@ def test_trace_names_map_to_layers(tmp_path: Path) -> None:
 
 
 def test_costs_of_a_small_model() -> None:
-    model, q, plan, x = _block()
+    model, build, plan, x = _block()
     layers = list(plan.nodes)
     feeds = one_call_feeds(model, {"x": x})
     assert feeds["x"].shape == (1, 3, 8, 8)  # batch 1: the dynamic batch of one deployed call
-    costs = layer_costs(model, q, layers, feeds, threads=1, rounds=2, block=2)
+    costs = layer_costs(model, build, layers, feeds, threads=1, rounds=2, block=2)
     assert set(costs.layers) == set(layers)
     convs = [n for n in layers if n.startswith(("Conv", "Gemm"))]
     assert not set(convs) & set(costs.estimated)  # every weighted layer named by the traces
@@ -82,6 +87,9 @@ def test_costs_of_a_small_model() -> None:
         assert c.int8_ms > 0 and c.float_ms > 0 and c.boundary_ms >= 0
         assert c.cost_ms == pytest.approx(c.float_ms + c.boundary_ms - c.int8_ms)
     assert costs.fp32_ms > 0 and costs.int8_ratio > 0 and costs.calls == 2 * 3 + 2
+    # each island model (every other layer float) is timed whole against the prediction
+    assert set(costs.checks) == {"even", "odd"}
+    assert all(p > 0 and m > 0 for p, m in costs.checks.values())
     assert costs.predicted_ratio(layers) == pytest.approx(
         costs.int8_ratio + sum(costs.ratio(n) for n in layers)
     )
@@ -98,7 +106,6 @@ def test_boundary_and_prediction_arithmetic() -> None:
     assert costs.layers["b"].cost_ms == pytest.approx(-0.1)  # float is faster here
     assert costs.ratio("a") == pytest.approx(0.1)
     assert costs.predicted_ratio(["a", "unknown"]) == pytest.approx(0.6)
-    assert BOUNDARY_OPS == 2
 
 
 def test_one_call_feeds_keeps_a_fixed_batch() -> None:
@@ -106,3 +113,31 @@ def test_one_call_feeds_keeps_a_fixed_batch() -> None:
     model.graph.inputs[0].shape = ir.Shape([4, 3, 8, 8])
     feeds = one_call_feeds(model, {"x": np.zeros((8, 3, 8, 8), np.float32)})
     assert feeds["x"].shape == (4, 3, 8, 8)
+
+
+def test_boundary_kernels_are_charged_to_the_nearest_float_layer(tmp_path: Path) -> None:
+    """In an island trace the layout and Q/DQ kernels around a float layer are its cost;
+    they carry generic names (`Transpose_token_9`), so execution order decides."""
+    model = _models.block_model()
+    keys = _keys(model.graph, ["Conv_0", "Conv_2", "Conv_4", "Gemm_8"])
+    ran = [
+        ("Conv_0_token_1", 10, "QLinearConv"),
+        ("r1_DequantizeLinear", 3, "DequantizeLinear"),
+        ("ReorderInput", 4, "ReorderInput"),
+        ("r2_nchwc", 7, "Conv"),  # Conv_2, float
+        ("ReorderOutput_token_2", 5, "ReorderOutput"),
+        ("r2_QuantizeLinear", 2, "QuantizeLinear"),
+        ("Conv_4_token_3", 6, "QLinearConv"),
+        ("Transpose_token_9", 1, "Transpose"),
+        ("Gemm_8", 8, "Gemm"),  # float
+    ]
+    events = [
+        {"cat": "Node", "name": f"{n}_kernel_time", "dur": d, "args": {"op_name": op}}
+        for n, d, op in ran
+    ]
+    path = tmp_path / "trace.json"
+    path.write_text(json.dumps(events))
+    trace = _read_trace(str(path))
+    assert trace.order == [n for n, _, _ in ran]
+    assert _boundaries(trace, keys, {"Conv_2", "Gemm_8"}) == {"Conv_2": 14.0, "Gemm_8": 1.0}
+    assert _boundaries(trace, keys, set()) == {}
