@@ -65,12 +65,19 @@ def _pruning_row(pruning: dict[str, Any], a: dict[str, Any]) -> tuple[str, str]:
 def _quantization_row(q: dict[str, Any]) -> tuple[str, str]:
     """The quantization spec, method, samples and the layers kept in float."""
     kept = q.get("kept_float") or []
-    return (
-        "quantization",
+    text = (
         f"{q.get('spec')} spec · {q.get('method')} on "
         f"{q.get('samples') or q.get('train_samples')} samples · "
-        f"{len(kept)} layers kept float{(': ' + ', '.join(kept[:6])) if kept else ''}",
+        f"{len(kept)} layers kept float{(': ' + ', '.join(kept[:6])) if kept else ''}"
     )
+    fb = q.get("fallback")
+    if isinstance(fb, dict) and fb.get("latency_bound_ratio") is not None:
+        text += (
+            f" · fallback predicted {fb.get('predicted_latency_ratio')}x FP32 (bound "
+            f"{fb.get('latency_bound_ratio')}x, all-INT8 {fb.get('int8_latency_ratio')}x)"
+            + ("" if fb.get("accuracy_met") else "; accuracy budget not met within the bound")
+        )
+    return ("quantization", text)
 
 
 def _fp16_row(fp16: dict[str, Any]) -> tuple[str, str]:
