@@ -53,6 +53,7 @@ PRECISION_SETTINGS = {
     "calib_samples": ("int8", "auto", "fp16"),
     "quant_mode": CALIBRATED,
     "auto_fallback": CALIBRATED,
+    "fallback_speedup_kept": CALIBRATED,
     "sensitivity": CALIBRATED,
     "keep_io_types": ("fp16",),
 }
