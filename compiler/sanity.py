@@ -122,6 +122,10 @@ def fallback_warnings(quantization: Mapping[str, Any] | None) -> list[str]:
             "to trade more speed for accuracy"
         ),
         "max_layers": "within the most layers allowed in float",
+        "bias_correction": (
+            f"as chosen: the choice reached agreement {fallback.get('choice_agreement')}, "
+            "then the biases corrected again for its float layers lost it"
+        ),
     }.get(str(fallback.get("limited_by")), "even with every candidate layer in float")
     return [
         f"--auto-fallback kept {len(kept)} layer(s) in float and reached {reached}{goal}: "

@@ -428,8 +428,11 @@ class Sensitivity(Step):
         )
         state.fallback = {
             "accuracy_met": met,
-            "limited_by": None if met else (result.limited_by or "layers"),
+            # "bias_correction": the choice met the budget, the biases corrected again for
+            # its float layers then missed it
+            "limited_by": None if met else (result.limited_by or "bias_correction"),
             "agreement": round(score.agreement, 4),
+            "choice_agreement": round(result.score.agreement, 4),
             "min_agreement": o.min_agreement,
             "min_speedup_kept": o.min_speedup_kept,
             "int8_latency_ratio": None if costs is None else round(costs.int8_ratio, 4),
@@ -443,7 +446,11 @@ class Sensitivity(Step):
             # candidate float), latency / FP32 predicted and measured, paired
             "cost_checks": None
             if costs is None
-            else {k: [round(a, 4), round(b, 4)] for k, (a, b) in costs.checks.items()},
+            else {
+                k: {"kernels": round(a, 4), "fitted": round(b, 4), "measured": round(c, 4)}
+                for k, (a, b, c) in costs.checks.items()
+            },
+            "island_overhead_ms": None if costs is None else round(costs.island_overhead_ms, 4),
         }
         state.fallback_trade = [
             {

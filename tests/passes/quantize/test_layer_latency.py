@@ -85,11 +85,14 @@ def test_costs_of_a_small_model() -> None:
     for n in convs:
         c = costs.layers[n]
         assert c.int8_ms > 0 and c.float_ms > 0 and c.boundary_ms >= 0
-        assert c.cost_ms == pytest.approx(c.float_ms + c.boundary_ms - c.int8_ms)
+        assert c.cost_ms == pytest.approx(c.float_ms + c.boundary_ms + c.overhead_ms - c.int8_ms)
     assert costs.fp32_ms > 0 and costs.int8_ratio > 0 and costs.calls == 2 * 3 + 2
     # each island model (every other layer float) is timed whole against the prediction
     assert set(costs.checks) == {"even", "odd"}
-    assert all(p > 0 and m > 0 for p, m in costs.checks.values())
+    assert all(min(check) > 0 for check in costs.checks.values())
+    # what the kernels miss is fitted per island and charged to every layer alike
+    assert costs.island_overhead_ms >= 0
+    assert all(c.overhead_ms == costs.island_overhead_ms for c in costs.layers.values())
     assert costs.predicted_ratio(layers) == pytest.approx(
         costs.int8_ratio + sum(costs.ratio(n) for n in layers)
     )

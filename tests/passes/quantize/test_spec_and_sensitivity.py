@@ -160,6 +160,13 @@ def test_fallback_warning_line() -> None:
     (line,) = fallback_warnings(section)
     assert "kept 1 layer(s) in float" in line and "0.91" in line and "0.97" in line
     assert "latency bound (0.6x FP32" in line and "--fallback-speedup-kept" in line
+    section["fallback"] = {  # met by the choice, lost by the biases corrected again
+        **section["fallback"],  # type: ignore[dict-item]
+        "limited_by": "bias_correction",
+        "choice_agreement": 1.0,
+    }
+    (line,) = fallback_warnings(section)
+    assert "the choice reached agreement 1.0" in line and "corrected again" in line
     section["fallback"]["accuracy_met"] = True  # type: ignore[index]
     assert fallback_warnings(section) == []
     assert fallback_warnings({"fallback": None}) == [] and fallback_warnings(None) == []
