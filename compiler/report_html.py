@@ -293,7 +293,7 @@ def _fallback_trade(q: Mapping[str, Any]) -> str:
         "<h3>Float fallback: accuracy gain per latency cost</h3>"
         f'<p class="note">{note}. In the order tried; gain: the output noise the layer adds '
         "alone in INT8 (relative to the signal); cost: latency it adds in float "
-        "(profiled kernels plus the int8/float boundary).</p>"
+        "(profiled kernels, the int8/float boundary and the per-island overhead).</p>"
         + _table(["layer", "SQNR alone (dB)", "gain", "cost (ms)", "kept float"], rows, cls)
     )
 
