@@ -37,6 +37,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import logging
 import multiprocessing
 import os
 import tempfile
@@ -244,6 +245,9 @@ def _nncf_accuracy_control_child(fp32: str, calib_npy: str, out: str, info: str)
     import onnxruntime as ort
     from nncf.quantization.advanced_parameters import AdvancedAccuracyRestorerParameters
 
+    handler = logging.FileHandler(Path(out).with_suffix(".log"))
+    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
+    logging.getLogger("nncf").addHandler(handler)
     calib = np.load(calib_npy)
     model = onnx.load(fp32)
     input_name = model.graph.input[0].name
@@ -293,6 +297,13 @@ def _nncf_accuracy_control(fp32: Path, out: Path, calib: np.ndarray) -> dict[str
     child.start()
     child.join(ACC_CONTROL_SECONDS)
     seconds = time.perf_counter() - t
+    log = out.with_suffix(".log")
+    # what NNCF did: its drops and reverted layers (the last lines, if it was stopped)
+    progress = [
+        line
+        for line in (log.read_text().splitlines() if log.exists() else [])
+        if "drop" in line.lower() or "revert" in line.lower() or line.startswith("\t")
+    ][-12:]
     if child.is_alive():
         child.kill()
         child.join()
@@ -300,10 +311,18 @@ def _nncf_accuracy_control(fp32: Path, out: Path, calib: np.ndarray) -> dict[str
             "seconds": round(seconds, 1),
             "finished": False,
             "error": f"bounded: stopped after {ACC_CONTROL_SECONDS:.0f} s",
+            "progress": progress,
         }
     if child.exitcode != 0 or not info.exists():
-        return {"seconds": round(seconds, 1), "finished": False, "error": f"exit {child.exitcode}"}
-    return {"seconds": round(json.loads(info.read_text())["seconds"], 1), "finished": True}
+        error = f"exit {child.exitcode}"
+        return {
+            "seconds": round(seconds, 1),
+            "finished": False,
+            "error": error,
+            "progress": progress,
+        }
+    seconds = json.loads(info.read_text())["seconds"]
+    return {"seconds": round(seconds, 1), "finished": True, "progress": progress}
 
 
 def _versions() -> dict[str, str | None]:
