@@ -21,6 +21,11 @@ defaults are written); each step is a small object over one shared state
    GlobalAveragePool) is re-chosen by the error it causes in those readers'
    outputs on `range_samples` samples (`range_search.py`);
 4. `rounding` — GPTQ rounding of the int8 weights, or ``"nearest"`` (`rounding.py`);
+   then, with the range search, `residual_ranges` — the residual stream's quantized
+   copies (Add outputs) keep their calibrated ranges or take their observed min/max,
+   whichever gives the first output the higher SQNR as onnxruntime's int8 kernels run
+   it, fitted on the first half of 32 calibration samples and judged on the second
+   (`residual_ranges.py`; no residual Adds: no trial);
 5. `bias_correction` — the per-channel mean shift each quantized layer adds is
    measured on `bias_correction_samples` samples and removed (`bias_correction.py`);
 6. `sensitivity` / `min_sqnr_db` / `min_agreement` — per-layer sensitivity (one
@@ -47,7 +52,7 @@ MatMuls stay float. A CNN matches none of these and keeps its spec.
 
 In `steps.py`, 0 is part of `start` (the state the steps share) and 1-7 are
 `Equalization`, `Calibration`, `RangeSearch`, `Rounding` (its Hessians are
-gathered by the calibration pass: `Step.collect`), `BiasCorrection`,
+gathered by the calibration pass: `Step.collect`), `ResidualRanges`, `BiasCorrection`,
 `Sensitivity` and `QdqInsertion`.
 
 Defaults, chosen by measurement on the zoo's MobileNetV2 (int8 run by
@@ -126,6 +131,8 @@ class QuantizationSummary:
     #: every fallback candidate: accuracy gain, latency cost, whether it was kept float
     fallback_trade: list[dict[str, object]] | None = None
     embedding_tables: list[str] = field(default_factory=list)  # stored as int8 rows
+    #: the residual stream's range trial: choice, tensors, each variant's SQNR (None: off)
+    residual_ranges: dict[str, object] | None = None
     mode: str = "static"
 
     def to_dict(self) -> dict[str, object]:
@@ -184,4 +191,5 @@ def _summary(state: PtqState) -> QuantizationSummary:
         sensitivity=state.sensitivity,
         fallback=state.fallback,
         fallback_trade=state.fallback_trade,
+        residual_ranges=None if state.residual is None else state.residual.record(),
     )

@@ -24,7 +24,7 @@ from __future__ import annotations
 import math
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import ClassVar
 
@@ -42,6 +42,13 @@ from passes.quantize.options import PtqOptions
 from passes.quantize.plan import QuantPlan, plan_quantization, stem_nodes
 from passes.quantize.qdq import InsertQdqPass, is_quantized
 from passes.quantize.range_search import search_ranges
+from passes.quantize.residual_ranges import (
+    FitHistograms,
+    ResidualChoice,
+    choose_residual_ranges,
+    residual_stream,
+    skip,
+)
 from passes.quantize.rounding import HessianCollector, round_weights
 from passes.quantize.sensitivity import Evaluator, Score, budgeted_fallback, layer_sensitivity
 from passes.quantize.spec import QuantSpec
@@ -55,6 +62,7 @@ __all__ = [
     "PtqState",
     "QdqInsertion",
     "RangeSearch",
+    "ResidualRanges",
     "Rounding",
     "Sensitivity",
     "Statistic",
@@ -86,6 +94,8 @@ class PtqState:
     samples: int = 0  # calibration samples seen
     ranges: dict[str, Range] = field(default_factory=dict)
     hessians: HessianCollector | None = None
+    residual: ResidualChoice | None = None  # the residual stream's range trial
+    residual_fit: FitHistograms | None = None  # its fitting histograms (calibration pass)
     weights: Weights = field(default_factory=dict)  # GPTQ-rounded weights; none: nearest
     uncorrected: ir.Model | None = None  # the float copy before bias correction
     sensitivity: dict[str, dict[str, float]] | None = None
@@ -117,11 +127,18 @@ class PtqState:
         plan = self.the_plan
         return list(dict.fromkeys([*plan.nodes, *(w.node.name or "" for w in plan.weights)]))
 
-    def build(self, float_model: ir.Model, keep_float: frozenset[str] | None = None) -> ir.Model:
-        """A Q/DQ copy of `float_model` with the ranges and weights measured so far."""
+    def build(
+        self,
+        float_model: ir.Model,
+        keep_float: frozenset[str] | None = None,
+        ranges: Mapping[str, Range] | None = None,
+    ) -> ir.Model:
+        """A Q/DQ copy of `float_model` with the ranges (`ranges`, else those measured so
+        far) and weights."""
         q = graph_tools.clone(float_model)
         exclude = self.excluded if keep_float is None else keep_float
-        InsertQdqPass(self.spec, self.ranges, exclude=exclude, weights=self.weights)(q)
+        use = self.ranges if ranges is None else ranges
+        InsertQdqPass(self.spec, use, exclude=exclude, weights=self.weights)(q)
         return q
 
     def report(self, stage: str) -> Callable[[int, int | None], None] | None:
@@ -326,6 +343,58 @@ def _correct(
     return len(removed)
 
 
+class ResidualRanges(Step):
+    """The residual stream's ranges, per model: the calibrated ones or observed min/max,
+    whichever gives the first output the higher SQNR on held-out calibration samples
+    (ranges fitted on the first half of the first `range_samples`, at most 32, judged on
+    the second half; `residual_ranges.py`). No residual-stream Adds: nothing runs."""
+
+    name = "residual_ranges"
+    needs = frozenset({"model", "plan", "stats", "ranges", "weights"})
+    gives = frozenset({"ranges", "residual"})
+
+    def enabled(self, options: PtqOptions) -> bool:
+        return options.range_search
+
+    @staticmethod
+    def trial_samples(state: PtqState) -> int:
+        total = state.stream.total
+        n = min(state.options.range_samples, 32)
+        return n if total is None else min(n, total)
+
+    def collect(self, state: PtqState) -> Statistic | None:
+        names = residual_stream(state.the_plan)
+        if not names or state.options.method == "minmax":
+            return None
+        state.residual_fit = FitHistograms(names, self.trial_samples(state) // 2)
+        return Statistic(names, state.residual_fit.visit)
+
+    def apply(self, state: PtqState) -> None:
+        o, fit = state.options, state.residual_fit
+        levels = state.spec.activation_qrange[1] - state.spec.activation_qrange[0]
+        n = self.trial_samples(state)
+        half = fit.samples if fit is not None else n // 2
+        state.ranges, state.residual = choose_residual_ranges(
+            state.model,
+            residual_stream(state.the_plan),
+            state.ranges,
+            state.stats,
+            fit,
+            lambda ranges: state.build(state.model, ranges=ranges),
+            skip(state.stream.take(n), half),
+            fitted=lambda h: h.range(
+                o.method,
+                levels=levels,
+                symmetric=state.spec.activation_symmetric,
+                percentile=o.percentile,
+            ),
+            symmetric=state.spec.activation_symmetric,
+            method=o.method,
+            threads=o.threads,
+        )
+        state.residual_fit = None
+
+
 class BiasCorrection(Step):
     """Remove the per-channel mean shift each quantized layer adds, measured on
     `bias_correction_samples` samples (`bias_correction.py`); keeps the uncorrected
@@ -518,6 +587,7 @@ def default_steps() -> tuple[Step, ...]:
         Calibration(),
         RangeSearch(),
         Rounding(),
+        ResidualRanges(),
         BiasCorrection(),
         Sensitivity(),
         QdqInsertion(),

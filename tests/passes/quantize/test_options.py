@@ -119,7 +119,7 @@ def test_steps_run_in_order_and_skip_what_the_options_turn_off() -> None:
     steps = default_steps()
     check_order(steps)
     assert [s.name for s in steps] == [
-        "equalize", "calibrate", "range_search", "rounding", "bias_correction",
+        "equalize", "calibrate", "range_search", "rounding", "residual_ranges", "bias_correction",
         "sensitivity", "insert_qdq",
     ]  # fmt: skip
     with pytest.raises(RuntimeError, match="'rounding' needs plan"):
