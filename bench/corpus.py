@@ -261,6 +261,12 @@ def main(argv: list[str]) -> int:
     out = RESULTS
     if argv[:1] == ["--out"]:
         out, argv = Path(argv[1]), argv[2:]
+    known = {c.name for c in CASES}
+    unknown = [a for a in argv if a not in known]
+    if unknown:  # `--help` or a typo must not overwrite the results with an empty run
+        print(f"usage: python -m bench.corpus [--out PATH] [NAME...]; unknown: {' '.join(unknown)}")
+        print(f"names: {' '.join(sorted(known))}")
+        return 2
     print(markdown(run(out, argv)))
     return 0
 
