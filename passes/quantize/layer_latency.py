@@ -303,7 +303,10 @@ def layer_costs(
     """Per-layer float-vs-int8 costs of `layers` (node names of `float_model`, in graph
     order); `build(kept_float)` gives the Q/DQ model with those layers float. Profiled on
     `feeds` (one call's inputs, e.g. `one_call_feeds`) over `rounds` alternating blocks
-    of `block` calls per model (see the module docstring)."""
+    of `block` calls per model (see the module docstring). Long because the four traces
+    meet here: kernels, boundaries, the fitted overhead and its cross-check read the
+    same per-layer tables, and splitting them would pass those tables through every
+    piece."""
     t0 = time.perf_counter()
     islands = {"even": frozenset(layers[0::2]), "odd": frozenset(layers[1::2])}
     models = {"fp32": float_model, "int8": build(frozenset())}

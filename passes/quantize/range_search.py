@@ -180,12 +180,12 @@ def _judges(edges: list[tuple[ir.Node, int]]) -> list[Judge] | None:
             continue
         linear = _reader(node, idx)
         if linear is not None:
-            out.append(lambda x, e, f=linear: f(e))  # type: ignore[misc]
+            out.append(lambda x, e, f=linear: f(e))  # type: ignore[misc]  # default arg binds this loop's f
             continue
         act = _activation(node) if idx == 0 else None
         if act is None:
             return None
-        out.append(lambda x, e, f=act: f(x) - f(x - e))  # type: ignore[misc]
+        out.append(lambda x, e, f=act: f(x) - f(x - e))  # type: ignore[misc]  # default arg binds f
     return out
 
 
