@@ -197,7 +197,11 @@ def compile_model(
             measured.accuracies[precision], budgeted=config.budgets.min_accuracy is not None
         )
         report = replace(
-            report, gates=tuple(gates), warnings=(*report.warnings, *notes, *unbudgeted)
+            report,
+            gates=tuple(gates),
+            warnings=(*report.warnings, *notes, *unbudgeted),
+            # the exact command line (the CLI's; null when compiled in-process)
+            environment={**(report.environment or {}), "command": command},
         )
         as_dict = report.to_dict()
         chosen, base = lowered.artifacts[precision].path, lowered.baseline.path

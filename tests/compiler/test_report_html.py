@@ -4,6 +4,7 @@ kept-float layers, folded passes, auto candidates, sizes by op type, determinism
 from __future__ import annotations
 
 import copy
+import json
 import re
 from pathlib import Path
 from typing import Any
@@ -492,3 +493,19 @@ def test_fallback_trade_table_marks_the_layers_kept_float() -> None:
     assert "<tr><td>/head/Gemm</td>" in q
     plain = _section(_html(_report()), "quantization")  # no fallback: no table
     assert "accuracy gain per latency cost" not in plain
+
+
+def test_command_recorded_in_report_json(tmp_path: Path) -> None:
+    """report.json's environment.command carries the CLI's command line (null in-process)."""
+    from compiler.config import CompileConfig
+    from compiler.pipeline import compile_model
+
+    config = CompileConfig(
+        model="digits_cnn", out_dir=tmp_path / "o", threads=1, reports=("json",), eval_samples=32
+    )
+    line = "edgec compile digits_cnn --out o"
+    result = compile_model(config, command=line)
+    assert result.report["environment"]["command"] == line
+    assert (
+        json.loads((tmp_path / "o" / "report.json").read_text())["environment"]["command"] == line
+    )
