@@ -90,6 +90,7 @@ class DynamicSummary:
     embedding_tables: list[str]
     seconds: dict[str, float] = field(default_factory=dict)
     smoothing: dict[str, object] | None = None  # `smooth.SmoothSummary.to_dict`, None: off
+    rounding_skipped: dict[str, str] = field(default_factory=dict)  # layer -> why not GPTQ
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -181,9 +182,10 @@ def quantize_dynamic(
             "use --quant-mode static"
         )
     rounded: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    skipped: dict[str, str] = {}
     samples = 0
     if calibration is not None and options.rounding == "gptq":
-        rounded, samples = _gptq(work, layers, calibration, options, spec, preprocess)
+        rounded, samples, skipped = _gptq(work, layers, calibration, options, spec, preprocess)
     t_round = time.perf_counter() - t0 - t_smooth
     _Rewriter(work.graph, spec, rounded).run(layers)
     embeddings = QuantizeEmbeddingsPass()
@@ -201,6 +203,7 @@ def quantize_dynamic(
         kept_float=sorted(options.exclude),
         embedding_tables=embeddings.tables,
         smoothing=smoothing,
+        rounding_skipped=skipped,
         seconds={
             "smoothing": round(t_smooth, 3),
             "rounding": round(t_round, 3),
@@ -238,8 +241,9 @@ def _gptq(
     options: PtqOptions,
     spec: QuantSpec,
     preprocess: Callable[[np.ndarray], np.ndarray] | None,
-) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], int]:
-    """GPTQ-rounded (K, N) weights by initializer name, from the layers' input moments."""
+) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], int, dict[str, str]]:
+    """GPTQ-rounded (K, N) weights by initializer name, from the layers' input moments;
+    the samples seen; the layers left to nearest rounding and why (the Hessian cap)."""
     stream = CalibrationStream(
         calibration,
         model_inputs(model),
@@ -256,7 +260,7 @@ def _gptq(
     )
     if seen == 0:
         raise PassInputError("calibration data is empty")
-    return round_weights(collector, spec), seen
+    return round_weights(collector, spec), seen, dict(collector.skipped)
 
 
 class _Rewriter:

@@ -166,3 +166,20 @@ def test_quant_mode_needs_int8(tmp_path: Path) -> None:
         main, ["compile", str(path), "--quant-mode", "dynamic", "--out", str(tmp_path / "o")]
     )
     assert result.exit_code == 2, result.output
+
+
+def test_dynamic_int8_names_the_layers_gptq_skipped(
+    bert: ir.Model, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The Hessian cap (rounding.MAX_HESSIAN_BYTES) in dynamic mode: the layers over it keep
+    nearest rounding and the summary says which and why, as static INT8's does."""
+    from passes.quantize import rounding
+
+    _, full = quantize_dynamic(bert, _calib(), PtqOptions(samples=16), reduce_range=True)
+    assert full.rounding_skipped == {}
+    # hidden size 128, FFN 256: the 128-wide Hessians fit, each layer's FFN output one does not
+    monkeypatch.setattr(rounding, "MAX_HESSIAN_BYTES", 128 * 128 * 8)
+    q, summary = quantize_dynamic(bert, _calib(), PtqOptions(samples=16), reduce_range=True)
+    assert len(summary.rounding_skipped) == 2  # one per layer
+    assert all("rounded to nearest" in why for why in summary.rounding_skipped.values())
+    assert _cosines(q).min() > 0.999
