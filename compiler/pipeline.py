@@ -148,7 +148,7 @@ def compile_model(
 ) -> CompileResult:
     """Compile, measure, report and judge one model; raises EdgecError subclasses on bad input.
 
-    `command` is the command line that asked for it (the CLI's), shown in report.html."""
+    `command`: the CLI's command line, for report.json's environment and report.html."""
     progress = progress or no_progress
     t0 = time.perf_counter()
     target = _resolve_target(config.target, config.quant_mode)
@@ -200,7 +200,6 @@ def compile_model(
             report,
             gates=tuple(gates),
             warnings=(*report.warnings, *notes, *unbudgeted),
-            # the exact command line (the CLI's; null when compiled in-process)
             environment={**(report.environment or {}), "command": command},
         )
         as_dict = report.to_dict()
