@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from compiler.ground.io import atomic_write_text
+from compiler.report_text import fmt
 
 
 def to_json(report: dict[str, Any]) -> str:
@@ -32,25 +33,15 @@ def _finite(obj: Any) -> Any:
     return obj
 
 
-def _fmt(v: Any, digits: int = 4) -> str:
-    if v is None:
-        return "—"
-    if isinstance(v, bool):
-        return "yes" if v else "no"
-    if isinstance(v, float):
-        return f"{v:.{digits}g}"
-    return str(v)
-
-
 def _pruning_row(pruning: dict[str, Any], a: dict[str, Any]) -> tuple[str, str]:
     """What pruning did: mode, ratio, sparsity or channels, fine-tuning."""
     text = f"{pruning.get('mode')} {pruning.get('ratio')}"
     if pruning.get("sparsity") is not None:
-        text += f" · sparsity {_fmt(pruning.get('sparsity'))}"
+        text += f" · sparsity {fmt(pruning.get('sparsity'))}"
     if pruning.get("channels_before") is not None:
         text += f" · channels {pruning.get('channels_before')} → {pruning.get('channels_after')}"
     if a.get("compressed_size_bytes") is not None:
-        text += f" · compressed {_fmt(a['compressed_size_bytes'] / 1e6)} MB"
+        text += f" · compressed {fmt(a['compressed_size_bytes'] / 1e6)} MB"
     ft = pruning.get("finetune")
     if ft:
         text += (
@@ -99,7 +90,7 @@ def _auto_row(auto: dict[str, Any]) -> tuple[str, str]:
         "auto precision",
         f"chose {auto['chosen']} · "
         + " · ".join(
-            f"{c['precision']} p50 {_fmt(c['p50_ms'])} ms {c['metric']} {_fmt(c['value'])}"
+            f"{c['precision']} p50 {fmt(c['p50_ms'])} ms {c['metric']} {fmt(c['value'])}"
             f"{'' if c['meets_budget'] else ' (below budget)'}"
             for c in auto["candidates"]
         ),
@@ -116,42 +107,42 @@ def summary_rows(report: dict[str, Any]) -> list[tuple[str, str]]:
     rows = [
         (
             "model",
-            f"{m.get('name')} ({m.get('source')}, {_fmt(m.get('params'))} params, opset {m.get('opset')})",
+            f"{m.get('name')} ({m.get('source')}, {fmt(m.get('params'))} params, opset {m.get('opset')})",
         ),
         ("target / precision", f"{report.get('target')} / {report.get('precision')}"),
-        ("artifact", f"{a.get('path')} ({_fmt((a.get('size_bytes') or 0) / 1e6)} MB)"),
+        ("artifact", f"{a.get('path')} ({fmt((a.get('size_bytes') or 0) / 1e6)} MB)"),
     ]
     if lat:
         rows.append(
             (
                 "latency (ms)",
-                f"p50 {_fmt(lat.get('p50'))} · p90 {_fmt(lat.get('p90'))} · p99 {_fmt(lat.get('p99'))} "
+                f"p50 {fmt(lat.get('p50'))} · p90 {fmt(lat.get('p90'))} · p99 {fmt(lat.get('p99'))} "
                 f"(batch {lat.get('batch')}, {lat.get('threads')} threads, {lat.get('iterations')} runs)",
             )
         )
     if b:
         parts = [
-            f"fp32 {_fmt((b.get('size_bytes') or 0) / 1e6)} MB, p50 {_fmt(b.get('latency_ms'))} ms"
+            f"fp32 {fmt((b.get('size_bytes') or 0) / 1e6)} MB, p50 {fmt(b.get('latency_ms'))} ms"
         ]
         if b.get("speedup") is not None:
-            parts.append(f"speedup ×{_fmt(b.get('speedup'), 3)}")
+            parts.append(f"speedup ×{fmt(b.get('speedup'), 3)}")
         if b.get("torch_latency_ms") is not None:
-            parts.append(f"torch eager p50 {_fmt(b.get('torch_latency_ms'))} ms")
+            parts.append(f"torch eager p50 {fmt(b.get('torch_latency_ms'))} ms")
         rows.append(("baseline", " · ".join(parts)))
     if acc:
         rows.append(
             (
                 "vs fp32 original",
-                f"top-1 agreement {_fmt(acc.get('top1_agreement'))} · top-5 {_fmt(acc.get('top5_agreement'))} · "
-                f"cosine {_fmt(acc.get('cosine'), 6)} (min {_fmt(acc.get('min_cosine'), 6)}) · SQNR {_fmt(acc.get('sqnr_db'))} dB · "
-                f"max |err| {_fmt(acc.get('max_abs_error'))} ({acc.get('samples')} samples)",
+                f"top-1 agreement {fmt(acc.get('top1_agreement'))} · top-5 {fmt(acc.get('top5_agreement'))} · "
+                f"cosine {fmt(acc.get('cosine'), 6)} (min {fmt(acc.get('min_cosine'), 6)}) · SQNR {fmt(acc.get('sqnr_db'))} dB · "
+                f"max |err| {fmt(acc.get('max_abs_error'))} ({acc.get('samples')} samples)",
             )
         )
         if acc.get("top1_accuracy") is not None:
             rows.append(
                 (
                     "label accuracy",
-                    f"{_fmt(acc.get('top1_accuracy'))} (fp32 original {_fmt(acc.get('baseline_top1_accuracy'))})",
+                    f"{fmt(acc.get('top1_accuracy'))} (fp32 original {fmt(acc.get('baseline_top1_accuracy'))})",
                 )
             )
     if report.get("pruning"):
@@ -166,12 +157,12 @@ def summary_rows(report: dict[str, Any]) -> list[tuple[str, str]]:
         rows.append(
             (
                 f"gate {g['name']}",
-                f"{'passed' if g['passed'] else 'FAILED'}: {_fmt(g['value'])} vs {g['limit']}",
+                f"{'passed' if g['passed'] else 'FAILED'}: {fmt(g['value'])} vs {g['limit']}",
             )
         )
     for warning in report.get("warnings") or []:
         rows.append(("warning", warning))
-    rows.append(("passed", _fmt(report.get("passed"))))
+    rows.append(("passed", fmt(report.get("passed"))))
     return rows
 
 
@@ -194,7 +185,7 @@ def to_markdown(report: dict[str, Any]) -> str:
             "|---|---|---|---|---|",
         ]
         lines += [
-            f"| {p['name']} | {_fmt(p['changed'])} | {p['nodes_before']} | {p['nodes_after']} | {p['seconds']:.3f} |"
+            f"| {p['name']} | {fmt(p['changed'])} | {p['nodes_before']} | {p['nodes_after']} | {p['seconds']:.3f} |"
             for p in passes
         ]
     lines += ["", f"edgec {report.get('edgec_version')}", ""]

@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from compiler.report_text import fmt
+
 log = logging.getLogger(__name__)
 
 #: every section report.html can hold, in page order (absent ones are left out)
@@ -73,15 +75,10 @@ def _e(v: object) -> str:
 
 
 def _num(v: Any, digits: int = 4) -> str:
-    if v is None:
-        return "—"
-    if isinstance(v, bool):
-        return "yes" if v else "no"
-    if isinstance(v, float):
-        if abs(v) >= 10**digits:  # 13950.4, not 1.395e+04
-            return f"{v:,.0f}"
-        return f"{v:.{digits}g}"
-    return str(v)
+    """report.md's formatting, except that large floats are written in full."""
+    if isinstance(v, float) and abs(v) >= 10**digits:  # 13950.4, not 1.395e+04
+        return f"{v:,.0f}"
+    return fmt(v, digits)
 
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[Any]], cls: Sequence[str] = ()) -> str:
