@@ -213,6 +213,23 @@ def quantize_dynamic(
     return work, summary
 
 
+def _stream(
+    model: ir.Model,
+    calibration: CalibrationSource,
+    options: PtqOptions,
+    preprocess: Callable[[np.ndarray], np.ndarray] | None,
+    cap: int,
+) -> CalibrationStream:
+    """The calibration samples a step reads: `options.samples`, at most `cap`."""
+    return CalibrationStream(
+        calibration,
+        model_inputs(model),
+        samples=min(options.samples or cap, cap),
+        batch_size=options.batch_size,
+        preprocess=preprocess,
+    )
+
+
 def _smooth(
     model: ir.Model,
     calibration: CalibrationSource,
@@ -221,13 +238,7 @@ def _smooth(
 ) -> dict[str, object]:
     """SmoothQuant migration (`smooth.py`) in place, from `options.smooth_samples` samples."""
     assert options.smooth_alpha is not None
-    stream = CalibrationStream(
-        calibration,
-        model_inputs(model),
-        samples=min(options.samples or options.smooth_samples, options.smooth_samples),
-        batch_size=options.batch_size,
-        preprocess=preprocess,
-    )
+    stream = _stream(model, calibration, options, preprocess, options.smooth_samples)
     summary = smooth(
         model, stream, options.smooth_alpha, exclude=options.exclude, threads=options.threads
     )
@@ -244,13 +255,7 @@ def _gptq(
 ) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], int, dict[str, str]]:
     """GPTQ-rounded (K, N) weights by initializer name, from the layers' input moments;
     the samples seen; the layers left to nearest rounding and why (the Hessian cap)."""
-    stream = CalibrationStream(
-        calibration,
-        model_inputs(model),
-        samples=min(options.samples or options.rounding_samples, options.rounding_samples),
-        batch_size=options.batch_size,
-        preprocess=preprocess,
-    )
+    stream = _stream(model, calibration, options, preprocess, options.rounding_samples)
     # GPTQ rounds each (K, N) weight as a MatMul: output channels on axis 1
     matmuls = [layer for layer in layers if graph_tools.is_std(layer.node, "MatMul")]
     plan = QuantPlan({}, [WeightSite(layer.node, 1, 1) for layer in matmuls], [], {}, [])
