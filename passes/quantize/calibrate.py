@@ -48,6 +48,15 @@ METHODS = ("minmax", "percentile", "entropy", "mse")
 Progress = Callable[[int, int | None], None]
 
 
+def _min_max(flat: np.ndarray) -> tuple[float, float]:
+    """Exact min and max in one pass on torch's threads (3x numpy's two passes on
+    MobileNetV2's largest activations; NaN propagates as in numpy)."""
+    import torch
+
+    lo, hi = torch.aminmax(torch.from_numpy(np.ascontiguousarray(flat)))
+    return float(lo), float(hi)
+
+
 @dataclass
 class Histogram:
     """Running statistics of one tensor (see module docstring)."""
@@ -73,7 +82,7 @@ class Histogram:
         flat = np.asarray(x, dtype=np.float32).reshape(-1)
         if flat.size == 0:
             return
-        lo, hi = float(flat.min()), float(flat.max())
+        lo, hi = _min_max(flat)
         if not (np.isfinite(lo) and np.isfinite(hi)):
             # -inf (an attention mask's Where) or NaN: no finite range holds them, and a
             # width chasing inf doubled forever; the histogram sees the finite values only

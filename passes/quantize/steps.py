@@ -272,6 +272,7 @@ def _one_pass(state: PtqState, wanted: Sequence[Statistic]) -> int:
         progress=state.report("calibrate"),
         total=state.stream.total,
         threads=state.options.threads,
+        max_batch=8,  # fetching every tensor: 8 runs 1.25x faster than 32 on MobileNetV2
     )
 
 
