@@ -21,6 +21,10 @@ defaults are written); each step is a small object over one shared state
    GlobalAveragePool) is re-chosen by the error it causes in those readers'
    outputs on `range_samples` samples (`range_search.py`);
 4. `rounding` — GPTQ rounding of the int8 weights, or ``"nearest"`` (`rounding.py`);
+   then `overflow_guard` — the layers whose uint8 x int8 kernel overflows int16 on
+   this CPU (AVX2 without VNNI; measured against exact arithmetic on
+   `overflow_samples` samples) have their weights stored as uint8 in every Q/DQ
+   model built from here on (`overflow.py`);
    then, with the range search, `residual_ranges` — the residual stream's quantized
    copies (Add outputs) keep their calibrated ranges or take their observed min/max,
    whichever gives the first output the higher SQNR as onnxruntime's int8 kernels run
@@ -52,7 +56,7 @@ MatMuls stay float. A CNN matches none of these and keeps its spec.
 
 In `steps.py`, 0 is part of `start` (the state the steps share) and 1-7 are
 `Equalization`, `Calibration`, `RangeSearch`, `Rounding` (its Hessians are
-gathered by the calibration pass: `Step.collect`), `ResidualRanges`, `BiasCorrection`,
+gathered by the calibration pass: `Step.collect`), `OverflowGuard`, `ResidualRanges`, `BiasCorrection`,
 `Sensitivity` and `QdqInsertion`.
 
 Defaults, chosen by measurement on the zoo's MobileNetV2 (int8 run by
@@ -133,6 +137,8 @@ class QuantizationSummary:
     embedding_tables: list[str] = field(default_factory=list)  # stored as int8 rows
     #: the residual stream's range trial: choice, tensors, each variant's SQNR (None: off)
     residual_ranges: dict[str, object] | None = None
+    #: the int8-kernel overflow check: layers probed, stored as uint8, worst (None: off)
+    overflow: dict[str, object] | None = None
     mode: str = "static"
 
     def to_dict(self) -> dict[str, object]:
@@ -192,4 +198,5 @@ def _summary(state: PtqState) -> QuantizationSummary:
         fallback=state.fallback,
         fallback_trade=state.fallback_trade,
         residual_ranges=None if state.residual is None else state.residual.record(),
+        overflow=None if state.overflow is None else state.overflow.to_dict(),
     )

@@ -193,7 +193,7 @@ class _Inserter:
             base = value.name or "weight"
             self.dq_of[key] = self._stored(base, base, q, scale, value, site.axis, node)
         node.replace_input_with(site.index, self.dq_of[key])
-        _drop_if_unused(self.graph, value)
+        drop_if_unused(self.graph, value)
 
     def _stored(
         self,
@@ -254,11 +254,12 @@ class _Inserter:
         base = bias_value.name or "bias"
         stored = self._stored(base, f"{base}_quantized", q, scale, bias_value, 0, node)
         node.replace_input_with(site.index, stored)
-        _drop_if_unused(self.graph, bias_value)
+        drop_if_unused(self.graph, bias_value)
         return True
 
 
-def _drop_if_unused(graph: ir.Graph, value: ir.Value | None) -> None:
+def drop_if_unused(graph: ir.Graph, value: ir.Value | None) -> None:
+    """Remove a constant nothing reads any more (a weight or bias just replaced)."""
     if value is None or value.uses() or value.is_graph_output() or value.is_graph_input():
         return
     producer = value.producer()

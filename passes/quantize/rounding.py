@@ -29,7 +29,7 @@ constants, layers whose input never arrived.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -289,9 +289,11 @@ def round_weights(
     *,
     damp: float = 0.01,
     progress: Callable[[int, int], None] | None = None,
+    layers: Collection[str] | None = None,
 ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """{weight name: (rounded float weight q*s, per-channel scale s)} for every layer with H;
-    `progress(layers done, layers)` after each layer.
+    """{weight name: (rounded float weight q*s, per-channel scale s)} for every layer with H
+    (only the nodes named in `layers`, when given); `progress(layers done, layers)` after
+    each layer.
 
     BLAS runs single-threaded here: the matrices are small and many, and a
     multi-threaded OpenBLAS next to torch's and onnxruntime's thread pools on a
@@ -300,7 +302,7 @@ def round_weights(
     from threadpoolctl import threadpool_limits
 
     with threadpool_limits(limits=1, user_api="blas"):
-        return _round_weights(collector, spec, damp, progress)
+        return _round_weights(collector, spec, damp, progress, layers)
 
 
 def _round_weights(
@@ -308,11 +310,14 @@ def _round_weights(
     spec: QuantSpec,
     damp: float,
     progress: Callable[[int, int], None] | None = None,
+    only: Collection[str] | None = None,
 ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     out: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     for i, layer in enumerate(collector.layers):
         if progress is not None:
             progress(i, len(collector.layers))
+        if only is not None and layer.node.name not in only:
+            continue
         if layer.hessian is None or not layer.weight.name or layer.weight.name in out:
             continue
         if not np.all(np.isfinite(layer.hessian)):

@@ -39,6 +39,7 @@ from passes.quantize.data import CalibrationSource, CalibrationStream, model_inp
 from passes.quantize.equalize import equalize
 from passes.quantize.layer_latency import LatencyCosts, layer_costs, one_call_feeds
 from passes.quantize.options import PtqOptions
+from passes.quantize.overflow import OverflowCheck, guard, store_uint8
 from passes.quantize.plan import QuantPlan, plan_quantization, stem_nodes
 from passes.quantize.qdq import InsertQdqPass, is_quantized
 from passes.quantize.range_search import search_ranges
@@ -58,6 +59,7 @@ __all__ = [
     "BiasCorrection",
     "Calibration",
     "Equalization",
+    "OverflowGuard",
     "Progress",
     "PtqState",
     "QdqInsertion",
@@ -97,6 +99,7 @@ class PtqState:
     residual: ResidualChoice | None = None  # the residual stream's range trial
     residual_fit: FitHistograms | None = None  # its fitting histograms (calibration pass)
     weights: Weights = field(default_factory=dict)  # GPTQ-rounded weights; none: nearest
+    overflow: OverflowCheck | None = None  # which layers' int8 kernels overflow here
     uncorrected: ir.Model | None = None  # the float copy before bias correction
     sensitivity: dict[str, dict[str, float]] | None = None
     kept: list[str] = field(default_factory=list)  # layers the fallback kept in float
@@ -139,6 +142,8 @@ class PtqState:
         exclude = self.excluded if keep_float is None else keep_float
         use = self.ranges if ranges is None else ranges
         InsertQdqPass(self.spec, use, exclude=exclude, weights=self.weights)(q)
+        if self.overflow is not None and self.overflow.uint8_weights:
+            store_uint8(q, self.overflow.uint8_weights)
         return q
 
     def report(self, stage: str) -> Callable[[int, int | None], None] | None:
@@ -299,6 +304,37 @@ class RangeSearch(Step):
             threads=o.threads,
             progress=state.report_samples(self.name, o.range_samples),
         )
+
+
+class OverflowGuard(Step):
+    """Layers whose u8s8 kernel overflows on this CPU, measured on `overflow_samples`
+    samples (`overflow.py`), and the remedy `overflow_weights` names: ``"7bit"``
+    rounds them again (GPTQ) to ±63, which cannot overflow (2 * 255 * 63 < 2^15) and
+    keeps the u8s8 kernel's speed; ``"uint8"`` (and ``"7bit"`` without GPTQ's
+    Hessians) stores their weights as uint8, the same values on a slower kernel, in
+    every later Q/DQ build. After rounding (the weights are final), before anything
+    judges the Q/DQ model in onnxruntime's optimized kernels (the residual trial, the
+    fallback)."""
+
+    name = "overflow_guard"
+    needs = frozenset({"model", "ranges", "weights"})
+    gives = frozenset({"overflow", "weights"})
+
+    def enabled(self, options: PtqOptions) -> bool:
+        return options.overflow_guard
+
+    def apply(self, state: PtqState) -> None:
+        spec, o = state.spec, state.options
+        if spec.activation_dtype != "uint8" or spec.weight_dtype != "int8":
+            return  # not onnxruntime's U8S8 form: other kernels
+        check = guard(
+            state.build(state.model), state.stream.take(o.overflow_samples), threads=o.threads
+        )
+        if check.overflowing and o.overflow_weights == "7bit" and state.hessians is not None:
+            seven_bit = spec.replace(reduce_range=True)
+            state.weights.update(round_weights(state.hessians, seven_bit, layers=check.overflowing))
+            check.seven_bit, check.uint8_weights = list(check.overflowing), []
+        state.overflow = check
 
 
 class Rounding(Step):
@@ -588,6 +624,7 @@ def default_steps() -> tuple[Step, ...]:
         Calibration(),
         RangeSearch(),
         Rounding(),
+        OverflowGuard(),
         ResidualRanges(),
         BiasCorrection(),
         Sensitivity(),

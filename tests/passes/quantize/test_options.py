@@ -43,6 +43,9 @@ DEFAULTS = {
     "sensitivity_samples": 32,
     "smooth_alpha": 0.7,  # all-MiniLM-L6 dynamic INT8: best of 0.5, 0.7, 0.8
     "smooth_samples": 64,
+    "overflow_guard": True,  # MobileNetV2 on AVX2: 17.5 -> 21.4 dB held-out
+    "overflow_weights": "7bit",  # same speed; uint8: 21.9 dB but 1.11x FP32 latency
+    "overflow_samples": 16,
     "threads": 0,
 }
 
@@ -107,6 +110,8 @@ def test_report_keeps_the_report_schema() -> None:
         "range_search": True,
         "rounding": "gptq",
         "bias_correction": True,
+        "overflow_guard": True,
+        "overflow_weights": "7bit",
         "min_sqnr_db": None,
         "min_agreement": None,
     }
@@ -119,12 +124,14 @@ def test_steps_run_in_order_and_skip_what_the_options_turn_off() -> None:
     steps = default_steps()
     check_order(steps)
     assert [s.name for s in steps] == [
-        "equalize", "calibrate", "range_search", "rounding", "residual_ranges", "bias_correction",
-        "sensitivity", "insert_qdq",
+        "equalize", "calibrate", "range_search", "rounding", "overflow_guard", "residual_ranges",
+        "bias_correction", "sensitivity", "insert_qdq",
     ]  # fmt: skip
     with pytest.raises(RuntimeError, match="'rounding' needs plan"):
         check_order([Rounding(), Calibration()])
-    options = PtqOptions(samples=16, rounding="nearest", range_search=False, equalize=False)
+    options = PtqOptions(
+        samples=16, rounding="nearest", range_search=False, equalize=False, overflow_guard=False
+    )
     _, summary = quantize(_models.block_model(), _models.images(16), options)
     assert summary.rounded_layers == 0
     assert list(summary.seconds) == ["calibrate", "bias_correction", "insert_qdq", "total"]

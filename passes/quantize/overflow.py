@@ -1,0 +1,302 @@
+"""Layers whose int8 kernel overflows on this CPU, found by measurement, and two remedies.
+
+x86 CPUs with AVX2 but without VNNI multiply uint8 activations by int8 weights
+with VPMADDUBSW, which adds each pair of adjacent products into an int16 *with
+saturation*: 255 * 127 twice does not fit. onnxruntime documents this; its remedy,
+7-bit weights in every layer (`reduce_range`), costs resolution everywhere. In
+MobileNetV2 the overflow hits the 1x1 expand convs, whose inputs (the residual
+stream, zero point ~131) sit at large uint8 values: on an AVX2-only EPYC the
+deployed kernels gave 17.5 dB held-out logit SQNR where exact Q/DQ arithmetic gives
+22.0 (session 22; the earlier 21-22 dB figures were measured on VNNI CPUs).
+
+Which layers overflow depends on the CPU, the weights and the data, so it is
+measured, not assumed from CPU flags: `kernel_errors` runs the Q/DQ model in
+onnxruntime's optimized kernels with, beside each fused weighted layer, a float
+twin fed the same dequantized input with the dequantized weights and bias and the
+same Relu/Clip; the layer's output QuantizeLinear is applied to the twin in numpy
+(in the graph, onnxruntime would quantize the twin's float weight itself and fuse
+it into an integer kernel too). The layer's error is the mean squared difference of
+the two uint8 outputs, in output steps squared. On MobileNetV2 here: 16 of 50
+layers measure 0.013-5.5, every other one at most 0.004 (float summation order: a
+rare one-step tie). A layer above `THRESHOLD` (0.01) is overflowing. On a CPU
+without the overflow (VNNI, ARM's dot products) every layer measures ~0 and the
+model is left as it is.
+
+The remedies (`PtqOptions.overflow_weights`, applied by `steps.OverflowGuard`):
+
+- ``"7bit"`` (default): GPTQ rounds the overflowing layers again to ±63, which
+  cannot overflow (2 * 255 * 63 < 2^15) and keeps the u8s8 kernel. MobileNetV2:
+  21.4 dB held-out, latency as without the guard (0.98x vs 0.97x FP32, paired).
+- ``"uint8"``: `store_uint8` keeps the 8-bit values and stores them as uint8 with
+  zero point 128 (w + 128), which sends the layer to onnxruntime's U8U8 kernel
+  (widens before multiplying): 21.9 dB, but 1.11x FP32 latency here.
+
+Measured and rejected: keeping each same-sign pair of adjacent int8 weights within
+|q| + |q'| <= 128 during GPTQ removes the overflow too (so the kernel does pair
+adjacent input channels) but cost 12 dB: the expand convs hold many large pairs.
+
+Only for onnxruntime's CPU form (uint8 activations, int8 weights) and for layers
+whose output is quantized (the fused DQ -> op -> Q groups); TensorRT's symmetric
+int8 form runs on other kernels.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+import onnx_ir as ir
+
+from passes import graph_tools
+from passes.quantize.qdq import drop_if_unused
+
+logger = logging.getLogger(__name__)
+
+THRESHOLD = 0.01  # mean squared output difference, in output quantization steps squared
+WEIGHTED = ("Conv", "Gemm", "MatMul")
+FUSED = ("Relu", "Clip")  # elementwise ops onnxruntime folds between the op and its Q
+
+
+@dataclass
+class OverflowCheck:
+    """What the check measured and changed, for the report (`to_dict` is JSON-ready)."""
+
+    probed: int = 0
+    samples: int = 0
+    errors: dict[str, float] = field(default_factory=dict)  # layer -> steps², as first built
+    overflowing: list[str] = field(default_factory=list)  # above THRESHOLD, as first built
+    seven_bit: list[str] = field(default_factory=list)  # rounded again to ±63
+    uint8_weights: list[str] = field(default_factory=list)  # stored as uint8
+
+    def to_dict(self) -> dict[str, object]:
+        worst = sorted(self.errors.items(), key=lambda kv: -kv[1])[:5]
+        return {
+            "probed_layers": self.probed,
+            "samples": self.samples,
+            "threshold_steps2": THRESHOLD,
+            "overflowing": list(self.overflowing),
+            "seven_bit_weights": list(self.seven_bit),
+            "uint8_weights": list(self.uint8_weights),
+            "worst": {name: round(err, 4) for name, err in worst},
+        }
+
+
+@dataclass(frozen=True)
+class _Site:
+    node: ir.Node  # the weighted op
+    weight_dq: ir.Node  # the DequantizeLinear of its int8 weight
+    chain: tuple[ir.Node, ...]  # Relu/Clip between it and its output Q
+    q: ir.Node  # the QuantizeLinear of its (activated) output
+
+
+def _int8_weight_dq(node: ir.Node, dtypes: tuple[type, ...] = (np.int8,)) -> ir.Node | None:
+    """The DequantizeLinear of `node`'s constant int8 (or `dtypes`) weight (input 1)."""
+    if len(node.inputs) < 2 or node.inputs[1] is None:
+        return None
+    dq = node.inputs[1].producer()
+    if dq is None or not graph_tools.is_std(dq, "DequantizeLinear"):
+        return None
+    w = graph_tools.constant(dq.inputs[0])
+    return dq if w is not None and w.dtype.type in dtypes else None
+
+
+def _sites(model: ir.Model, dtypes: tuple[type, ...] = (np.int8,)) -> list[_Site]:
+    """Weighted ops with an int8 weight whose output reaches one QuantizeLinear through
+    Relu/Clip only: the groups onnxruntime fuses into one integer kernel."""
+    out = []
+    for node in model.graph:
+        if not graph_tools.is_std(node, *WEIGHTED) or not node.outputs:
+            continue
+        dq = _int8_weight_dq(node, dtypes)
+        if dq is None:
+            continue
+        value, chain = node.outputs[0], []
+        while True:
+            users = [use.node for use in value.uses()]
+            if len(users) != 1 or value.is_graph_output():
+                break
+            user = users[0]
+            if graph_tools.is_std(user, "QuantizeLinear"):
+                out.append(_Site(node, dq, tuple(chain), user))
+                break
+            if not graph_tools.is_std(user, *FUSED) or user.inputs[0] is not value:
+                break
+            chain.append(user)
+            value = user.outputs[0]
+    return out
+
+
+def _dequantize(dq: ir.Node) -> np.ndarray | None:
+    """A constant DequantizeLinear's float output, computed here."""
+    x = graph_tools.constant(dq.inputs[0])
+    scale = graph_tools.constant(dq.inputs[1])
+    if x is None or scale is None:
+        return None
+    zp_value = dq.inputs[2] if len(dq.inputs) > 2 else None
+    zp = graph_tools.constant(zp_value) if zp_value is not None else None
+    zero = np.zeros_like(scale) if zp is None else zp
+    if scale.ndim == 1 and scale.size > 1:  # per axis
+        axis = graph_tools.attr_int(dq, "axis", 1) % x.ndim
+        shape = [1] * x.ndim
+        shape[axis] = scale.size
+        scale, zero = scale.reshape(shape), zero.reshape(shape)
+    return ((x.astype(np.float32) - zero.astype(np.float32)) * scale).astype(np.float32)
+
+
+def _float_input(value: ir.Value | None) -> np.ndarray | None:
+    """A constant input's float value: itself, or its DequantizeLinear's output."""
+    if value is None:
+        return None
+    producer = value.producer()
+    if producer is not None and graph_tools.is_std(producer, "DequantizeLinear"):
+        return _dequantize(producer)
+    array = graph_tools.constant(value)
+    return None if array is None else array.astype(np.float32)
+
+
+@dataclass(frozen=True)
+class _Pair:
+    real: str  # the layer's quantized output (its Q's)
+    twin: str  # the float twin's output, before quantization
+    quantize: Callable[[np.ndarray], np.ndarray]  # the layer's Q, in numpy
+
+
+def _requantizer(q: ir.Node) -> Callable[[np.ndarray], np.ndarray]:
+    """The per-tensor QuantizeLinear `q` as a numpy function (round half to even)."""
+    scale = graph_tools.constant(q.inputs[1])
+    zp_value = q.inputs[2] if len(q.inputs) > 2 else None
+    zp = graph_tools.constant(zp_value) if zp_value is not None else None
+    assert scale is not None and scale.size == 1  # activations: one scale
+    dtype = np.uint8 if zp is None else zp.dtype
+    info = np.iinfo(dtype)
+    zero = 0.0 if zp is None else float(zp)
+    step = np.float32(scale.reshape(()))
+    return lambda y: np.clip(np.rint(y / step) + zero, info.min, info.max)
+
+
+def _add_twins(model: ir.Model, sites: list[_Site]) -> dict[str, _Pair]:
+    """Beside each site, its float twin (see module docstring), in place. The twin's
+    QuantizeLinear is applied in numpy (`_Pair.quantize`): in the graph, onnxruntime
+    would see DQ → Conv(float weight) → Q, quantize that weight itself (per tensor) and
+    fuse the twin into an integer kernel too."""
+    graph = model.graph
+    taken = graph_tools.value_names(graph)
+    pairs: dict[str, tuple[str, str]] = {}
+    for site in sites:
+        name = site.node.name or ""
+        inputs: list[ir.Value | None] = [site.node.inputs[0]]
+        for i in range(1, len(site.node.inputs)):
+            array = _float_input(site.node.inputs[i])
+            if array is None:
+                break
+            inputs.append(
+                graph_tools.new_initializer(graph, f"{name}_twin_in{i}", array, taken=taken)
+            )
+        else:
+            nodes, value = [], None
+            for original in (site.node, *site.chain):
+                ins = inputs if original is site.node else [value, *original.inputs[1:]]
+                value = ir.Value(name=graph_tools.unique_name(graph, f"{name}_twin", taken))
+                nodes.append(
+                    ir.Node(
+                        original.domain,
+                        original.op_type,
+                        ins,
+                        attributes=list(original.attributes.values()),
+                        outputs=[value],
+                        name=value.name,
+                    )
+                )
+            graph.insert_after(site.q, nodes)
+            assert value is not None  # the loop ran at least once
+            pairs[name] = _Pair(
+                site.q.outputs[0].name or "", value.name or "", _requantizer(site.q)
+            )
+    return pairs
+
+
+def kernel_errors(
+    qmodel: ir.Model,
+    batches: Iterable[Mapping[str, np.ndarray]],
+    *,
+    threads: int = 0,
+    weights: tuple[type, ...] = (np.int8,),
+) -> tuple[dict[str, float], int]:
+    """Each fused weighted layer's (weights of a `weights` type) mean squared uint8 output
+    difference between onnxruntime's optimized kernels and exact arithmetic (steps²),
+    and the samples run."""
+    probe = graph_tools.clone(qmodel)
+    pairs = _add_twins(probe, _sites(probe, weights))
+    if not pairs:
+        return {}, 0
+    sums = dict.fromkeys(pairs, 0.0)
+    counts = dict.fromkeys(pairs, 0)
+    outputs = [name for pair in pairs.values() for name in (pair.real, pair.twin)]
+    session = graph_tools.ort_session(
+        graph_tools.model_bytes(probe, outputs), threads=threads, optimize=True
+    )
+    names = [o.name for o in session.get_outputs()]
+    samples = 0
+    for feeds in batches:
+        got = dict(zip(names, session.run(None, dict(feeds)), strict=True))
+        for layer, pair in pairs.items():
+            diff = got[pair.real].astype(np.float64) - pair.quantize(got[pair.twin])
+            sums[layer] += float(np.square(diff).sum())
+            counts[layer] += diff.size
+        samples += int(next(iter(feeds.values())).shape[0])
+    return {k: sums[k] / max(counts[k], 1) for k in pairs}, samples
+
+
+def store_uint8(qmodel: ir.Model, layers: Iterable[str]) -> list[str]:
+    """Store the int8 weights of `layers` as uint8 with zero point 128 (the same values),
+    in place; returns the layers changed."""
+    wanted = set(layers)
+    graph = qmodel.graph
+    taken = graph_tools.value_names(graph)
+    changed = []
+    for node in graph:
+        if node.name not in wanted or not graph_tools.is_std(node, *WEIGHTED):
+            continue
+        dq = _int8_weight_dq(node)
+        if dq is None or len(dq.outputs[0].uses()) != 1:
+            continue
+        w = graph_tools.constant(dq.inputs[0])
+        scale = graph_tools.constant(dq.inputs[1])
+        assert w is not None and scale is not None  # checked by _int8_weight_dq
+        shifted = (w.astype(np.int16) + 128).astype(np.uint8)
+        base = node.name or "weight"
+        old = list(dq.inputs)
+        dq.replace_input_with(
+            0, graph_tools.new_initializer(graph, f"{base}_u8", shifted, taken=taken)
+        )
+        zero = graph_tools.new_initializer(
+            graph, f"{base}_u8_zero_point", np.full(scale.shape, 128, np.uint8), taken=taken
+        )
+        if len(dq.inputs) < 3:
+            dq.resize_inputs(3)
+        dq.replace_input_with(2, zero)
+        for value in (old[0], old[2] if len(old) > 2 else None):
+            drop_if_unused(graph, value)
+        changed.append(node.name or "")
+    return changed
+
+
+def guard(
+    qmodel: ir.Model,
+    batches: Iterable[Mapping[str, np.ndarray]],
+    *,
+    threads: int = 0,
+) -> OverflowCheck:
+    """Measure `qmodel`'s layers (`kernel_errors`) and name those above `THRESHOLD`;
+    the caller stores them as uint8 in every Q/DQ model it builds (`store_uint8`)."""
+    errors, samples = kernel_errors(qmodel, batches, threads=threads)
+    over = [name for name, err in errors.items() if err > THRESHOLD]
+    if over:
+        logger.info(
+            "%d of %d layers overflow int16 in this CPU's u8s8 kernels", len(over), len(errors)
+        )
+    return OverflowCheck(
+        probed=len(errors), samples=samples, errors=errors, overflowing=over, uint8_weights=over
+    )

@@ -1,0 +1,185 @@
+"""The int8-kernel overflow guard (passes/quantize/overflow.py): measured per layer on
+this CPU, weights stored as uint8 with the same values, exact arithmetic unchanged."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnx_ir as ir
+from onnx import TensorProto, helper, numpy_helper
+
+from passes import graph_tools
+from passes.quantize import PtqOptions, quantize
+from passes.quantize.dynamic import saturating_cpu
+from passes.quantize.overflow import THRESHOLD, _sites, guard, kernel_errors, store_uint8
+from tests.passes.quantize import _models
+
+CHANNELS = 16
+X_SCALE = 0.01  # the input's Q step: inputs near 2.5 quantize near 250
+
+
+def _conv(name: str, x: str, level: int) -> list[onnx.NodeProto]:
+    """DQ(int8 weight, all `level`) → Conv 1x1 → Q: one group onnxruntime fuses."""
+    return [
+        helper.make_node(
+            "DequantizeLinear", [f"{name}_w", f"{name}_ws", f"{name}_wz"], [f"{name}_wf"], axis=0
+        ),
+        helper.make_node("Conv", [x, f"{name}_wf"], [f"{name}_y"], name=name),
+        helper.make_node("QuantizeLinear", [f"{name}_y", "y_s", "y_z"], [f"{name}_q"]),
+        helper.make_node("DequantizeLinear", [f"{name}_q", "y_s", "y_z"], [f"{name}_out"]),
+    ]
+
+
+def _two_convs() -> ir.Model:
+    """Two 1x1 convs on the same near-255 uint8 input: `hot` has weights of 127, whose
+    adjacent products sum past int16 (2 * 250 * 127 > 32767); `cool` has weights of 60,
+    which cannot overflow however the kernel pairs them (2 * 255 * 60 < 32767)."""
+    inits = [
+        numpy_helper.from_array(np.array(X_SCALE, np.float32), "x_s"),
+        numpy_helper.from_array(np.array(0, np.uint8), "x_z"),
+        numpy_helper.from_array(np.array(4.0, np.float32), "y_s"),
+        numpy_helper.from_array(np.array(0, np.uint8), "y_z"),
+    ]
+    for name, level in (("hot", 127), ("cool", 60)):
+        inits += [
+            numpy_helper.from_array(
+                np.full((CHANNELS, CHANNELS, 1, 1), level, np.int8), f"{name}_w"
+            ),
+            numpy_helper.from_array(np.full(CHANNELS, 0.01, np.float32), f"{name}_ws"),
+            numpy_helper.from_array(np.zeros(CHANNELS, np.int8), f"{name}_wz"),
+        ]
+    nodes = [
+        helper.make_node("QuantizeLinear", ["x", "x_s", "x_z"], ["xq"]),
+        helper.make_node("DequantizeLinear", ["xq", "x_s", "x_z"], ["xd"]),
+        *_conv("hot", "xd", 127),
+        *_conv("cool", "xd", 60),
+    ]
+    shape = ["n", CHANNELS, 4, 4]
+    graph = helper.make_graph(
+        nodes,
+        "overflow",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
+        [
+            helper.make_tensor_value_info(n, TensorProto.FLOAT, None)
+            for n in ("hot_out", "cool_out")
+        ],
+        inits,
+    )
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    proto.ir_version = 9
+    return ir.from_proto(proto)
+
+
+def _feeds() -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(0)
+    return {"x": rng.uniform(2.45, 2.55, (2, CHANNELS, 4, 4)).astype(np.float32)}
+
+
+def _run(model: ir.Model, feeds: dict[str, np.ndarray], *, optimize: bool) -> list[np.ndarray]:
+    session = graph_tools.ort_session(graph_tools.model_bytes(model), optimize=optimize)
+    return session.run(None, feeds)
+
+
+def test_guard_names_exactly_the_layers_that_overflow_on_this_cpu() -> None:
+    model, feeds = _two_convs(), _feeds()
+    check = guard(model, [feeds])
+    assert check.probed == 2 and check.samples == 2
+    if saturating_cpu():  # AVX2 without VNNI: vpmaddubsw saturates the hot layer's pairs
+        assert check.uint8_weights == ["hot"]
+        assert check.errors["hot"] > 100 * THRESHOLD
+    else:  # VNNI / ARM: no int16 intermediate, nothing overflows
+        assert check.uint8_weights == []
+    assert check.errors["cool"] <= THRESHOLD
+    # after storing the named layers as uint8, the deployed kernels give exact results
+    store_uint8(model, check.uint8_weights)
+    fast, exact = _run(model, feeds, optimize=True), _run(model, feeds, optimize=False)
+    for a, b in zip(fast, exact, strict=True):
+        np.testing.assert_allclose(a, b, atol=4.0)  # at most one output step (y_s = 4)
+    errors, _ = kernel_errors(model, [feeds], weights=(np.int8, np.uint8))
+    assert max(errors.values()) <= THRESHOLD
+
+
+def test_uint8_weights_hold_the_same_values_and_drop_the_int8_ones() -> None:
+    options = PtqOptions(samples=16, overflow_guard=False)
+    qmodel, _ = quantize(_models.block_model(), _models.images(16), options)
+    feeds = {"x": _models.images(4, seed=3)}
+    before = _run(qmodel, feeds, optimize=False)
+    layers = [site.node.name or "" for site in _sites(qmodel)]
+    assert layers and store_uint8(qmodel, layers) == layers
+    after = _run(qmodel, feeds, optimize=False)
+    for a, b in zip(before, after, strict=True):
+        np.testing.assert_array_equal(a, b)
+    int8 = [
+        name
+        for name, value in qmodel.graph.initializers.items()
+        if value.const_value is not None and value.const_value.numpy().dtype == np.int8
+    ]
+    assert not [n for n in int8 if not qmodel.graph.initializers[n].uses()]  # none left behind
+    assert _sites(qmodel) == []  # no int8 weight remains on those layers
+
+
+HOT = f"""{_models.HEADER}
+hot (float[N, 16, 4, 4] x) => (float[N, 16, 4, 4] y) {{
+  a = Conv (x, wa, ba)
+  r = Relu (a)
+  y = Conv (r, wb, bb)
+}}"""
+
+
+def _hot_model() -> ir.Model:
+    """Float: two 1x1 convs whose int8 forms overflow on AVX2 (all-positive inputs near
+    their range's top, weights near their channel maxima)."""
+    rng = np.random.default_rng(0)
+    f = np.float32
+    return _models.from_text(
+        HOT,
+        {
+            "wa": rng.uniform(0.9, 1.0, (16, 16, 1, 1)).astype(f),
+            "ba": np.zeros(16, f),
+            "wb": rng.uniform(-1.0, 1.0, (16, 16, 1, 1)).astype(f),
+            "bb": np.zeros(16, f),
+        },
+    )
+
+
+def _hot_inputs(n: int, seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).uniform(2.4, 2.55, (n, 16, 4, 4)).astype(np.float32)
+
+
+def test_the_step_removes_the_overflow_with_7bit_or_uint8_weights() -> None:
+    feeds = {"x": _hot_inputs(8, seed=5)}
+    for remedy in ("7bit", "uint8"):
+        options = PtqOptions(samples=16, float_stem=False, overflow_weights=remedy)
+        qmodel, summary = quantize(_hot_model(), _hot_inputs(16, seed=4), options)
+        report = summary.overflow
+        assert report is not None and report["probed_layers"] == 1  # the first conv
+        if saturating_cpu():
+            assert report["overflowing"] == ["Conv_0"]
+            fixed = "seven_bit_weights" if remedy == "7bit" else "uint8_weights"
+            assert report[fixed] == ["Conv_0"]
+        else:
+            assert report["overflowing"] == []
+        errors, _ = kernel_errors(qmodel, [feeds], weights=(np.int8, np.uint8))
+        assert errors and max(errors.values()) <= THRESHOLD, remedy
+        fast, exact = _run(qmodel, feeds, optimize=True), _run(qmodel, feeds, optimize=False)
+        assert _models.sqnr_db(exact[0], fast[0]) > 40, remedy  # deployed = exact arithmetic
+
+
+def test_quantize_reports_the_check() -> None:
+    _, summary = quantize(_models.block_model(), _models.images(16), PtqOptions(samples=16))
+    assert summary.overflow is not None
+    assert summary.overflow["probed_layers"] >= 1 and summary.overflow["samples"] == 16
+    assert "overflow_guard" in summary.seconds
+    _, off = quantize(
+        _models.block_model(), _models.images(16), PtqOptions(samples=16, overflow_guard=False)
+    )
+    assert off.overflow is None and "overflow_guard" not in off.seconds
+
+
+def test_an_unknown_remedy_is_refused() -> None:
+    import pytest
+
+    from passes.errors import PassOptionError
+
+    with pytest.raises(PassOptionError, match="choose 7bit or uint8"):
+        PtqOptions(overflow_weights="9bit")
