@@ -277,6 +277,14 @@ def _settings(config_file: Path | None, model: str) -> dict[str, Any]:
     " [0.8]; 0: no latency bound.",
 )
 @click.option(
+    "--int8-overflow",
+    type=click.Choice(["7bit", "uint8", "off"]),
+    default=None,
+    help="int8, cpu: layers whose u8s8 kernel overflows on this CPU (AVX2 without VNNI,"
+    " measured) get 7-bit weights (same speed), uint8 weights (same values, slower), or"
+    " nothing [7bit].",
+)
+@click.option(
     "--sensitivity", is_flag=True, default=None, help="int8: per-layer sensitivity in the report."
 )
 @click.option(

@@ -92,6 +92,9 @@ class CompileConfig:
     #: --fallback-speedup-kept: the fraction of all-INT8's latency saving over FP32 that
     #: --auto-fallback must keep (None: PtqOptions' default, 0.8; 0: no latency bound)
     fallback_speedup_kept: float | None = None
+    #: --int8-overflow 7bit|uint8|off: the remedy for layers whose u8s8 kernel overflows
+    #: on this CPU (None: PtqOptions' default, 7bit)
+    int8_overflow: str | None = None
     sensitivity: bool = False
     verify: bool = False
     budgets: Budgets = field(default_factory=Budgets)
@@ -134,6 +137,8 @@ class CompileConfig:
 
             if self.calib_method not in METHODS:
                 raise UsageError(f"--calib-method must be one of {', '.join(METHODS)}")
+        if self.int8_overflow not in (None, "7bit", "uint8", "off"):
+            raise UsageError("--int8-overflow must be one of 7bit, uint8, off")
         _validate_quant_mode(self.quant_mode, self.precision, self.qat)
         if (self.auto_fallback or self.sensitivity) and self.precision not in ("int8", "auto"):
             raise UsageError("--auto-fallback and --sensitivity apply to --precision int8 or auto")

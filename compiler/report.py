@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from compiler.ground.io import atomic_write_text
-from compiler.report_text import fmt
+from compiler.report_text import fmt, overflow_text
 
 
 def to_json(report: dict[str, Any]) -> str:
@@ -68,6 +68,7 @@ def _quantization_row(q: dict[str, Any]) -> tuple[str, str]:
             f"{fb.get('latency_bound_ratio')}x, all-INT8 {fb.get('int8_latency_ratio')}x)"
             + ("" if fb.get("accuracy_met") else "; accuracy budget not met within the bound")
         )
+    text += overflow_text(q.get("overflow"))
     return ("quantization", text)
 
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from compiler.report_text import fmt
+from compiler.report_text import fmt, overflow_text
 
 log = logging.getLogger(__name__)
 
@@ -304,7 +304,7 @@ def _quantization(report: Mapping[str, Any]) -> str:
         f"<p>spec {_e(q.get('spec'))}, {_e(q.get('mode') or 'static')}; calibration "
         f"{_e(q.get('method'))} on {_e(q.get('samples') or q.get('train_samples'))} samples "
         f"({_e(q.get('calibration_data'))}); {len(kept)} layer{'s' if len(kept) != 1 else ''} kept in float"
-        f"{': ' + _e(', '.join(kept)) if kept else ''}</p>"
+        f"{': ' + _e(', '.join(kept)) if kept else ''}{_e(overflow_text(q.get('overflow')))}</p>"
     )
     counts = q.get("qdq_counts") or {}
     qdq = _table(

@@ -78,6 +78,7 @@ def ignored_flag_warnings(config: CompileConfig) -> list[str]:
             ("--calib", config.calib_source),
             ("--calib-method", config.calib_method),
             ("--calib-samples", config.calib_samples),
+            ("--int8-overflow", config.int8_overflow),
         )
         if value is not None
     ]

@@ -54,6 +54,7 @@ PRECISION_SETTINGS = {
     "quant_mode": CALIBRATED,
     "auto_fallback": CALIBRATED,
     "fallback_speedup_kept": CALIBRATED,
+    "int8_overflow": CALIBRATED,
     "sensitivity": CALIBRATED,
     "keep_io_types": ("fp16",),
 }

@@ -92,6 +92,10 @@ def ptq_options(
             if fallback and config.batch == 1 and budgets.max_latency_ms
             else None,
             sensitivity=config.sensitivity or fallback,
+            overflow_guard=config.int8_overflow != "off",
+            overflow_weights=config.int8_overflow
+            if config.int8_overflow in ("7bit", "uint8")
+            else defaults.overflow_weights,
             threads=threads,
             # a model that fixes its batch takes exactly that many samples per run
             batch_size=batch or defaults.batch_size,

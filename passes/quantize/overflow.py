@@ -112,7 +112,7 @@ def _sites(model: ir.Model, dtypes: tuple[type, ...] = (np.int8,)) -> list[_Site
         dq = _int8_weight_dq(node, dtypes)
         if dq is None:
             continue
-        value, chain = node.outputs[0], []
+        value, chain = node.outputs[0], list[ir.Node]()
         while True:
             users = [use.node for use in value.uses()]
             if len(users) != 1 or value.is_graph_output():
@@ -183,7 +183,7 @@ def _add_twins(model: ir.Model, sites: list[_Site]) -> dict[str, _Pair]:
     fuse the twin into an integer kernel too."""
     graph = model.graph
     taken = graph_tools.value_names(graph)
-    pairs: dict[str, tuple[str, str]] = {}
+    pairs: dict[str, _Pair] = {}
     for site in sites:
         name = site.node.name or ""
         inputs: list[ir.Value | None] = [site.node.inputs[0]]

@@ -118,6 +118,27 @@ def test_few_calibration_samples_warn(small_cnn_onnx: Path, tmp_path: Path) -> N
     )
 
 
+@pytest.mark.parametrize(
+    ("flag", "guard", "weights"), [("uint8", True, "uint8"), ("off", False, None)]
+)
+def test_int8_overflow_reaches_the_quantizer_and_the_report(
+    small_cnn_onnx: Path, tmp_path: Path, flag: str, guard: bool, weights: str | None
+) -> None:
+    out = tmp_path / "o"
+    args = ["compile", str(small_cnn_onnx), "--out", str(out), "--threads", "1", "--report", "json"]
+    code, text = _run(
+        *args, "--precision", "int8", "--calib", "random", "--calib-samples", "32",
+        "--int8-overflow", flag,
+    )  # fmt: skip
+    assert code == 0, text
+    quantization = json.loads((out / "report.json").read_text())["quantization"]
+    assert quantization["options"]["overflow_guard"] is guard
+    assert quantization["options"]["overflow_weights"] == weights
+    assert (quantization["overflow"] is not None) is guard
+    code, text = _run(*args, "--precision", "int8", "--int8-overflow", "9bit")
+    assert code == 2 and "9bit" in text, text
+
+
 # -- config keys ---------------------------------------------------------------------------
 
 
