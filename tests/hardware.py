@@ -2,13 +2,12 @@
 
 onnxruntime's x86 int8 kernels multiply uint8 activations by int8 weights with
 AVX2's `vpmaddubsw`, which adds pairs of products into int16 and saturates when
-both are large: with full 8-bit weights that loses whole layers' accuracy
-(measured on an AVX2-only AMD EPYC: 10.9 dB where the exact Q/DQ arithmetic
-gives 40.2 dB; 37.3 dB with 7-bit weights, `QuantSpec.reduce_range`). CPUs with
-VNNI (`avx512_vnni`, `avx_vnni`) accumulate in int32 and are exact. The CPU
-flavour keeps 8-bit weights (it was tuned on VNNI machines), so tests of
-onnxruntime's *optimized* integer kernels expect a failure on x86 without VNNI
-and say so, with the number they measured.
+both are large (measured on an AVX2-only AMD EPYC: a two-block residual test
+model gave 10.4 dB where the exact Q/DQ arithmetic gives 40 dB). CPUs with VNNI
+(`avx512_vnni`, `avx_vnni`) accumulate in int32 and are exact. PTQ's overflow
+guard (`passes/quantize/overflow.py`) measures which layers overflow and gives them
+7-bit or uint8 weights; tests of the optimized kernels apply it and check that
+the overflow is found exactly where this CPU has it.
 """
 
 from __future__ import annotations
@@ -16,11 +15,6 @@ from __future__ import annotations
 import functools
 import platform
 from pathlib import Path
-
-U8S8_SATURATION = (
-    "x86 without VNNI: onnxruntime's u8s8 int8 kernels (vpmaddubsw) saturate int16 "
-    "pair sums with 8-bit weights; the CPU spec's reduce_range would avoid it"
-)
 
 
 @functools.cache

@@ -105,8 +105,33 @@ def run_qat_stage(
     except ValueError as e:  # QatUnsupported, PassOptionError, bad data or checkpoints
         raise PassOptionError(f"--qat: {e}") from None
     section = result.to_dict()
+    section["overflow"] = _guard_overflow(result.model, spec, ptq, input_names[0], train_inputs)
     section["lr"] = DEFAULT_LR if lr is None else lr
     section["batch_size"] = batch_size
     section["train_samples"] = int(len(train_inputs))
     section["labels"] = train_labels is not None
     return result.model, section
+
+
+def _guard_overflow(
+    model: ir.Model,
+    spec: QuantSpec | str,
+    ptq: PtqOptions | None,
+    input_name: str,
+    inputs: np.ndarray,
+) -> dict[str, object] | None:
+    """PTQ's overflow check on the exported model (`passes/quantize/overflow.py`): the
+    layers whose u8s8 kernel overflows on this CPU store their trained weights as
+    uint8, the same values (re-rounding them to 7 bits would undo what training
+    learned). None when the options turn the check off or the spec is not U8S8."""
+    from passes.quantize.overflow import guard, store_uint8
+
+    options = ptq or PtqOptions()
+    spec = spec_by_name(spec) if isinstance(spec, str) else spec
+    if not options.overflow_guard or spec.activation_dtype != "uint8":
+        return None
+    n = min(options.overflow_samples, len(inputs))
+    batches = ({input_name: inputs[i : i + 8]} for i in range(0, n, 8))
+    check = guard(model, batches, threads=options.threads)
+    store_uint8(model, check.overflowing)
+    return check.to_dict()

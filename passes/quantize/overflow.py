@@ -88,7 +88,7 @@ class _Site:
     node: ir.Node  # the weighted op
     weight_dq: ir.Node  # the DequantizeLinear of its int8 weight
     chain: tuple[ir.Node, ...]  # Relu/Clip between it and its output Q
-    q: ir.Node  # the QuantizeLinear of its (activated) output
+    q: ir.Node | None  # the QuantizeLinear of its (activated) output; None: a float output
 
 
 def _int8_weight_dq(node: ir.Node, dtypes: tuple[type, ...] = (np.int8,)) -> ir.Node | None:
@@ -104,7 +104,9 @@ def _int8_weight_dq(node: ir.Node, dtypes: tuple[type, ...] = (np.int8,)) -> ir.
 
 def _sites(model: ir.Model, dtypes: tuple[type, ...] = (np.int8,)) -> list[_Site]:
     """Weighted ops with an int8 weight whose output reaches one QuantizeLinear through
-    Relu/Clip only: the groups onnxruntime fuses into one integer kernel."""
+    Relu/Clip only (the groups onnxruntime fuses into one integer kernel), and those
+    whose own output stays float (a Gemm or MatMul onnxruntime runs as QGemm or
+    MatMulIntegerToFloat: integer products too)."""
     out = []
     for node in model.graph:
         if not graph_tools.is_std(node, *WEIGHTED) or not node.outputs:
@@ -115,16 +117,17 @@ def _sites(model: ir.Model, dtypes: tuple[type, ...] = (np.int8,)) -> list[_Site
         value, chain = node.outputs[0], list[ir.Node]()
         while True:
             users = [use.node for use in value.uses()]
-            if len(users) != 1 or value.is_graph_output():
+            single = len(users) == 1 and not value.is_graph_output()
+            if single and graph_tools.is_std(users[0], "QuantizeLinear"):
+                out.append(_Site(node, dq, tuple(chain), users[0]))
                 break
-            user = users[0]
-            if graph_tools.is_std(user, "QuantizeLinear"):
-                out.append(_Site(node, dq, tuple(chain), user))
+            fused = single and graph_tools.is_std(users[0], *FUSED)
+            if not fused or users[0].inputs[0] is not value:
+                if not chain:
+                    out.append(_Site(node, dq, (), None))  # float output
                 break
-            if not graph_tools.is_std(user, *FUSED) or user.inputs[0] is not value:
-                break
-            chain.append(user)
-            value = user.outputs[0]
+            chain.append(users[0])
+            value = users[0].outputs[0]
     return out
 
 
@@ -158,9 +161,17 @@ def _float_input(value: ir.Value | None) -> np.ndarray | None:
 
 @dataclass(frozen=True)
 class _Pair:
-    real: str  # the layer's quantized output (its Q's)
+    real: str  # the layer's quantized output (its Q's), or its float output
     twin: str  # the float twin's output, before quantization
-    quantize: Callable[[np.ndarray], np.ndarray]  # the layer's Q, in numpy
+    quantize: Callable[[np.ndarray], np.ndarray] | None  # the layer's Q, in numpy
+
+    def squared_steps(self, real: np.ndarray, twin: np.ndarray) -> np.ndarray:
+        """The squared difference in output steps: of the layer's Q, or for a float
+        output of an 8-bit quantizer over the twin's observed range."""
+        if self.quantize is not None:
+            return np.square(real.astype(np.float64) - self.quantize(twin))
+        step = max(float(twin.max()) - float(twin.min()), 1e-30) / 255
+        return np.square((real.astype(np.float64) - twin) / step)
 
 
 def _requantizer(q: ir.Node) -> Callable[[np.ndarray], np.ndarray]:
@@ -209,11 +220,14 @@ def _add_twins(model: ir.Model, sites: list[_Site]) -> dict[str, _Pair]:
                         name=value.name,
                     )
                 )
-            graph.insert_after(site.q, nodes)
             assert value is not None  # the loop ran at least once
-            pairs[name] = _Pair(
-                site.q.outputs[0].name or "", value.name or "", _requantizer(site.q)
-            )
+            if site.q is None:
+                graph.insert_after(site.node, nodes)
+                pairs[name] = _Pair(site.node.outputs[0].name or "", value.name or "", None)
+            else:
+                graph.insert_after(site.q, nodes)
+                real = site.q.outputs[0].name or ""
+                pairs[name] = _Pair(real, value.name or "", _requantizer(site.q))
     return pairs
 
 
@@ -242,9 +256,9 @@ def kernel_errors(
     for feeds in batches:
         got = dict(zip(names, session.run(None, dict(feeds)), strict=True))
         for layer, pair in pairs.items():
-            diff = got[pair.real].astype(np.float64) - pair.quantize(got[pair.twin])
-            sums[layer] += float(np.square(diff).sum())
-            counts[layer] += diff.size
+            squared = pair.squared_steps(got[pair.real], got[pair.twin])
+            sums[layer] += float(squared.sum())
+            counts[layer] += squared.size
         samples += int(next(iter(feeds.values())).shape[0])
     return {k: sums[k] / max(counts[k], 1) for k in pairs}, samples
 

@@ -26,6 +26,7 @@ import torch
 from compiler.export import export_torch
 from compiler.stages.optimize import optimize
 from models.registry import get_model
+from passes import graph_tools
 from passes.qat.export import export_qat
 from passes.qat.graph import QatUnsupported
 from passes.qat.init import calibrate
@@ -33,10 +34,11 @@ from passes.qat.prepare import prepare_qat
 from passes.quantize.calibrate import collect_stats
 from passes.quantize.fold import int8_weight
 from passes.quantize.options import PtqOptions
+from passes.quantize.overflow import guard, store_uint8
 from passes.quantize.plan import plan_quantization, stem_nodes
 from passes.quantize.qdq import InsertQdqPass, count_qdq
 from passes.quantize.spec import CPU_SPEC, TENSORRT_SPEC
-from tests.hardware import U8S8_SATURATION, x86_without_vnni
+from tests.hardware import x86_without_vnni
 from tests.passes.qat.qat_models import DataDependent, FunctionalWeight, tiny_mobile, tiny_resnet
 
 SPECS = [CPU_SPEC, TENSORRT_SPEC]
@@ -190,9 +192,12 @@ def _logit_step(qm, model: ir.Model) -> float:
 
 @pytest.mark.parametrize("optimize_graph", [False, True])
 def test_onnxruntime_matches_torch_fake_quant(exported, optimize_graph: bool) -> None:
-    *_, evalx, qm, model = exported
+    *_, calib, evalx, qm, model = exported
     with torch.no_grad():
         ref = qm.module(torch.from_numpy(evalx)).numpy()
+    if optimize_graph:  # what the QAT stage does: overflowing layers get uint8 weights
+        model = graph_tools.clone(model)
+        store_uint8(model, guard(model, [{"input": calib[:16]}]).overflowing)
     out = _session(model, optimize_graph).run(None, {"input": evalx})[0]
     step = _logit_step(qm, model)
     cos = (out * ref).sum(1) / np.linalg.norm(out, axis=1) / np.linalg.norm(ref, axis=1)
@@ -200,7 +205,13 @@ def test_onnxruntime_matches_torch_fake_quant(exported, optimize_graph: bool) ->
     print(f"cos {cos.min():.6f} max err {err:.3f} steps")
     if optimize_graph:
         if not (cos.min() >= 0.999 and err <= 8) and x86_without_vnni():
-            pytest.xfail(f"{U8S8_SATURATION}: cos {cos.min():.4f}, {err:.1f} steps")
+            # digits_cnn: no layer measures an overflow (its QGemm 0.006 steps² on these
+            # crops), yet the deployed logits differ by up to 30 logit steps at cos 0.99994
+            pytest.xfail(
+                "x86 without VNNI: onnxruntime's optimized int8 kernels differ from the"
+                " fake-quant reference beyond 8 logit steps, and the overflow guard finds no"
+                f" overflowing layer: cos {cos.min():.4f}, {err:.1f} steps"
+            )
         assert cos.min() >= 0.999 and err <= 8, (cos.min(), err)
         assert (out.argmax(1) == ref.argmax(1)).all()
     else:
