@@ -174,12 +174,14 @@ class _Pair:
         return np.square((real.astype(np.float64) - twin) / step)
 
 
-def _requantizer(q: ir.Node) -> Callable[[np.ndarray], np.ndarray]:
-    """The per-tensor QuantizeLinear `q` as a numpy function (round half to even)."""
+def _requantizer(q: ir.Node) -> Callable[[np.ndarray], np.ndarray] | None:
+    """The per-tensor QuantizeLinear `q` as a numpy function (round half to even);
+    None when it is not one (per-axis, or parameters computed at run time)."""
     scale = graph_tools.constant(q.inputs[1])
     zp_value = q.inputs[2] if len(q.inputs) > 2 else None
     zp = graph_tools.constant(zp_value) if zp_value is not None else None
-    assert scale is not None and scale.size == 1  # activations: one scale
+    if scale is None or scale.size != 1 or (zp_value is not None and zp is None):
+        return None
     dtype = np.uint8 if zp is None else zp.dtype
     info = np.iinfo(dtype)
     zero = 0.0 if zp is None else float(zp)
@@ -224,10 +226,10 @@ def _add_twins(model: ir.Model, sites: list[_Site]) -> dict[str, _Pair]:
             if site.q is None:
                 graph.insert_after(site.node, nodes)
                 pairs[name] = _Pair(site.node.outputs[0].name or "", value.name or "", None)
-            else:
+            elif (requantize := _requantizer(site.q)) is not None:
                 graph.insert_after(site.q, nodes)
                 real = site.q.outputs[0].name or ""
-                pairs[name] = _Pair(real, value.name or "", _requantizer(site.q))
+                pairs[name] = _Pair(real, value.name or "", requantize)
     return pairs
 
 
