@@ -224,8 +224,9 @@ class _Errors:
         scale = torch.tensor([float(s) for s, _ in self.params], dtype=torch.float32).view(shape)
         zp = torch.tensor([float(z) for _, z in self.params], dtype=torch.float32).view(shape)
         e = torch.div(t, scale)  # (k, n, ...): the candidates along a new leading axis
-        e.round_().add_(zp).clamp_(self.qmin, self.qmax).sub_(zp).mul_(scale)
-        e.sub_(t).neg_()  # e = t - fq(t)
+        # fq(t) = (clamp(round(t/s) + zp, qmin, qmax) - zp) * s, with zp folded into the bounds
+        e.round_().clamp_(self.qmin - zp, self.qmax - zp).mul_(scale)
+        torch.sub(t, e, out=e)  # e = t - fq(t)
         self.raw += e.reshape(k, -1).square().sum(dim=1).double().numpy()
         self._add_clipping(t)
         self.elements += t.numel()
