@@ -399,6 +399,22 @@ def unique_name(graph: ir.Graph, base: str, taken: set[str]) -> str:
     return name
 
 
+def node_copy(
+    graph: ir.Graph, node: ir.Node, inputs: list[ir.Value | None], base: str, taken: set[str]
+) -> ir.Node:
+    """A new node of `node`'s op and attributes reading `inputs`, with one output named
+    after `base` (unique in `taken`, which is updated); not yet inserted in `graph`."""
+    out = ir.Value(name=unique_name(graph, base, taken))
+    return ir.Node(
+        node.domain,
+        node.op_type,
+        inputs,
+        attributes=list(node.attributes.values()),
+        outputs=[out],
+        name=out.name,
+    )
+
+
 def ort_session(model_bytes: bytes, *, threads: int = 0, optimize: bool = False) -> Any:
     """A CPU onnxruntime session: ENABLE_ALL with `optimize` (the deployed integer
     kernels), else no graph optimization at all (DISABLE_ALL). The latter is the exact

@@ -212,17 +212,9 @@ def _add_shadows(qmodel: ir.Model, model: ir.Model, names: set[str]) -> dict[str
             taken.add(v.name or "")
             inputs.append(v)
         else:
-            out = ir.Value(name=graph_tools.unique_name(graph, f"{node.name}_shadow", taken))
-            shadow = ir.Node(
-                node.domain,
-                node.op_type,
-                inputs,
-                attributes=list(node.attributes.values()),
-                outputs=[out],
-                name=out.name,
-            )
+            shadow = graph_tools.node_copy(graph, node, inputs, f"{node.name}_shadow", taken)
             graph.insert_after(node, [shadow])
-            pairs[node.name or ""] = (node.outputs[0].name or "", out.name or "")
+            pairs[node.name or ""] = (node.outputs[0].name or "", shadow.outputs[0].name or "")
     return pairs
 
 

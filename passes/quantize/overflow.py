@@ -208,21 +208,11 @@ def _add_twins(model: ir.Model, sites: list[_Site]) -> dict[str, _Pair]:
                 graph_tools.new_initializer(graph, f"{name}_twin_in{i}", array, taken=taken)
             )
         else:
-            nodes, value = [], None
-            for original in (site.node, *site.chain):
-                ins = inputs if original is site.node else [value, *original.inputs[1:]]
-                value = ir.Value(name=graph_tools.unique_name(graph, f"{name}_twin", taken))
-                nodes.append(
-                    ir.Node(
-                        original.domain,
-                        original.op_type,
-                        ins,
-                        attributes=list(original.attributes.values()),
-                        outputs=[value],
-                        name=value.name,
-                    )
-                )
-            assert value is not None  # the loop ran at least once
+            nodes = [graph_tools.node_copy(graph, site.node, inputs, f"{name}_twin", taken)]
+            for original in site.chain:
+                ins = [nodes[-1].outputs[0], *original.inputs[1:]]
+                nodes.append(graph_tools.node_copy(graph, original, ins, f"{name}_twin", taken))
+            value = nodes[-1].outputs[0]
             if site.q is None:
                 graph.insert_after(site.node, nodes)
                 pairs[name] = _Pair(site.node.outputs[0].name or "", value.name or "", None)
