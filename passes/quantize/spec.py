@@ -19,8 +19,10 @@ block; now only the Conv that reads the stream sees it. On MobileNetV2 (five
 chained Adds) logit SQNR 21.75 → 21.91 dB on 1024 held-out crops and 21.87 →
 22.13 dB on 768 validation crops; no latency cost (0.458x → 0.442x FP32,
 block-paired). `reduce_range` is off: the 7-bit trick only matters on x86 CPUs
-without VNNI (AVX2's vpmaddubsw saturates int16 pairs);
-the CPUs we measured on have avx512_vnni, where full 8-bit weights are exact.
+without VNNI (AVX2's vpmaddubsw saturates int16 pairs), and there PTQ's overflow
+guard (`overflow.py`) measures which layers actually overflow and narrows only
+those; the `x86-avx2` device profile turns it on for every layer (a board's CPU
+cannot be measured from the compiling machine).
 
 `TENSORRT_SPEC` — TensorRT explicit quantization. Symmetric int8 activations
 (zero point 0) and weights, per output channel (Conv axis 0, ConvTranspose 1,
