@@ -295,6 +295,27 @@ def _fallback_trade(q: Mapping[str, Any]) -> str:
     )
 
 
+def _overflow(overflow: object) -> str:
+    """The layers whose int8 kernel overflowed on the compiling CPU, and their remedy."""
+    if not isinstance(overflow, Mapping) or not overflow.get("overflowing"):
+        return ""
+    errors: Mapping[str, float] = overflow.get("overflowing_steps2") or {}
+    seven = set(overflow.get("seven_bit_weights") or [])
+    rows = [
+        (name, errors.get(name), "7-bit weights" if name in seven else "uint8 weights")
+        for name in overflow["overflowing"]
+    ]
+    return (
+        "<h3>Integer kernels that overflow on this CPU</h3>"
+        f'<p class="note">{_e(len(rows))} of {_e(overflow.get("probed_layers"))} layers: their'
+        " u8s8 kernel saturated int16 pair sums on the compiling CPU (AVX2 without VNNI),"
+        " measured against exact arithmetic on"
+        f" {_e(overflow.get('samples'))} calibration samples (mean squared difference of"
+        " the layer's uint8 output, in output steps²).</p>"
+        + _table(["layer", "overflow error (steps²)", "remedy"], rows)
+    )
+
+
 def _quantization(report: Mapping[str, Any]) -> str:
     q = report.get("quantization")
     if not q:
@@ -360,7 +381,7 @@ def _quantization(report: Mapping[str, Any]) -> str:
             "correction); compile with <code>--sensitivity</code> for per-layer SQNR and "
             "agreement bars.</p>"
         )
-    chart += _fallback_trade(q)
+    chart += _fallback_trade(q) + _overflow(q.get("overflow"))
     title = "Quantization"
     if report.get("precision") != "int8":  # --precision auto chose another candidate
         title += " (the INT8 candidate, not chosen)"

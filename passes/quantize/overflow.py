@@ -80,6 +80,7 @@ class OverflowCheck:
             "seven_bit_weights": list(self.seven_bit),
             "uint8_weights": list(self.uint8_weights),
             "worst": {name: round(err, 4) for name, err in worst},
+            "overflowing_steps2": {name: round(self.errors[name], 4) for name in self.overflowing},
         }
 
 

@@ -509,3 +509,27 @@ def test_command_recorded_in_report_json(tmp_path: Path) -> None:
     assert (
         json.loads((tmp_path / "o" / "report.json").read_text())["environment"]["command"] == line
     )
+
+
+def test_overflowing_layers_listed_with_their_remedy() -> None:
+    report = _report()
+    report["quantization"] = {
+        **report["quantization"],
+        "overflow": {
+            "probed_layers": 3,
+            "samples": 16,
+            "threshold_steps2": 0.01,
+            "overflowing": ["/block1/Conv", "/block2/Conv"],
+            "seven_bit_weights": ["/block1/Conv"],
+            "uint8_weights": ["/block2/Conv"],
+            "worst": {"/block1/Conv": 5.5, "/block2/Conv": 0.02},
+            "overflowing_steps2": {"/block1/Conv": 5.5, "/block2/Conv": 0.02},
+        },
+    }
+    page = _html(report)
+    q = _section(page, "quantization")
+    assert "2 of 3 layers" in q
+    assert "<td>/block1/Conv</td>" in q and "7-bit weights" in q and "uint8 weights" in q
+    assert "2 of 3 layers overflow int16" in page  # the summary line too
+    plain = _section(_html(_report()), "quantization")  # no overflow: no table
+    assert "overflow on this CPU" not in plain
