@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 
+from bench import quantize_compare
 from bench.quantize_compare import (
     INT8_FLAGS,
     accuracy,
@@ -70,3 +71,28 @@ def test_identical_groups_by_sha256() -> None:
     sha = {"a": "1", "b": "2", "c": "1", "d": "3", "e": "2"}
     assert identical_groups(sha) == [["a", "c"], ["b", "e"]]
     assert identical_groups({"a": "1"}) == []
+
+
+def test_help_and_unknown_arguments_do_not_run_the_bench(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`--help` exits 0 and an unknown argument exits 2, both before any work (the bench
+    used to run, and overwrite its results, whatever the arguments)."""
+    ran: list[object] = []
+    monkeypatch.setattr(quantize_compare, "run", lambda out: ran.append(out))
+    for argv, code in ((["--help"], 0), (["--bogus"], 2)):
+        with pytest.raises(SystemExit) as stop:
+            quantize_compare.main(argv)
+        assert stop.value.code == code
+    assert ran == []
+    quantize_compare.main(["--out", "x.json"])
+    assert [str(p) for p in ran] == ["x.json"]
+
+
+def test_the_step_ablation_ends_at_the_defaults() -> None:
+    from passes.quantize import PtqOptions
+
+    labels, options = zip(*quantize_compare.STEPS, strict=True)
+    assert options[-1] == {} and "defaults" in labels[-1]
+    for before, after in zip(options, options[1:], strict=False):  # each adds one step
+        assert set(after) < set(before)
+    for o in options:
+        PtqOptions(**o)  # every row is a valid option set
