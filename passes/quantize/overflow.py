@@ -16,9 +16,11 @@ twin fed the same dequantized input with the dequantized weights and bias and th
 same Relu/Clip; the layer's output QuantizeLinear is applied to the twin in numpy
 (in the graph, onnxruntime would quantize the twin's float weight itself and fuse
 it into an integer kernel too). The layer's error is the mean squared difference of
-the two uint8 outputs, in output steps squared. On MobileNetV2 here: 16 of 50
-layers measure 0.013-5.5, every other one at most 0.004 (float summation order: a
-rare one-step tie). A layer above `THRESHOLD` (0.01) is overflowing. On a CPU
+the two uint8 outputs, in output steps squared (a layer whose output stays float,
+a QGemm or MatMulIntegerToFloat, in steps of an 8-bit quantizer over the twin's
+range). On MobileNetV2 here: 16 of 51 layers measure 0.013-5.5, every other one at
+most 0.004 (float summation order: a rare one-step tie). A layer above `THRESHOLD`
+(0.01) is overflowing. On a CPU
 without the overflow (VNNI, ARM's dot products) every layer measures ~0 and the
 model is left as it is.
 
@@ -35,9 +37,11 @@ Measured and rejected: keeping each same-sign pair of adjacent int8 weights with
 |q| + |q'| <= 128 during GPTQ removes the overflow too (so the kernel does pair
 adjacent input channels) but cost 12 dB: the expand convs hold many large pairs.
 
-Only for onnxruntime's CPU form (uint8 activations, int8 weights) and for layers
-whose output is quantized (the fused DQ -> op -> Q groups); TensorRT's symmetric
-int8 form runs on other kernels.
+Only for onnxruntime's CPU form (uint8 activations, int8 weights): the fused
+DQ -> op (-> Relu/Clip) -> Q groups and weighted ops whose output stays float.
+TensorRT's symmetric int8 form runs on other kernels; dynamic INT8 (`dynamic.py`)
+still narrows every layer by the CPU's flags. QAT exports get `store_uint8`
+(`passes/qat/stage.py`).
 """
 
 from __future__ import annotations
