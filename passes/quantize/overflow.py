@@ -59,6 +59,9 @@ from passes.quantize.qdq import drop_if_unused
 logger = logging.getLogger(__name__)
 
 THRESHOLD = 0.01  # mean squared output difference, in output quantization steps squared
+#: an overflowing layer's channels above this get 7-bit weights (with 0.01, MobileNetV2's
+#: unflagged channels still overflowed on held-out crops: 0.2 dB; with 0.001 they did not)
+CHANNEL_THRESHOLD = 0.001
 WEIGHTED = ("Conv", "Gemm", "MatMul")
 FUSED = ("Relu", "Clip")  # elementwise ops onnxruntime folds between the op and its Q
 
@@ -71,8 +74,18 @@ class OverflowCheck:
     samples: int = 0
     errors: dict[str, float] = field(default_factory=dict)  # layer -> steps², as first built
     overflowing: list[str] = field(default_factory=list)  # above THRESHOLD, as first built
-    seven_bit: list[str] = field(default_factory=list)  # rounded again to ±63
+    #: per output channel of each overflowing layer: its error (steps²)
+    channel_errors: dict[str, np.ndarray] = field(default_factory=dict)
+    seven_bit: dict[str, int] = field(default_factory=dict)  # layer -> channels rounded to ±63
     uint8_weights: list[str] = field(default_factory=list)  # stored as uint8
+
+    def row_qmax(self, qmax: int, narrow: int) -> dict[str, np.ndarray]:
+        """Per overflowing layer, the largest integer of each output channel: `narrow`
+        where the channel measured above `CHANNEL_THRESHOLD`, else `qmax`."""
+        return {
+            layer: np.where(errors > CHANNEL_THRESHOLD, narrow, qmax)
+            for layer, errors in self.channel_errors.items()
+        }
 
     def to_dict(self) -> dict[str, object]:
         worst = sorted(self.errors.items(), key=lambda kv: -kv[1])[:5]
@@ -82,6 +95,7 @@ class OverflowCheck:
             "threshold_steps2": THRESHOLD,
             "overflowing": list(self.overflowing),
             "seven_bit_weights": list(self.seven_bit),
+            "seven_bit_channels": dict(self.seven_bit),
             "uint8_weights": list(self.uint8_weights),
             "worst": {name: round(err, 4) for name, err in worst},
             "overflowing_steps2": {name: round(self.errors[name], 4) for name in self.overflowing},
@@ -169,6 +183,7 @@ class _Pair:
     real: str  # the layer's quantized output (its Q's), or its float output
     twin: str  # the float twin's output, before quantization
     quantize: Callable[[np.ndarray], np.ndarray] | None  # the layer's Q, in numpy
+    axis: int  # the output's channel axis: 1 for a Conv (NCHW), the last for Gemm/MatMul
 
     def squared_steps(self, real: np.ndarray, twin: np.ndarray) -> np.ndarray:
         """The squared difference in output steps: of the layer's Q, or for a float
@@ -192,6 +207,10 @@ def _requantizer(q: ir.Node) -> Callable[[np.ndarray], np.ndarray] | None:
     zero = 0.0 if zp is None else float(zp)
     step = np.float32(scale.reshape(()))
     return lambda y: np.clip(np.rint(y / step) + zero, info.min, info.max)
+
+
+def _channel_axis(node: ir.Node) -> int:
+    return 1 if graph_tools.is_std(node, "Conv") else -1
 
 
 def _add_twins(model: ir.Model, sites: list[_Site]) -> dict[str, _Pair]:
@@ -220,29 +239,30 @@ def _add_twins(model: ir.Model, sites: list[_Site]) -> dict[str, _Pair]:
             value = nodes[-1].outputs[0]
             if site.q is None:
                 graph.insert_after(site.node, nodes)
-                pairs[name] = _Pair(site.node.outputs[0].name or "", value.name or "", None)
+                real = site.node.outputs[0].name or ""
+                pairs[name] = _Pair(real, value.name or "", None, _channel_axis(site.node))
             elif (requantize := _requantizer(site.q)) is not None:
                 graph.insert_after(site.q, nodes)
                 real = site.q.outputs[0].name or ""
-                pairs[name] = _Pair(real, value.name or "", requantize)
+                pairs[name] = _Pair(real, value.name or "", requantize, _channel_axis(site.node))
     return pairs
 
 
-def kernel_errors(
+def channel_errors(
     qmodel: ir.Model,
     batches: Iterable[Mapping[str, np.ndarray]],
     *,
     threads: int = 0,
     weights: tuple[type, ...] = (np.int8,),
-) -> tuple[dict[str, float], int]:
-    """Each fused weighted layer's (weights of a `weights` type) mean squared uint8 output
-    difference between onnxruntime's optimized kernels and exact arithmetic (steps²),
-    and the samples run."""
+) -> tuple[dict[str, np.ndarray], int]:
+    """Per output channel of each fused weighted layer (weights of a `weights` type): the
+    mean squared uint8 output difference between onnxruntime's optimized kernels and
+    exact arithmetic (steps²); and the samples run."""
     probe = graph_tools.clone(qmodel)
     pairs = _add_twins(probe, _sites(probe, weights))
     if not pairs:
         return {}, 0
-    sums = dict.fromkeys(pairs, 0.0)
+    sums: dict[str, np.ndarray] = {}
     counts = dict.fromkeys(pairs, 0)
     outputs = [name for pair in pairs.values() for name in (pair.real, pair.twin)]
     session = graph_tools.ort_session(
@@ -253,11 +273,25 @@ def kernel_errors(
     for feeds in batches:
         got = dict(zip(names, session.run(None, dict(feeds)), strict=True))
         for layer, pair in pairs.items():
-            squared = pair.squared_steps(got[pair.real], got[pair.twin])
-            sums[layer] += float(squared.sum())
-            counts[layer] += squared.size
+            squared = np.moveaxis(pair.squared_steps(got[pair.real], got[pair.twin]), pair.axis, 0)
+            per_channel = squared.reshape(squared.shape[0], -1).sum(axis=1)
+            sums[layer] = sums[layer] + per_channel if layer in sums else per_channel
+            counts[layer] += squared.size // max(squared.shape[0], 1)
         samples += int(next(iter(feeds.values())).shape[0])
-    return {k: sums[k] / max(counts[k], 1) for k in pairs}, samples
+    return {k: v / max(counts[k], 1) for k, v in sums.items()}, samples
+
+
+def kernel_errors(
+    qmodel: ir.Model,
+    batches: Iterable[Mapping[str, np.ndarray]],
+    *,
+    threads: int = 0,
+    weights: tuple[type, ...] = (np.int8,),
+) -> tuple[dict[str, float], int]:
+    """`channel_errors` averaged over each layer's channels: the layer's mean squared
+    output difference (steps²), and the samples run."""
+    per_channel, samples = channel_errors(qmodel, batches, threads=threads, weights=weights)
+    return {k: float(v.mean()) for k, v in per_channel.items()}, samples
 
 
 def store_uint8(qmodel: ir.Model, layers: Iterable[str]) -> list[str]:
@@ -300,14 +334,21 @@ def guard(
     *,
     threads: int = 0,
 ) -> OverflowCheck:
-    """Measure `qmodel`'s layers (`kernel_errors`) and name those above `THRESHOLD`;
-    the caller stores them as uint8 in every Q/DQ model it builds (`store_uint8`)."""
-    errors, samples = kernel_errors(qmodel, batches, threads=threads)
+    """Measure `qmodel`'s layers (`channel_errors`) and name those above `THRESHOLD`,
+    with their channels above `CHANNEL_THRESHOLD`; the caller narrows those channels
+    or stores the layers as uint8 in every Q/DQ model it builds (`store_uint8`)."""
+    per_channel, samples = channel_errors(qmodel, batches, threads=threads)
+    errors = {k: float(v.mean()) for k, v in per_channel.items()}
     over = [name for name, err in errors.items() if err > THRESHOLD]
     if over:
         logger.info(
             "%d of %d layers overflow int16 in this CPU's u8s8 kernels", len(over), len(errors)
         )
     return OverflowCheck(
-        probed=len(errors), samples=samples, errors=errors, overflowing=over, uint8_weights=over
+        probed=len(errors),
+        samples=samples,
+        errors=errors,
+        overflowing=over,
+        channel_errors={k: per_channel[k] for k in over},
+        uint8_weights=over,
     )

@@ -29,7 +29,7 @@ constants, layers whose input never arrived.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -290,10 +290,12 @@ def round_weights(
     damp: float = 0.01,
     progress: Callable[[int, int], None] | None = None,
     layers: Collection[str] | None = None,
+    row_qmax: Mapping[str, np.ndarray] | None = None,
 ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """{weight name: (rounded float weight q*s, per-channel scale s)} for every layer with H
     (only the nodes named in `layers`, when given); `progress(layers done, layers)` after
-    each layer.
+    each layer. `row_qmax` gives a node's own largest integer per output channel (7-bit
+    channels where its int8 kernel overflows, `overflow.py`), its scale following.
 
     BLAS runs single-threaded here: the matrices are small and many, and a
     multi-threaded OpenBLAS next to torch's and onnxruntime's thread pools on a
@@ -302,7 +304,7 @@ def round_weights(
     from threadpoolctl import threadpool_limits
 
     with threadpool_limits(limits=1, user_api="blas"):
-        return _round_weights(collector, spec, damp, progress, layers)
+        return _round_weights(collector, spec, damp, progress, layers, row_qmax or {})
 
 
 def _round_weights(
@@ -311,6 +313,7 @@ def _round_weights(
     damp: float,
     progress: Callable[[int, int], None] | None = None,
     only: Collection[str] | None = None,
+    row_qmax: Mapping[str, np.ndarray] | None = None,
 ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     out: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     for i, layer in enumerate(collector.layers):
@@ -334,6 +337,11 @@ def _round_weights(
             else 1
         )
         _, scale = quantize_weight(w, axis, spec)
+        qmax: int | np.ndarray = spec.weight_qmax
+        rows_q = (row_qmax or {}).get(layer.node.name or "")
+        if rows_q is not None and rows_q.size == scale.size:
+            scale = (scale * (spec.weight_qmax / rows_q)).astype(scale.dtype)
+            qmax = rows_q
         w_rows = np.moveaxis(w.astype(np.float64), axis, 0)
         shape_rows = w_rows.shape
         w2 = w_rows.reshape(shape_rows[0], -1)
@@ -341,7 +349,9 @@ def _round_weights(
         rows_per_group = w2.shape[0] // g
         wg = w2.reshape(g, rows_per_group, -1)
         sg = scale.astype(np.float64).reshape(g, rows_per_group)
-        q = gptq(wg, layer.hessian, sg, spec.weight_qmax, damp=damp)
+        if isinstance(qmax, np.ndarray):
+            qmax = qmax.reshape(g, rows_per_group)
+        q = gptq(wg, layer.hessian, sg, qmax, damp=damp)
         rounded = (q * sg[..., None]).reshape(shape_rows)
         out[layer.weight.name] = (np.moveaxis(rounded, 0, axis).astype(w.dtype), scale)
     if progress is not None:
@@ -353,12 +363,13 @@ def gptq(
     w: np.ndarray,
     h: np.ndarray,
     scale: np.ndarray,
-    qmax: int,
+    qmax: int | np.ndarray,
     *,
     damp: float = 0.01,
     block: int = 128,
 ) -> np.ndarray:
-    """Integers q (G, R, K) for weights w (G, R, K), Hessians h (G, K, K), scales (G, R)."""
+    """Integers q (G, R, K) for weights w (G, R, K), Hessians h (G, K, K), scales (G, R);
+    `qmax` the largest integer, one or per row (G, R)."""
     g, r, k = w.shape
     h = h.astype(np.float64).copy()
     w = w.astype(np.float64).copy()
@@ -374,7 +385,8 @@ def gptq(
         u = np.linalg.cholesky(hinv).transpose(0, 2, 1)  # upper: hinv = u^T u
     except np.linalg.LinAlgError:
         logger.debug("GPTQ: H not positive definite; rounding to nearest")
-        return np.clip(np.round(w / scale[..., None]), -qmax, qmax)
+        bound = qmax[..., None] if isinstance(qmax, np.ndarray) else qmax
+        return np.clip(np.round(w / scale[..., None]), -bound, bound)
     q = np.empty_like(w)
     s = scale  # (G, R)
     for b0 in range(0, k, block):  # lazy batch updates (GPTQ section 3, "Step 2")

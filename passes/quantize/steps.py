@@ -331,9 +331,20 @@ class OverflowGuard(Step):
             state.build(state.model), state.stream.take(o.overflow_samples), threads=o.threads
         )
         if check.overflowing and o.overflow_weights == "7bit" and state.hessians is not None:
-            seven_bit = spec.replace(reduce_range=True)
-            state.weights.update(round_weights(state.hessians, seven_bit, layers=check.overflowing))
-            check.seven_bit, check.uint8_weights = list(check.overflowing), []
+            seven = spec.replace(reduce_range=True).weight_qmax
+            row_qmax = check.row_qmax(spec.weight_qmax, seven)
+            state.weights.update(
+                round_weights(state.hessians, spec, layers=check.overflowing, row_qmax=row_qmax)
+            )
+            # the channels left at 8 bits were judged on these samples only: measure again,
+            # and what still overflows stores its weights as uint8
+            again = guard(
+                state.build(state.model),
+                state.stream.take(o.overflow_samples),
+                threads=o.threads,
+            )
+            check.seven_bit = {k: int((v == seven).sum()) for k, v in row_qmax.items()}
+            check.uint8_weights = list(again.overflowing)
         state.overflow = check
 
 

@@ -183,3 +183,56 @@ def test_an_unknown_remedy_is_refused() -> None:
 
     with pytest.raises(PassOptionError, match="choose 7bit or uint8"):
         PtqOptions(overflow_weights="9bit")
+
+
+def test_7bit_narrows_only_the_channels_that_overflow() -> None:
+    """A layer whose first 8 output channels overflow (all weights near their channel's
+    maximum) and last 8 cannot (one large weight paired with a zero, the rest small: no
+    adjacent pair reaches int16):
+    only the first 8 channels are rounded to ±63, the others keep ±127."""
+    rng = np.random.default_rng(0)
+    wa = rng.uniform(0.9, 1.0, (16, 16, 1, 1)).astype(np.float32)
+    wa[8:] = rng.uniform(0.0, 0.3, (8, 16, 1, 1))
+    wa[8:, 0], wa[8:, 1] = 1.0, 0.0  # the maximum (127), paired with 0; the rest below 40
+    model = _models.from_text(
+        HOT,
+        {
+            "wa": wa,
+            "ba": np.zeros(16, np.float32),
+            "wb": np.eye(16, dtype=np.float32)[..., None, None],
+            "bb": np.zeros(16, np.float32),
+        },
+    )
+    options = PtqOptions(samples=16, float_stem=False)
+    qmodel, summary = quantize(model, _hot_inputs(16, seed=4), options)
+    report = summary.overflow
+    assert report is not None
+    if not saturating_cpu():
+        assert report["overflowing"] == []
+        return
+    assert report["seven_bit_channels"] == {"Conv_0": 8} and report["uint8_weights"] == []
+    weight = next(
+        graph_tools.constant(n.inputs[0])
+        for n in qmodel.graph
+        if n.op_type == "DequantizeLinear"
+        and n.outputs[0].uses()[0].node.name == "Conv_0"
+        and graph_tools.constant(n.inputs[0]) is not None
+        and graph_tools.constant(n.inputs[0]).ndim == 4
+    )
+    top = np.abs(weight.astype(np.int32)).reshape(16, -1).max(axis=1)
+    assert (top[:8] <= 63).all() and (top[8:] == 127).all()
+    errors, _ = kernel_errors(qmodel, [{"x": _hot_inputs(8, seed=5)}])
+    assert max(errors.values()) <= THRESHOLD
+
+
+def test_gptq_keeps_each_row_within_its_own_qmax() -> None:
+    from passes.quantize.rounding import gptq
+
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal((1, 4, 32))
+    h = np.eye(32)[None] + 0.1
+    qmax = np.array([[127, 63, 127, 63]])
+    scale = np.abs(w).max(axis=2) / qmax
+    q = gptq(w, h, scale, qmax)
+    assert (np.abs(q).max(axis=2) <= qmax).all()
+    assert np.abs(q[0, 1]).max() == 63 and np.abs(q[0, 0]).max() >= 120
