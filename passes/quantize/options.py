@@ -68,9 +68,10 @@ class PtqOptions:
     migration strength for dynamic INT8 (`smooth.py`; None: off; 0.7 measured best on
     all-MiniLM-L6: mean cosine 0.9933 -> 0.9974, worst 0.976 -> 0.991; 0.5: 0.9888/0.981, 0.8: 0.9974/0.984).
     `overflow_guard`: measure which layers' u8s8 kernels overflow int16 on this CPU
-    (AVX2 without VNNI) and apply `overflow_weights` to them: "7bit" (GPTQ to ±63,
-    same speed) or "uint8" (same values, slower kernel) (`overflow.py`; MobileNetV2 on
-    an AVX2 EPYC: 17.5 -> 21.4 / 21.9 dB held-out, 16 of 50 layers). The ``*_samples`` fields
+    (AVX2 without VNNI) and apply `overflow_weights` to them: "7bit" (GPTQ to ±63 on
+    the channels that overflow, same speed) or "uint8" (same values, slower kernel)
+    (`overflow.py`; MobileNetV2 on an AVX2 EPYC: 17.5 -> 21.85 / 21.9 dB held-out, 16
+    of 51 layers). The ``*_samples`` fields
     bound the data each step reads; `threads` is onnxruntime's intra-op thread
     count (0: all cores).
     """

@@ -309,10 +309,11 @@ class RangeSearch(Step):
 class OverflowGuard(Step):
     """Layers whose u8s8 kernel overflows on this CPU, measured on `overflow_samples`
     samples (`overflow.py`), and the remedy `overflow_weights` names: ``"7bit"``
-    rounds them again (GPTQ) to ±63, which cannot overflow (2 * 255 * 63 < 2^15) and
-    keeps the u8s8 kernel's speed; ``"uint8"`` (and ``"7bit"`` without GPTQ's
-    Hessians) stores their weights as uint8, the same values on a slower kernel, in
-    every later Q/DQ build. After rounding (the weights are final), before anything
+    rounds their overflowing channels again (GPTQ) to ±63, which cannot overflow
+    (2 * 255 * 63 < 2^15) and keeps the u8s8 kernel's speed, then measures again;
+    ``"uint8"`` (and whatever still overflows, and ``"7bit"`` without GPTQ's Hessians)
+    stores their weights as uint8, the same values on a slower kernel, in every later
+    Q/DQ build. After rounding (the weights are final), before anything
     judges the Q/DQ model in onnxruntime's optimized kernels (the residual trial, the
     fallback)."""
 
