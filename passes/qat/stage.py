@@ -105,7 +105,7 @@ def run_qat_stage(
     except ValueError as e:  # QatUnsupported, PassOptionError, bad data or checkpoints
         raise PassOptionError(f"--qat: {e}") from None
     section = result.to_dict()
-    section["overflow"] = _guard_overflow(result.model, spec, ptq, input_names[0], train_inputs)
+    section["overflow"] = _guard_overflow(result.model, spec, ptq, train_inputs)
     section["lr"] = DEFAULT_LR if lr is None else lr
     section["batch_size"] = batch_size
     section["train_samples"] = int(len(train_inputs))
@@ -114,24 +114,25 @@ def run_qat_stage(
 
 
 def _guard_overflow(
-    model: ir.Model,
-    spec: QuantSpec | str,
-    ptq: PtqOptions | None,
-    input_name: str,
-    inputs: np.ndarray,
+    model: ir.Model, spec: QuantSpec | str, ptq: PtqOptions | None, inputs: np.ndarray
 ) -> dict[str, object] | None:
     """PTQ's overflow check on the exported model (`passes/quantize/overflow.py`): the
     layers whose u8s8 kernel overflows on this CPU store their trained weights as
     uint8, the same values (re-rounding them to 7 bits would undo what training
     learned). None when the options turn the check off or the spec is not U8S8."""
-    from passes.quantize.overflow import guard, store_uint8
+    from passes.quantize.data import CalibrationStream, model_inputs
+    from passes.quantize.overflow import applies, guard, store_uint8
 
     options = ptq or PtqOptions()
     spec = spec_by_name(spec) if isinstance(spec, str) else spec
-    if not options.overflow_guard or spec.activation_dtype != "uint8":
+    if not options.overflow_guard or not applies(spec):
         return None
-    n = min(options.overflow_samples, len(inputs))
-    batches = ({input_name: inputs[i : i + 8]} for i in range(0, n, 8))
-    check = guard(model, batches, threads=options.threads)
+    stream = CalibrationStream(
+        inputs,
+        model_inputs(model),
+        samples=options.overflow_samples,
+        batch_size=options.batch_size,
+    )
+    check = guard(model, stream, threads=options.threads)
     store_uint8(model, check.overflowing)
     return check.to_dict()

@@ -58,7 +58,9 @@ import numpy as np
 import onnx_ir as ir
 
 from passes import graph_tools
+from passes.quantize.params import dequantize_weight
 from passes.quantize.qdq import drop_if_unused
+from passes.quantize.spec import QuantSpec
 
 logger = logging.getLogger(__name__)
 
@@ -68,6 +70,11 @@ THRESHOLD = 0.01  # mean squared output difference, in output quantization steps
 CHANNEL_THRESHOLD = 0.001
 WEIGHTED = ("Conv", "Gemm", "MatMul")
 FUSED = ("Relu", "Clip")  # elementwise ops onnxruntime folds between the op and its Q
+
+
+def applies(spec: QuantSpec) -> bool:
+    """Whether `spec` is onnxruntime's U8S8 form, the one whose kernels can overflow."""
+    return spec.activation_dtype == "uint8" and spec.weight_dtype == "int8"
 
 
 @dataclass
@@ -162,13 +169,8 @@ def _dequantize(dq: ir.Node) -> np.ndarray | None:
         return None
     zp_value = dq.inputs[2] if len(dq.inputs) > 2 else None
     zp = graph_tools.constant(zp_value) if zp_value is not None else None
-    zero = np.zeros_like(scale) if zp is None else zp
-    if scale.ndim == 1 and scale.size > 1:  # per axis
-        axis = graph_tools.attr_int(dq, "axis", 1) % x.ndim
-        shape = [1] * x.ndim
-        shape[axis] = scale.size
-        scale, zero = scale.reshape(shape), zero.reshape(shape)
-    return ((x.astype(np.float32) - zero.astype(np.float32)) * scale).astype(np.float32)
+    axis = graph_tools.attr_int(dq, "axis", 1) if scale.size > 1 else None
+    return dequantize_weight(x, scale.reshape(-1) if axis is not None else scale, axis, zp)
 
 
 def _float_input(value: ir.Value | None) -> np.ndarray | None:

@@ -67,12 +67,18 @@ def quantize_weight(
     return q, scales
 
 
-def dequantize_weight(q: np.ndarray, scale: np.ndarray, axis: int | None) -> np.ndarray:
+def dequantize_weight(
+    q: np.ndarray, scale: np.ndarray, axis: int | None, zero_point: np.ndarray | None = None
+) -> np.ndarray:
+    """(q - zero_point) * scale in float32, per `axis` when the scale has one."""
+    x = q.astype(np.float32)
     if axis is None or scale.ndim == 0:
-        return q.astype(np.float32) * scale
+        return (x if zero_point is None else x - zero_point.astype(np.float32)) * scale
     shape = [1] * q.ndim
     shape[axis % q.ndim] = -1
-    return q.astype(np.float32) * scale.reshape(shape)
+    if zero_point is not None:
+        x = x - zero_point.astype(np.float32).reshape(shape)
+    return x * scale.reshape(shape)
 
 
 def quantize_bias(

@@ -39,7 +39,7 @@ from passes.quantize.data import CalibrationSource, CalibrationStream, model_inp
 from passes.quantize.equalize import equalize
 from passes.quantize.layer_latency import LatencyCosts, layer_costs, one_call_feeds
 from passes.quantize.options import PtqOptions
-from passes.quantize.overflow import OverflowCheck, guard, store_uint8
+from passes.quantize.overflow import OverflowCheck, applies, guard, store_uint8
 from passes.quantize.plan import QuantPlan, plan_quantization, stem_nodes
 from passes.quantize.qdq import InsertQdqPass, is_quantized
 from passes.quantize.range_search import search_ranges
@@ -326,7 +326,7 @@ class OverflowGuard(Step):
 
     def apply(self, state: PtqState) -> None:
         spec, o = state.spec, state.options
-        if spec.activation_dtype != "uint8" or spec.weight_dtype != "int8":
+        if not applies(spec):
             return  # not onnxruntime's U8S8 form: other kernels
         check = guard(
             state.build(state.model), state.stream.take(o.overflow_samples), threads=o.threads

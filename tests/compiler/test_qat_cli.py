@@ -25,6 +25,8 @@ def test_digits_cnn_qat_keeps_label_accuracy(tmp_path: Path) -> None:
     # issue 4: QAT INT8 label accuracy >= FP32 accuracy - 0.2 point on the held-out split
     assert acc["top1_accuracy"] >= acc["baseline_top1_accuracy"] - 0.002
     assert report["quantization"]["method"].startswith("qat")
+    overflow = report["quantization"]["overflow"]  # the exported model was probed too
+    assert overflow["probed_layers"] >= 1 and overflow["samples"] == 16
     assert report["precision"] == "int8"
     (qat,) = [p for p in report["passes"] if p["name"] == "QuantizationAwareTraining"]
     assert qat["changed"] and qat["nodes_after"] > qat["nodes_before"] and qat["seconds"] > 0
