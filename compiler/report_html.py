@@ -301,10 +301,20 @@ def _overflow(overflow: object) -> str:
         return ""
     errors: Mapping[str, float] = overflow.get("overflowing_steps2") or {}
     seven = set(overflow.get("seven_bit_weights") or [])
-    rows = [
-        (name, errors.get(name), "7-bit weights" if name in seven else "uint8 weights")
-        for name in overflow["overflowing"]
-    ]
+    channels: Mapping[str, int] = overflow.get("seven_bit_channels") or {}
+    uint8 = set(overflow.get("uint8_weights") or [])
+
+    def remedy(name: str) -> str:
+        # a layer whose 7-bit channels still overflowed when measured again has both
+        parts = []
+        if name in seven:
+            count = channels.get(name)
+            parts.append("7-bit weights" + (f" ({count} channels)" if count else ""))
+        if name in uint8:
+            parts.append("uint8 weights")
+        return " + ".join(parts) or "none"
+
+    rows = [(name, errors.get(name), remedy(name)) for name in overflow["overflowing"]]
     return (
         "<h3>Integer kernels that overflow on this CPU</h3>"
         f'<p class="note">{_e(len(rows))} of {_e(overflow.get("probed_layers"))} layers: their'

@@ -531,5 +531,16 @@ def test_overflowing_layers_listed_with_their_remedy() -> None:
     assert "2 of 3 layers" in q
     assert "<td>/block1/Conv</td>" in q and "7-bit weights" in q and "uint8 weights" in q
     assert "2 of 3 layers overflow int16" in page  # the summary line too
+    both = _report()
+    both["quantization"] = {
+        **report["quantization"],
+        "overflow": {
+            **report["quantization"]["overflow"],
+            "uint8_weights": ["/block1/Conv", "/block2/Conv"],
+            "seven_bit_channels": {"/block1/Conv": 5},
+        },
+    }
+    # 7-bit channels that still overflowed when measured again: both remedies, said so
+    assert "7-bit weights (5 channels) + uint8 weights" in _section(_html(both), "quantization")
     plain = _section(_html(_report()), "quantization")  # no overflow: no table
     assert "overflow on this CPU" not in plain
