@@ -306,11 +306,16 @@ class RangeSearch(Step):
         )
 
 
+#: measure-and-narrow rounds of the 7-bit remedy before what still overflows gets uint8
+NARROWING_ROUNDS = 3
+
+
 class OverflowGuard(Step):
     """Layers whose u8s8 kernel overflows on this CPU, measured on `overflow_samples`
     samples (`overflow.py`), and the remedy `overflow_weights` names: ``"7bit"``
     rounds their overflowing channels again (GPTQ) to ±63, which cannot overflow
-    (2 * 255 * 63 < 2^15) and keeps the u8s8 kernel's speed, then measures again;
+    (2 * 255 * 63 < 2^15) and keeps the u8s8 kernel's speed, then measures again and
+    narrows what overflows now, up to `NARROWING_ROUNDS` times;
     ``"uint8"`` (and whatever still overflows, and ``"7bit"`` without GPTQ's Hessians)
     stores their weights as uint8, the same values on a slower kernel, in every later
     Q/DQ build. After rounding (the weights are final), before anything
@@ -333,19 +338,27 @@ class OverflowGuard(Step):
         )
         if check.overflowing and o.overflow_weights == "7bit" and state.hessians is not None:
             seven = spec.replace(reduce_range=True).weight_qmax
-            row_qmax = check.row_qmax(spec.weight_qmax, seven)
-            state.weights.update(
-                round_weights(state.hessians, spec, layers=check.overflowing, row_qmax=row_qmax)
-            )
-            # the channels left at 8 bits were judged on these samples only: measure again,
-            # and what still overflows stores its weights as uint8
-            again = guard(
-                state.build(state.model),
-                state.stream.take(o.overflow_samples),
-                threads=o.threads,
-            )
+            row_qmax: dict[str, np.ndarray] = {}
+            found = check
+            for _ in range(NARROWING_ROUNDS):
+                for layer, qmax in found.row_qmax(spec.weight_qmax, seven).items():
+                    row_qmax[layer] = np.minimum(row_qmax.get(layer, qmax), qmax)
+                state.weights.update(
+                    round_weights(state.hessians, spec, layers=list(row_qmax), row_qmax=row_qmax)
+                )
+                # the channels left at 8 bits were judged on these samples only, and a layer
+                # fed by one that overflowed (saturated, smaller) may overflow once it is
+                # fixed: measure again, narrow what overflows now
+                found = guard(
+                    state.build(state.model),
+                    state.stream.take(o.overflow_samples),
+                    threads=o.threads,
+                )
+                check.add(found)
+                if not found.overflowing:
+                    break
             check.seven_bit = {k: int((v == seven).sum()) for k, v in row_qmax.items()}
-            check.uint8_weights = list(again.overflowing)
+            check.uint8_weights = list(found.overflowing)  # still overflowing: uint8
         state.overflow = check
 
 
