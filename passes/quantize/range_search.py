@@ -27,8 +27,8 @@ to the observed extremes (`FRACTIONS`), clamped to the tensor's known bounds
 (a Clip's interval). Readers are evaluated in torch with float weights.
 
 Cost on MobileNetV2: one onnxruntime pass over `samples` inputs plus, per
-tensor, one batched convolution of the candidates' errors (a few seconds on 2
-cores for 32 samples).
+tensor, one batched convolution of the candidates' errors, on at most
+`MAX_BATCH_ELEMENTS` of each batch (4.3 s on 2 cores for 32 samples).
 """
 
 from __future__ import annotations
@@ -54,6 +54,13 @@ logger = logging.getLogger(__name__)
 # t < 0 shrinks the calibrated range toward zero by |t|; t > 0 moves each end the
 # fraction t of the way to the observed extreme.
 FRACTIONS = (-0.4, -0.2, 0.0, 0.125, 0.25, 0.5, 0.75, 1.0)
+
+#: Elements of one batch a tensor's candidates are judged on: a larger batch keeps
+#: samples spread evenly over it (at least one). MobileNetV2's 112x112 tensors then
+#: see 1 of each 8 samples, its 7x7 ones all: the search took 4.3 s instead of 9.1 s
+#: with the same held-out and validation SQNR (21.85 / 22.15 dB; 2^19 gave 22.02 on
+#: validation).
+MAX_BATCH_ELEMENTS = 1 << 20
 
 Reader = Callable[["torch.Tensor"], "torch.Tensor"]  # a reader's linear map, in torch
 #: how one reader sees the candidates' errors: (x of shape (n, ...), e of shape (k, n, ...))
@@ -213,11 +220,15 @@ class _Errors:
         self.elements = 0
 
     def update(self, x: np.ndarray) -> None:
-        """Add one batch: every candidate's error is computed at once, as a leading
-        candidate axis (k, n, ...), in float32 with in-place ops; sums use torch's
-        pairwise float32 reduction (relative error ~1e-7, far below the gaps ranked)."""
+        """Add one batch (past `MAX_BATCH_ELEMENTS`, a subset of its samples): every
+        candidate's error is computed at once, as a leading candidate axis (k, n, ...),
+        in float32 with in-place ops; sums use torch's pairwise float32 reduction
+        (relative error ~1e-7, far below the gaps ranked)."""
         import torch
 
+        if x.ndim and x.shape[0] > 1 and x.size > MAX_BATCH_ELEMENTS:
+            keep = max(1, MAX_BATCH_ELEMENTS // (x.size // x.shape[0]))
+            x = x[:: -(-x.shape[0] // keep)]  # samples spread over the batch
         t = torch.from_numpy(np.array(x, dtype=np.float32))
         k = len(self.params)
         shape = (k,) + (1,) * t.dim()

@@ -173,3 +173,29 @@ def test_search_judges_a_silu_input_at_the_silu_output() -> None:
         return _models.sqnr_db(_models.run(model, held_out), _models.run(q, held_out))
 
     assert error(searched) > error(base) + 3.0  # measured: 0.5 dB -> 22.2 dB
+
+
+def test_a_batch_past_the_element_budget_is_judged_on_samples_spread_over_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The budget keeps every k-th sample of a large batch: the sums equal those of
+    that subset judged whole, and a small batch is judged whole."""
+    from passes.quantize import range_search
+
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((8, 4, 5, 5)).astype(np.float32)
+    cands = candidates((-1.5, 1.5), (float(x.min()), float(x.max())), (-np.inf, np.inf), False)
+
+    def sums(batch: np.ndarray) -> tuple[np.ndarray, int]:
+        judge = range_search._Errors(cands, [lambda t, e: e], CPU_SPEC)
+        judge.update(batch)
+        return judge.sums, judge.elements
+
+    monkeypatch.setattr(range_search, "MAX_BATCH_ELEMENTS", 2 * x[0].size)
+    budgeted, elements = sums(x)
+    assert elements == 2 * x[0].size
+    monkeypatch.setattr(range_search, "MAX_BATCH_ELEMENTS", 1 << 20)
+    subset, _ = sums(x[::4])
+    np.testing.assert_allclose(budgeted, subset, rtol=1e-6)
+    whole, elements = sums(x)
+    assert elements == x.size and not np.allclose(whole, subset)
