@@ -64,7 +64,7 @@ def _bin_counts(flat: np.ndarray, width: float, bins: int) -> tuple[np.ndarray, 
     import torch
 
     t = torch.from_numpy(np.ascontiguousarray(flat))
-    idx = torch.floor(t * np.float32(1.0 / width)).to(torch.int64)
+    idx = torch.floor(t * torch.tensor(1.0 / width, dtype=torch.float32)).to(torch.int64)
     idx.clamp_(-bins, bins - 1).add_(bins)
     counts = torch.bincount(idx, minlength=2 * bins).numpy()
     return counts, int((t == 0).sum())

@@ -114,3 +114,20 @@ def test_collect_stats_is_one_pass_with_progress() -> None:
     assert result.samples == 20 and seen == [(8, 20), (16, 20), (20, 20)]
     assert result.stats["x"].range("minmax") == (float(min(x.min(), 0)), float(x.max()))
     assert result.stats["r1"].min >= 0.0
+
+
+def test_bin_counts_equal_numpys_floor_of_float32_products() -> None:
+    """The torch binning counts what numpy's float32 floor(x / width) counts, clipped
+    into the end bins, at widths that put values exactly on bin edges too."""
+    from passes.quantize.calibrate import _bin_counts
+
+    rng = np.random.default_rng(0)
+    flat = np.concatenate(
+        [rng.standard_normal(50_000).astype(np.float32) * 3, np.zeros(100, np.float32)]
+    )
+    flat[:64] = np.arange(64, dtype=np.float32) * np.float32(0.25)  # on the 0.25 edges
+    for width in (0.25, 0.0123, 1e-3):
+        idx = np.clip(np.floor(flat * np.float32(1.0 / width)).astype(np.int64), -2048, 2047)
+        counts, zeros = _bin_counts(flat, width, 2048)
+        np.testing.assert_array_equal(counts, np.bincount(idx + 2048, minlength=4096))
+        assert zeros == 100 + 1  # the 100 zeros and arange's first value

@@ -3,9 +3,12 @@ this CPU, weights stored as uint8 with the same values, exact arithmetic unchang
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import onnx
 import onnx_ir as ir
+import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from passes import graph_tools
@@ -236,3 +239,26 @@ def test_gptq_keeps_each_row_within_its_own_qmax() -> None:
     q = gptq(w, h, scale, qmax)
     assert (np.abs(q).max(axis=2) <= qmax).all()
     assert np.abs(q[0, 1]).max() == 63 and np.abs(q[0, 0]).max() >= 120
+
+
+def test_saturating_cpu_reads_the_vnni_flags(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """x86 without VNNI saturates (AVX2 or older: (v)pmaddubsw); VNNI or AMX does not;
+    nor does another architecture, whatever its cpuinfo says, nor a missing file."""
+    import platform
+
+    def cpu(name: str, flags: str) -> bool:
+        path = tmp_path / name
+        path.write_text(f"processor\t: 0\nflags\t\t: fpu sse2 {flags}\n")
+        return saturating_cpu(path)
+
+    monkeypatch.setattr(platform, "machine", lambda: "x86_64")
+    assert cpu("epyc", "avx avx2 fma")
+    assert cpu("old", "ssse3 sse4_1")
+    assert not cpu("icelake", "avx2 avx512f avx512_vnni")
+    assert not cpu("alderlake", "avx2 avx_vnni")
+    assert not cpu("sapphire", "avx2 amx_int8 avx512_vnni")
+    assert not saturating_cpu(tmp_path / "absent")
+    monkeypatch.setattr(platform, "machine", lambda: "aarch64")
+    assert not cpu("graviton", "fp asimd")
