@@ -300,15 +300,14 @@ def _overflow(overflow: object) -> str:
     if not isinstance(overflow, Mapping) or not overflow.get("overflowing"):
         return ""
     errors: Mapping[str, float] = overflow.get("overflowing_steps2") or {}
-    seven = set(overflow.get("seven_bit_weights") or [])
     channels: Mapping[str, int] = overflow.get("seven_bit_channels") or {}
     uint8 = set(overflow.get("uint8_weights") or [])
 
     def remedy(name: str) -> str:
         # a layer whose 7-bit channels still overflowed when measured again has both
         parts = []
-        if name in seven:
-            count = channels.get(name)
+        if name in channels:
+            count = channels[name]
             parts.append("7-bit weights" + (f" ({count} channels)" if count else ""))
         if name in uint8:
             parts.append("uint8 weights")

@@ -20,7 +20,7 @@ def overflow_text(overflow: object) -> str:
     """' · N layers overflow int16 on this CPU: M 7-bit, K uint8' when the check found any."""
     if not isinstance(overflow, dict) or not overflow.get("overflowing"):
         return ""
-    seven, u8 = overflow.get("seven_bit_weights") or [], overflow.get("uint8_weights") or []
+    seven, u8 = overflow.get("seven_bit_channels") or {}, overflow.get("uint8_weights") or []
     return (
         f" · {len(overflow['overflowing'])} of {overflow.get('probed_layers')} layers overflow"
         f" int16 in this CPU's u8s8 kernels: {len(seven)} rounded to 7 bits,"

@@ -24,7 +24,6 @@ MatMul (no bias input).
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Callable, Iterable, Mapping
 
 import numpy as np
@@ -32,6 +31,7 @@ import onnx_ir as ir
 
 from passes import graph_tools
 from passes.quantize.calibrate import run_with_outputs
+from passes.quantize.noise import sqnr_db
 
 logger = logging.getLogger(__name__)
 
@@ -70,7 +70,7 @@ class _ErrorEnergy:
 
     def sqnr_db(self) -> dict[str, float]:
         return {
-            node: round(10.0 * math.log10(max(self.signal[node], 1e-30) / max(noise, 1e-30)), 2)
+            node: round(sqnr_db(self.signal[node], max(noise, 1e-30)), 2)  # finite: JSON
             for node, noise in self.noise.items()
         }
 

@@ -119,8 +119,7 @@ class OverflowCheck:
             "samples": self.samples,
             "threshold_steps2": THRESHOLD,
             "overflowing": list(self.overflowing),
-            "seven_bit_weights": list(self.seven_bit),
-            "seven_bit_channels": dict(self.seven_bit),
+            "seven_bit_channels": dict(self.seven_bit),  # layer -> channels at ±63
             "uint8_weights": list(self.uint8_weights),
             "worst": {name: round(err, 4) for name, err in worst},
             "overflowing_steps2": {name: round(self.errors[name], 4) for name in self.overflowing},

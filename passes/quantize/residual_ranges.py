@@ -43,6 +43,7 @@ import onnx_ir as ir
 
 from passes import graph_tools
 from passes.quantize.calibrate import Histogram
+from passes.quantize.noise import energies, sqnr_db
 from passes.quantize.plan import QuantPlan
 
 logger = logging.getLogger(__name__)
@@ -108,13 +109,7 @@ def minmax_ranges(
 
 def first_output_sqnr(reference: np.ndarray, output: np.ndarray) -> float:
     """10 log10(sum y^2 / sum (y - y_q)^2) of one output (inf when exact)."""
-    r = reference.astype(np.float64)
-    noise = float(((r - output.astype(np.float64)) ** 2).sum())
-    if noise == 0:
-        return float("inf")
-    if not math.isfinite(noise):
-        return -float("inf")
-    return float(10 * np.log10(max(float((r**2).sum()), 1e-30) / noise))
+    return sqnr_db(*energies(reference, output))
 
 
 def _first_output(

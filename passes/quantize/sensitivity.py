@@ -35,6 +35,7 @@ import numpy as np
 import onnx_ir as ir
 
 from passes import graph_tools
+from passes.quantize.noise import energies, sqnr_db
 
 logger = logging.getLogger(__name__)
 
@@ -61,10 +62,10 @@ def score(reference: list[np.ndarray], outputs: list[np.ndarray]) -> Score:
     for ref, out in zip(reference, outputs, strict=True):
         if not np.issubdtype(ref.dtype, np.floating):
             continue
-        r = ref.astype(np.float64)
-        sig += float((r**2).sum())
-        noise += float(((r - out.astype(np.float64)) ** 2).sum())
-    sqnr = float("inf") if noise == 0 else 10 * np.log10(max(sig, 1e-30) / noise)
+        s, n = energies(ref, out)
+        sig += s
+        noise += n
+    sqnr = sqnr_db(sig, noise)
     ref0, out0 = reference[0], outputs[0]
     if ref0.ndim >= 2 and ref0.shape[-1] > 1:
         agreement = float((ref0.argmax(-1) == out0.argmax(-1)).mean())

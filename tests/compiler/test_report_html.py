@@ -520,7 +520,7 @@ def test_overflowing_layers_listed_with_their_remedy() -> None:
             "samples": 16,
             "threshold_steps2": 0.01,
             "overflowing": ["/block1/Conv", "/block2/Conv"],
-            "seven_bit_weights": ["/block1/Conv"],
+            "seven_bit_channels": {"/block1/Conv": 12},
             "uint8_weights": ["/block2/Conv"],
             "worst": {"/block1/Conv": 5.5, "/block2/Conv": 0.02},
             "overflowing_steps2": {"/block1/Conv": 5.5, "/block2/Conv": 0.02},
@@ -529,7 +529,8 @@ def test_overflowing_layers_listed_with_their_remedy() -> None:
     page = _html(report)
     q = _section(page, "quantization")
     assert "2 of 3 layers" in q
-    assert "<td>/block1/Conv</td>" in q and "7-bit weights" in q and "uint8 weights" in q
+    assert "<td>/block1/Conv</td>" in q and "7-bit weights (12 channels)" in q
+    assert "uint8 weights" in q
     assert "2 of 3 layers overflow int16" in page  # the summary line too
     both = _report()
     both["quantization"] = {

@@ -158,8 +158,8 @@ def test_the_step_removes_the_overflow_with_7bit_or_uint8_weights() -> None:
         assert report is not None and report["probed_layers"] == 1  # the first conv
         if saturating_cpu():
             assert report["overflowing"] == ["Conv_0"]
-            fixed = "seven_bit_weights" if remedy == "7bit" else "uint8_weights"
-            assert report[fixed] == ["Conv_0"]
+            fixed = "seven_bit_channels" if remedy == "7bit" else "uint8_weights"
+            assert list(report[fixed]) == ["Conv_0"]
         else:
             assert report["overflowing"] == []
         errors, _ = kernel_errors(qmodel, [feeds], weights=(np.int8, np.uint8))
