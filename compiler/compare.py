@@ -11,7 +11,6 @@ Figures from different machines are never compared; `Comparison.notes` says so.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -19,6 +18,7 @@ from typing import Any
 
 from compiler.gates import accuracy_metric
 from compiler.ground.errors import UsageError
+from compiler.ground.io import read_report
 from compiler.machine import machine_key
 
 #: the machine label of a report without an `environment` section
@@ -71,13 +71,7 @@ def load_report(path: Path) -> dict[str, Any]:
     file = path / "report.json" if path.is_dir() else path
     if not file.is_file():
         raise UsageError(f"{path}: no report.json; give the --out folder of an edgec compile")
-    try:
-        report = json.loads(file.read_text())
-    except (OSError, UnicodeDecodeError, ValueError) as e:
-        raise UsageError(f"{file}: not a readable report.json ({e})") from None
-    if not isinstance(report, dict) or not isinstance(report.get("model"), dict):
-        raise UsageError(f"{file}: not an edgec report (no model section)")
-    return report
+    return read_report(file, needs="model", error=UsageError)
 
 
 def run_name(path: Path) -> str:

@@ -9,15 +9,14 @@ is judged by the gates it was compiled with.
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from compiler.config import Budgets
 from compiler.gates import XML_HEADER, GateResult, judge, testsuite_lines
-from compiler.ground.errors import InvalidInput, UsageError
+from compiler.ground.errors import UsageError
+from compiler.ground.io import read_report
 
 
 @dataclass(frozen=True)
@@ -35,25 +34,12 @@ class Judged:
         return all(r.passed for r in self.results)
 
 
-def read_report(path: Path) -> dict[str, Any]:
-    """report.json written by edgec; anything else exits 4 with one line."""
-    try:
-        data = json.loads(Path(path).read_text())
-    except OSError as e:
-        raise InvalidInput(f"cannot read report {path}: {e.strerror}") from None
-    except ValueError:
-        raise InvalidInput(f"{path} is not a JSON report written by edgec") from None
-    if not isinstance(data, dict) or "edgec_version" not in data:
-        raise InvalidInput(f"{path} is not a JSON report written by edgec")
-    return data
-
-
 def judge_reports(paths: list[Path], budgets: Budgets) -> list[Judged]:
     """Every report against `budgets`, or against its own recorded gates when none is set."""
     flagged = any(v is not None for v in vars(budgets).values())
     judged = []
     for path in paths:
-        data = read_report(path)
+        data = read_report(path, needs="edgec_version", kind=str)
         if flagged:
             results = tuple(judge(data, budgets))
         else:

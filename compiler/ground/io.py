@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import onnx
 import onnx_ir as ir
@@ -18,6 +20,23 @@ from compiler.ground.errors import InvalidInput, UsageError
 
 # Protobuf refuses messages over 2 GiB; larger models must use external data.
 _MAX_PROTO_BYTES = 2**31 - 1
+
+
+def read_report(
+    file: Path, *, needs: str, kind: type = dict, error: Callable[[str], Exception] = InvalidInput
+) -> dict[str, Any]:
+    """A report.json written by edgec, read back by a command that takes it (compare,
+    gate, package): one line through `error` (its exit code: compare's usage error 2,
+    the others' invalid input 4) when the file cannot be read, is not JSON, or lacks
+    the field `needs` of type `kind` that the command goes on to use."""
+    try:
+        data = json.loads(Path(file).read_text())
+    except (OSError, ValueError) as e:  # UnicodeDecodeError is a ValueError
+        why = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+        raise error(f"{file} is not a readable JSON report written by edgec ({why})") from None
+    if not isinstance(data, dict) or not isinstance(data.get(needs), kind):
+        raise error(f"{file} is not a JSON report written by edgec (no {needs})")
+    return data
 
 
 def sha256_file(path: Path) -> str:

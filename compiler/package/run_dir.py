@@ -12,7 +12,6 @@ refused with what to do instead.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,7 @@ from typing import Any
 import onnx
 
 from compiler.ground.errors import InvalidInput, UsageError
-from compiler.ground.io import load_onnx_proto, sha256_file
+from compiler.ground.io import load_onnx_proto, read_report, sha256_file
 
 __all__ = ["CompiledRun", "read_run"]
 
@@ -48,7 +47,7 @@ def read_run(run_dir: Path) -> CompiledRun:
         raise UsageError(f"RUN_DIR {run_dir} is not a folder; give the --out of an edgec compile")
     if not report_path.is_file():
         raise UsageError(f"{run_dir} holds no report.json; give the --out of an edgec compile")
-    report = _load_report(report_path)
+    report = read_report(report_path, needs="artifact")
     artifact = report["artifact"]
     path = run_dir / Path(str(artifact.get("path") or "")).name
     if not path.is_file():
@@ -62,16 +61,6 @@ def read_run(run_dir: Path) -> CompiledRun:
         )
     onnx_path = _onnx_of(path, str(artifact.get("format")))
     return CompiledRun(run_dir, report, onnx_path, load_onnx_proto(onnx_path))
-
-
-def _load_report(path: Path) -> dict[str, Any]:
-    try:
-        report = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, ValueError) as e:
-        raise InvalidInput(f"{path} is not a readable report ({e})") from None
-    if not isinstance(report, dict) or not isinstance(report.get("artifact"), dict):
-        raise InvalidInput(f"{path} is not an edgec report (no artifact section)")
-    return report
 
 
 def _onnx_of(artifact: Path, fmt: str) -> Path:

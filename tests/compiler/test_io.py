@@ -7,8 +7,8 @@ import onnx
 import pytest
 from onnx import helper, numpy_helper
 
-from compiler.ground.errors import InvalidInput
-from compiler.ground.io import atomic_path, atomic_write_bytes, load_onnx_proto
+from compiler.ground.errors import InvalidInput, UsageError
+from compiler.ground.io import atomic_path, atomic_write_bytes, load_onnx_proto, read_report
 
 
 def test_atomic_write_leaves_nothing_on_failure(tmp_path: Path) -> None:
@@ -97,3 +97,31 @@ def test_atomic_writes_get_the_mode_open_would_give(tmp_path: Path, umask: int) 
         os.umask(previous)
     for name in ("a.bin", "b.pt"):
         assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o666 & ~umask, name
+
+
+def test_read_report_refuses_what_a_command_cannot_use(tmp_path: Path) -> None:
+    """One line through the caller's error class: unreadable, not JSON, not an object,
+    or without the field the command reads (of the type it reads)."""
+    good = tmp_path / "report.json"
+    good.write_text('{"edgec_version": "0.1", "model": {"name": "m"}}')
+    assert read_report(good, needs="model")["model"] == {"name": "m"}
+    assert read_report(good, needs="edgec_version", kind=str)["edgec_version"] == "0.1"
+    cases = {
+        "absent.json": None,
+        "truncated.json": '{"model": ',
+        "list.json": "[1, 2]",
+        "binary.json": b"\xff\xfe\x00",
+        "no_model.json": '{"edgec_version": "0.1"}',
+        "model_str.json": '{"model": "m"}',
+    }
+    for name, content in cases.items():
+        path = tmp_path / name
+        if isinstance(content, bytes):
+            path.write_bytes(content)
+        elif content is not None:
+            path.write_text(content)
+        with pytest.raises(InvalidInput, match="JSON report written by edgec") as e:
+            read_report(path, needs="model")
+        assert "\n" not in str(e.value), name
+        with pytest.raises(UsageError):
+            read_report(path, needs="model", error=UsageError)

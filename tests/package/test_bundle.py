@@ -288,7 +288,7 @@ def test_bad_run_dir_exits_2_or_4_and_writes_nothing(run_dir: Path, tmp_path: Pa
     assert code == 4 and "sha256 mismatch" in _one_line_error(text)
     (changed / "report.json").write_text("{not json")
     code, text = run_cli("package", str(changed), "--device", "x86-avx2", "--out", str(out))
-    assert code == 4 and "not a readable report" in _one_line_error(text)
+    assert code == 4 and "not a readable JSON report" in _one_line_error(text)
     code, text = run_cli("package", str(run_dir), "--device", "x86-avx2", "--out", str(run_dir))
     assert code == 2 and "would replace the run itself" in _one_line_error(text)
     assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["changed", "empty"]

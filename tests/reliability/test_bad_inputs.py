@@ -590,7 +590,9 @@ def test_gate_on_a_non_report(tmp_path: Path, name: str, content: str | None) ->
         _save(path, good_model())
     else:
         path.write_text(content)
-    assert_refused(tmp_path, ["gate", str(path), "--max-size-mb", "10"], 4, "not a JSON report")
+    assert_refused(
+        tmp_path, ["gate", str(path), "--max-size-mb", "10"], 4, "JSON report written by edgec"
+    )
 
 
 # --------------------------------------------------------------------------- torch weights
