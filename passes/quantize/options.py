@@ -65,8 +65,9 @@ class PtqOptions:
     and `max_latency_ms` (per call), costs profiled over `latency_rounds` paired rounds
     (`layer_latency.py`). `exclude` names nodes kept in float; `float_stem`
     overrides the spec's stem choice (None: the spec's). `smooth_alpha`: SmoothQuant
-    migration strength for dynamic INT8 (`smooth.py`; None: off; 0.7 measured best on
-    all-MiniLM-L6: mean cosine 0.9933 -> 0.9974, worst 0.976 -> 0.991; 0.5: 0.9888/0.981, 0.8: 0.9974/0.984).
+    migration strength for dynamic and static INT8 (`smooth.py`; None: off; 0.7 measured
+    best on all-MiniLM-L6 dynamic: mean cosine 0.9933 -> 0.9974, worst 0.976 -> 0.991;
+    0.5: 0.9888/0.981, 0.8: 0.9974/0.984; static: 0.9858/0.968 -> 0.9978/0.992).
     `overflow_guard`: measure which layers' u8s8 kernels overflow int16 on this CPU
     (AVX2 without VNNI) and apply `overflow_weights` to them: "7bit" (GPTQ to ±63 on
     the channels that overflow, same speed) or "uint8" (same values, slower kernel)

@@ -52,6 +52,7 @@ from passes.quantize.residual_ranges import (
 )
 from passes.quantize.rounding import HessianCollector, round_weights
 from passes.quantize.sensitivity import Evaluator, Score, budgeted_fallback, layer_sensitivity
+from passes.quantize.smooth import smooth
 from passes.quantize.spec import QuantSpec
 from passes.quantize.transformer import spec_for
 
@@ -67,6 +68,7 @@ __all__ = [
     "ResidualRanges",
     "Rounding",
     "Sensitivity",
+    "Smoothing",
     "Statistic",
     "Step",
     "check_order",
@@ -106,6 +108,7 @@ class PtqState:
     score: Score | None = None  # the final model's on the sensitivity subset (fallback only)
     fallback: dict[str, object] | None = None  # the fallback's latency bound and outcome
     fallback_trade: list[dict[str, object]] | None = None  # every candidate's gain and cost
+    smoothing: dict[str, object] | None = None  # SmoothQuant's migration (None: none)
     equalized_pairs: int = 0
     equalized_streams: int = 0
     bias_corrected: int = 0
@@ -189,6 +192,31 @@ class Step(ABC):
 
     @abstractmethod
     def apply(self, state: PtqState) -> None: ...
+
+
+class Smoothing(Step):
+    """SmoothQuant migration of the activations weighted MatMuls read (`smooth.py`),
+    from `smooth_samples` samples: static INT8 quantizes each of them with one scale
+    per tensor, which a transformer's LayerNorm outlier channels otherwise take.
+    Graphs without such MatMuls (CNNs: Conv, Gemm) are left alone."""
+
+    name = "smoothing"
+    gives = frozenset({"model", "smoothing"})
+
+    def enabled(self, options: PtqOptions) -> bool:
+        return options.smooth_alpha is not None
+
+    def apply(self, state: PtqState) -> None:
+        o = state.options
+        assert o.smooth_alpha is not None
+        summary = smooth(
+            state.model,
+            state.stream.take(o.smooth_samples),
+            o.smooth_alpha,
+            exclude=state.excluded,
+            threads=o.threads,
+        )
+        state.smoothing = summary.to_dict() if summary.groups else None
 
 
 class Equalization(Step):
@@ -645,6 +673,7 @@ class QdqInsertion(Step):
 def default_steps() -> tuple[Step, ...]:
     """PTQ's steps in their order (see the `passes.quantize` module docstring)."""
     return (
+        Smoothing(),
         Equalization(),
         Calibration(),
         RangeSearch(),

@@ -124,13 +124,18 @@ def test_steps_run_in_order_and_skip_what_the_options_turn_off() -> None:
     steps = default_steps()
     check_order(steps)
     assert [s.name for s in steps] == [
-        "equalize", "calibrate", "range_search", "rounding", "overflow_guard", "residual_ranges",
-        "bias_correction", "sensitivity", "insert_qdq",
+        "smoothing", "equalize", "calibrate", "range_search", "rounding", "overflow_guard",
+        "residual_ranges", "bias_correction", "sensitivity", "insert_qdq",
     ]  # fmt: skip
     with pytest.raises(RuntimeError, match="'rounding' needs plan"):
         check_order([Rounding(), Calibration()])
     options = PtqOptions(
-        samples=16, rounding="nearest", range_search=False, equalize=False, overflow_guard=False
+        samples=16,
+        rounding="nearest",
+        range_search=False,
+        equalize=False,
+        overflow_guard=False,
+        smooth_alpha=None,
     )
     _, summary = quantize(_models.block_model(), _models.images(16), options)
     assert summary.rounded_layers == 0

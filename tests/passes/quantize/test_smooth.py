@@ -12,7 +12,7 @@ import pytest
 from bench.foreign import BERT_VOCAB, bert_bytes, token_feeds
 from passes import graph_tools
 from passes.errors import PassOptionError
-from passes.quantize import PtqOptions
+from passes.quantize import PtqOptions, quantize
 from passes.quantize.dynamic import quantize_dynamic
 from passes.quantize.smooth import find_groups, smooth
 from tests.passes.quantize._models import block_model, from_text, images, run
@@ -142,6 +142,25 @@ def test_smoothing_lifts_dynamic_int8_on_outlier_channels() -> None:
     assert 1 - cos[0.7] < 0.25 * (1 - cos[None])
 
 
+def test_smoothing_lifts_static_int8_on_outlier_channels() -> None:
+    """Static INT8 quantizes the LayerNorm output with one scale per tensor, which the
+    outlier channels otherwise take: the same migration runs first in `quantize`."""
+    model = _outlier_model()
+    calib, held_out = _x(1, 16), _x(2)
+    ref = run(model, held_out)
+    cos = {}
+    for alpha in (None, 0.7):
+        options = PtqOptions(samples=16, smooth_alpha=alpha, overflow_guard=False)
+        q, summary = quantize(model, calib, options)
+        assert (summary.smoothing is None) == (alpha is None)
+        cos[alpha] = _cosine(run(q, held_out), ref)
+    # measured: 0.99928 without, 0.99993 with (10x less error)
+    assert cos[0.7] > 0.9999
+    assert 1 - cos[0.7] < 0.25 * (1 - cos[None])
+    _, summary = quantize(block_model(), images(16), PtqOptions(samples=16))
+    assert summary.smoothing is None  # a CNN: nothing to smooth
+
+
 def test_smoothing_keeps_the_small_bert_and_its_dynamic_int8() -> None:
     bert = ir.from_proto(onnx.load_from_string(bert_bytes()))
     calib = token_feeds(np.random.default_rng(1), BERT_VOCAB, 8, 32, segments=True)
@@ -149,8 +168,26 @@ def test_smoothing_keeps_the_small_bert_and_its_dynamic_int8() -> None:
     ref = run(bert, feeds)
     work = graph_tools.clone(bert)
     summary = smooth(work, [calib], 0.7)
-    assert summary.groups == 8  # per layer: Q/K/V, attention output, FFN1, FFN2
+    # per layer: Q/K/V, attention output, FFN1, FFN2; random weights leave most activations
+    # without outlier channels (measured: 2 smoothed, 6 left alone)
+    assert summary.groups >= 1 and summary.groups + len(summary.even) == 8
     np.testing.assert_allclose(run(work, feeds), ref, rtol=1e-3, atol=1e-4 * np.abs(ref).max())
+
+
+def test_activations_without_outlier_channels_are_left_alone() -> None:
+    """Without LayerNorm's outlier channels there is nothing to migrate: moving range
+    into the weights would only cost their precision (random-init ViT-tiny's static
+    INT8 cosine 0.9995 -> 0.9969 before the gate)."""
+    even = _outlier_model()
+    gamma = next(v for v in even.graph.initializers.values() if v.name == "gamma")
+    gamma.const_value = ir.tensor(np.ones(64, np.float32))
+    before = ir.to_proto(even).SerializeToString()
+    summary = smooth(even, [_x(1, 8)], 0.7)
+    assert summary.groups == 0 and summary.even == ["ln", "h", "g1"]
+    assert ir.to_proto(even).SerializeToString() == before
+    outliers = _outlier_model()
+    summary = smooth(outliers, [_x(1, 8)], 0.7)
+    assert summary.groups == 3 and summary.even == []
 
 
 def test_a_cnn_has_nothing_to_smooth() -> None:
