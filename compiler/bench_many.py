@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,15 +55,18 @@ def bench(
     threads: int,
     batch: int,
     shape: tuple[int, ...] | None,
+    named_shapes: Mapping[str, tuple[int, ...]] | None = None,
 ) -> list[Benched]:
-    """Time each argument (a .onnx artifact, a zoo name or module:factory) on `target`."""
+    """Time each argument (a .onnx artifact, a zoo name or module:factory) on `target`;
+    `named_shapes` shape the inputs they name (`--input-shape NAME:DIMS`)."""
     labels = _labels(args)
     names: dict[str, str] = {}
     calls: dict[str, Callable[[], object]] = {}
     with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
         for i, (arg, label) in enumerate(zip(args, labels, strict=True)):
             source = resolve(arg, input_shape=shape)
-            feeds = random_feeds(graph_inputs(source.proto, shape, source.default_dims), batch)
+            infos = graph_inputs(source.proto, shape, source.default_dims, named_shapes)
+            feeds = random_feeds(infos, batch)
             path = Path(arg)
             if source.kind != "onnx":
                 path = Path(tmp) / f"model{i}.onnx"

@@ -581,7 +581,12 @@ def inspect_cmd(model: str, input_shape: str | None, as_json: bool) -> None:
 @click.option("--target", default="cpu", help="cpu (default), cuda or tensorrt.")
 @click.option("--threads", type=int, default=None, help="Intra-op threads [all cores].")
 @click.option("--batch", type=int, default=1, help="Batch size.")
-@click.option("--input-shape", default=None, help="Input shape when the model has dynamic dims.")
+@click.option(
+    "--input-shape",
+    multiple=True,
+    help="Input shape when the model has dynamic dims; NAME:DIMS for one input of several "
+    "(repeat it), e.g. --input-shape input_ids:1,128 --input-shape attention_mask:1,128.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @handle_errors
 def bench_cmd(
@@ -589,7 +594,7 @@ def bench_cmd(
     target: str,
     threads: int | None,
     batch: int,
-    input_shape: str | None,
+    input_shape: tuple[str, ...],
     as_json: bool,
 ) -> None:
     """Latency of artifacts (or models, as exported, unoptimized) on a target, without
@@ -600,9 +605,14 @@ def bench_cmd(
     if batch < 1:
         raise UsageError("--batch must be at least 1")
     tgt = _resolve_target(target)
-    shape = parse_shape(input_shape) if input_shape else None
+    shape, named = split_input_shapes(input_shape)
     results = bench(
-        list(artifacts), tgt, threads=threads or default_threads(), batch=batch, shape=shape
+        list(artifacts),
+        tgt,
+        threads=threads or default_threads(),
+        batch=batch,
+        shape=shape,
+        named_shapes=dict(named),
     )
     if len(results) == 1:
         d = results[0].stats.to_dict()

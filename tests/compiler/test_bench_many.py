@@ -47,3 +47,34 @@ def test_bench_cli_several_and_one(small_cnn_onnx: Path) -> None:
     assert set(json.loads(one.output)) == {"model", "target", "latency_ms"}  # as before
     missing = runner.invoke(main, ["bench", str(small_cnn_onnx), "no_such_model", "--json"])
     assert missing.exit_code in (2, 4) and len(missing.output.strip().splitlines()) == 1
+
+
+def test_bench_cli_shapes_each_input_of_several_by_name(tmp_path: Path) -> None:
+    """A two-input model with a dynamic sequence: `--input-shape NAME:DIMS`, repeated,
+    shapes each input (it was refused as 'not a list of integers'); a bare shape for
+    it, or a name it lacks, exits 2 or 4 with one line."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Add", ["a", "b"], ["y"])],
+        "two",
+        [
+            helper.make_tensor_value_info("a", TensorProto.FLOAT, ["N", "S"]),
+            helper.make_tensor_value_info("b", TensorProto.FLOAT, ["N", "S"]),
+        ],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", "S"])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 10
+    path = tmp_path / "two.onnx"
+    onnx.save(model, path)
+    runner = CliRunner()
+    shapes = ["--input-shape", "a:1,16", "--input-shape", "b:1,16"]
+    ok = runner.invoke(main, ["bench", str(path), str(path), "--threads", "1", "--json", *shapes])
+    assert ok.exit_code == 0, ok.output
+    assert [r["ratio_to_first"] > 0 for r in json.loads(ok.output)["runs"]] == [True, True]
+    for bad in (["--input-shape", "1,16", "--input-shape", "b:1,16"], ["--input-shape", "c:1,16"]):
+        refused = runner.invoke(main, ["bench", str(path), "--threads", "1", *bad])
+        assert refused.exit_code in (2, 4), refused.output
+        assert len(refused.output.strip().splitlines()) == 1, refused.output
