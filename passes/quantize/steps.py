@@ -369,10 +369,16 @@ class OverflowGuard(Step):
             row_qmax: dict[str, np.ndarray] = {}
             found = check
             for _ in range(NARROWING_ROUNDS):
+                narrowed = []  # layers whose channels this round changes: GPTQ again
                 for layer, qmax in found.row_qmax(spec.weight_qmax, seven).items():
-                    row_qmax[layer] = np.minimum(row_qmax.get(layer, qmax), qmax)
+                    new = np.minimum(row_qmax.get(layer, qmax), qmax)
+                    if layer not in row_qmax or not np.array_equal(new, row_qmax[layer]):
+                        row_qmax[layer] = new
+                        narrowed.append(layer)
+                if not narrowed:
+                    break  # all their overflowing channels are 7-bit already: uint8 below
                 state.weights.update(
-                    round_weights(state.hessians, spec, layers=list(row_qmax), row_qmax=row_qmax)
+                    round_weights(state.hessians, spec, layers=narrowed, row_qmax=row_qmax)
                 )
                 # the channels left at 8 bits were judged on these samples only, and a layer
                 # fed by one that overflowed (saturated, smaller) may overflow once it is
