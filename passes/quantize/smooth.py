@@ -26,9 +26,10 @@ scaled into float32's underflow or overflow.
 
 Leaves alone an activation without outlier channels (`outlier_ratio`, the largest
 channel maximum over the median one, under `MIN_OUTLIER_RATIO`): there, migration only
-spends the weights' precision. Refuses (leaves alone) a group whose weight is not a constant float 2-D MatMul right
-operand that only the group reads, an X whose last axis is unknown, and every graph
-without such a group: a CNN (Conv/Gemm only) is untouched.
+spends the weights' precision. Refuses (leaves alone) a group whose weight is not a
+constant float 2-D MatMul right operand that only the group reads, an X whose last
+axis is unknown, and every graph without such a group: a CNN (Conv/Gemm only) is
+untouched.
 """
 
 from __future__ import annotations
