@@ -5,10 +5,8 @@ target deploys them (ENABLE_ALL, so the int8 Q/DQ groups run as QLinearConv & co
 with `SessionOptions.enable_profiling`: the float model, the all-INT8 model
 `build(∅)`, and two *island* models, `build(even layers)` and `build(odd layers)`
 (`layers` in graph order), in which every other layer is float, mostly between
-int8 neighbours: a float island, as the fallback makes it. They are called in
-alternating blocks (one block of each per round, so the machine's changing speed
-hits all alike) and each kernel's duration is read from the JSON traces (median
-over calls):
+int8 neighbours: a float island, as the fallback makes it. Each kernel's duration
+is read from the JSON traces (median over `PROFILED_CALLS` calls):
 
 - int8 time of layer L (all-INT8 trace): the kernels named after L. onnxruntime's
   QDQ fusion names the fused node ``<L>_token_<n>``; an unfused node keeps its name;
@@ -37,9 +35,14 @@ how far to trust the sum. A layer the traces do not name (fused away, renamed) g
 int8 time times the median float/int8 ratio of the layers they do name (and no
 boundary), and is listed in `estimated`.
 
-The same alternating calls give FP32's median latency and all-INT8's latency as a
-ratio to it: the median over rounds of the ratio of the two blocks' medians, as
-`targets.latency` does.
+Whole models are timed in sessions *without* the profiler, whose per-node records
+slow every call (MobileNetV2 on a 2-core AVX-512 VNNI EPYC: all-INT8 at 0.81x FP32
+profiled, 0.51x plain, which let the fallback's bound allow a model measured at
+0.73x): the four are called in alternating blocks (one block of each per round, so
+the machine's changing speed hits all alike), which give FP32's median latency,
+all-INT8's and the island models' as ratios to it: the median over rounds of the
+ratio of the two blocks' medians, as `targets.latency` does. `latency_ratios` times
+any set of models the same way (the fallback checks its final model with it).
 """
 
 from __future__ import annotations
@@ -63,7 +66,7 @@ import onnx_ir as ir
 from compiler.ground.sessions import open_session, session_options
 from passes import graph_tools
 
-__all__ = ["LatencyCosts", "LayerCost", "layer_costs", "one_call_feeds"]
+__all__ = ["LatencyCosts", "LayerCost", "latency_ratios", "layer_costs", "one_call_feeds"]
 
 logger = logging.getLogger(__name__)
 
@@ -76,6 +79,10 @@ _FUSED_AFTER = frozenset(
     {"Relu", "Clip", "LeakyRelu", "Sigmoid", "HardSigmoid", "HardSwish", "Tanh", "Add"}
 )
 _SUFFIX = re.compile(r"(_token_\d+|_nchwc)$")
+#: untimed calls per session before timing (allocation, weight packing)
+WARMUP_CALLS = 3
+#: calls per model in the profiled sessions that give the kernel traces
+PROFILED_CALLS = 10
 
 
 @dataclass(frozen=True)
@@ -100,7 +107,7 @@ class LatencyCosts:
     fp32_ms: float  # median wall time of one FP32 call
     int8_ratio: float  # all-INT8 latency / FP32 latency, paired by rounds
     layers: dict[str, LayerCost]
-    calls: int  # profiled calls per model
+    calls: int  # timed calls per model, warm-up included
     estimated: tuple[str, ...] = ()  # layers the traces did not name
     #: per island model, latency / FP32: (kernels alone predict, kernels plus the overhead
     #: fitted on the *other* island model predict, measured)
@@ -251,6 +258,72 @@ def _paired_ratio(a: Sequence[float], b: Sequence[float]) -> float:
     return float(np.median(ratios)) if ratios else 1.0
 
 
+def _sessions(
+    models: Mapping[str, ir.Model], threads: int, profile_dir: str | None = None
+) -> dict[str, Any]:
+    """One deployed-form session per model (ENABLE_ALL); profiled into `profile_dir`.
+    Idle workers do not spin: with several sessions called in turn on 2 cores, the
+    spinning workers of the others slowed each call unevenly (MobileNetV2 all-INT8 /
+    FP32 paired over 12 rounds of 10 calls: 0.68-0.76 in three runs with spinning,
+    0.56-0.59 without)."""
+    sessions = {}
+    for tag, model in models.items():
+        opts = session_options(threads=threads, level="all", spinning=False)
+        if profile_dir is not None:
+            opts.enable_profiling = True
+            opts.profile_file_prefix = os.path.join(profile_dir, tag)
+        sessions[tag] = open_session(graph_tools.model_bytes(model), opts)
+    return sessions
+
+
+def _timed_blocks(
+    sessions: Mapping[str, Any],
+    feeds: Mapping[str, np.ndarray],
+    *,
+    rounds: int,
+    block: int,
+    progress: Callable[[int, int], None] | None = None,
+) -> dict[str, list[float]]:
+    """Each session's block medians (ms per call), round by round, the sessions in
+    rotating order; each block starts with an untimed call (the previous session's
+    worker threads go idle)."""
+    blocks: dict[str, list[float]] = {tag: [] for tag in sessions}
+    for s in sessions.values():  # warm-up: first calls allocate and pack
+        for _ in range(WARMUP_CALLS):
+            s.run(None, dict(feeds))
+    order = list(sessions)
+    for rnd in range(rounds):
+        shift = rnd % len(order)
+        for tag in order[shift:] + order[:shift]:
+            s = sessions[tag]
+            s.run(None, dict(feeds))
+            times = []
+            for _ in range(block):
+                start = time.perf_counter_ns()
+                s.run(None, dict(feeds))
+                times.append((time.perf_counter_ns() - start) / 1e6)
+            blocks[tag].append(statistics.median(times))
+        if progress is not None:
+            progress(rnd + 1, rounds)
+    return blocks
+
+
+def latency_ratios(
+    models: Mapping[str, ir.Model],
+    feeds: Mapping[str, np.ndarray],
+    *,
+    baseline: str,
+    threads: int = 0,
+    rounds: int = 12,
+    block: int = 10,
+) -> tuple[float, dict[str, float]]:
+    """(`baseline`'s median ms per call, every model's latency / the baseline's): the
+    median over rounds of the paired block-median ratio, without a profiler."""
+    blocks = _timed_blocks(_sessions(models, threads), feeds, rounds=rounds, block=block)
+    base = blocks[baseline]
+    return statistics.median(base), {t: _paired_ratio(b, base) for t, b in blocks.items()}
+
+
 def _profile(
     models: Mapping[str, ir.Model],
     feeds: Mapping[str, np.ndarray],
@@ -260,33 +333,19 @@ def _profile(
     block: int,
     progress: Callable[[int, int], None] | None,
 ) -> tuple[dict[str, _Trace], dict[str, list[float]]]:
-    """Each model's trace, and its block medians (ms per call) round by round."""
+    """Each model's kernel trace (`PROFILED_CALLS` calls in a profiled session) and its
+    block medians (ms per call) round by round, timed in sessions without the profiler:
+    its per-node records slow a call (MobileNetV2's all-INT8 model measured 0.81x FP32
+    profiled against 0.51x plain), so no whole-model time comes from a profiled run."""
+    blocks = _timed_blocks(
+        _sessions(models, threads), feeds, rounds=rounds, block=block, progress=progress
+    )
     with tempfile.TemporaryDirectory(prefix="edgec-profile-") as tmp:
-        sessions = {}
-        for tag, model in models.items():
-            opts = session_options(threads=threads, level="all")
-            opts.enable_profiling = True
-            opts.profile_file_prefix = os.path.join(tmp, tag)
-            sessions[tag] = open_session(graph_tools.model_bytes(model), opts)
-        blocks: dict[str, list[float]] = {tag: [] for tag in sessions}
-        for s in sessions.values():  # warm-up: first calls allocate and pack
-            for _ in range(2):
+        profiled = _sessions(models, threads, tmp)
+        for s in profiled.values():
+            for _ in range(PROFILED_CALLS):
                 s.run(None, dict(feeds))
-        order = list(sessions)
-        for rnd in range(rounds):
-            shift = rnd % len(order)
-            for tag in order[shift:] + order[:shift]:
-                s = sessions[tag]
-                s.run(None, dict(feeds))  # untimed: the other model's threads go idle
-                times = []
-                for _ in range(block):
-                    start = time.perf_counter_ns()
-                    s.run(None, dict(feeds))
-                    times.append((time.perf_counter_ns() - start) / 1e6)
-                blocks[tag].append(statistics.median(times))
-            if progress is not None:
-                progress(rnd + 1, rounds)
-        return {tag: _read_trace(s.end_profiling()) for tag, s in sessions.items()}, blocks
+        return {tag: _read_trace(s.end_profiling()) for tag, s in profiled.items()}, blocks
 
 
 def layer_costs(
@@ -296,8 +355,8 @@ def layer_costs(
     feeds: Mapping[str, np.ndarray],
     *,
     threads: int = 0,
-    rounds: int = 6,
-    block: int = 4,
+    rounds: int = 12,
+    block: int = 10,
     progress: Callable[[int, int], None] | None = None,
 ) -> LatencyCosts:
     """Per-layer float-vs-int8 costs of `layers` (node names of `float_model`, in graph
@@ -341,7 +400,7 @@ def layer_costs(
         fp32_ms=fp32_ms,
         int8_ratio=_paired_ratio(blocks["int8"], blocks["fp32"]),
         layers=costs,
-        calls=rounds * (block + 1) + 2,
+        calls=rounds * (block + 1) + WARMUP_CALLS,
         estimated=tuple(estimated),
     )
     # What the kernels do not show (a node's dispatch and sync, its tensors' allocation)

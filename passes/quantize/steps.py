@@ -21,6 +21,7 @@ enabled step into `state.seconds` under its `name`, which are the report's keys.
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from abc import ABC, abstractmethod
@@ -37,7 +38,12 @@ from passes.quantize.bias_correction import copy_biases, correct_bias
 from passes.quantize.calibrate import Histogram, run_with_outputs
 from passes.quantize.data import CalibrationSource, CalibrationStream, model_inputs
 from passes.quantize.equalize import equalize
-from passes.quantize.layer_latency import LatencyCosts, layer_costs, one_call_feeds
+from passes.quantize.layer_latency import (
+    LatencyCosts,
+    latency_ratios,
+    layer_costs,
+    one_call_feeds,
+)
 from passes.quantize.options import PtqOptions
 from passes.quantize.overflow import OverflowCheck, applies, guard, store_uint8
 from passes.quantize.plan import QuantPlan, plan_quantization, stem_nodes
@@ -55,6 +61,8 @@ from passes.quantize.sensitivity import Evaluator, Score, budgeted_fallback, lay
 from passes.quantize.smooth import smooth
 from passes.quantize.spec import QuantSpec
 from passes.quantize.transformer import spec_for
+
+logger = logging.getLogger(__name__)
 
 __all__ = [
     "BiasCorrection",
@@ -564,7 +572,7 @@ class Sensitivity(Step):
     ) -> None:
         o = state.options
         costs = _latency_costs(state, list(scores)) if o.latency_bounded else None
-        bound = latency_bound(costs, o) if costs is not None else None
+        bound = latency_bound(costs.int8_ratio, costs.fp32_ms, o) if costs is not None else None
         result = budgeted_fallback(
             state.model,
             state.build,
@@ -579,6 +587,11 @@ class Sensitivity(Step):
             progress=state.report("fallback"),
         )
         kept, score = result.kept, result.score
+        verified = None
+        if costs is not None and kept:
+            kept, verified = _measured_within_bound(state, kept)
+            if len(kept) < len(result.kept):
+                score = evaluator(state.build(state.model, state.excluded | frozenset(kept)))
         if kept and o.bias_correction:
             # the corrections were measured with these layers quantized: measure again
             work = graph_tools.clone(uncorrected)
@@ -591,11 +604,15 @@ class Sensitivity(Step):
         met = score.sqnr_db >= (o.min_sqnr_db if o.min_sqnr_db is not None else -float("inf")) and (
             o.min_agreement is None or score.agreement >= o.min_agreement
         )
-        state.fallback = {
-            "accuracy_met": met,
+        if not met and verified is not None and verified["returned_to_int8"]:
+            limited_by: str | None = "latency"
+        else:
             # "bias_correction": the choice met the budget, the biases corrected again for
             # its float layers then missed it
-            "limited_by": None if met else (result.limited_by or "bias_correction"),
+            limited_by = None if met else (result.limited_by or "bias_correction")
+        state.fallback = {
+            "accuracy_met": met,
+            "limited_by": limited_by,
             "agreement": round(score.agreement, 4),
             "choice_agreement": round(result.score.agreement, 4),
             "min_agreement": o.min_agreement,
@@ -616,6 +633,8 @@ class Sensitivity(Step):
                 for k, (a, b, c) in costs.checks.items()
             },
             "island_overhead_ms": None if costs is None else round(costs.island_overhead_ms, 4),
+            # the chosen model timed whole against FP32 and all-INT8 (no profiler)
+            "measured": verified,
         }
         state.fallback_trade = [
             {
@@ -650,18 +669,54 @@ def _latency_costs(state: PtqState, layers: list[str]) -> LatencyCosts:
     )
 
 
-def latency_bound(costs: LatencyCosts, options: PtqOptions) -> float | None:
-    """The latency (a fraction of FP32's) the fallback's model may reach: all-INT8's plus
-    (1 - `min_speedup_kept`) of the time INT8 saves, and at most `max_latency_ratio` and
-    `max_latency_ms` (None: no bound). A bound below all-INT8's allows no fallback."""
-    r8 = costs.int8_ratio
+def _measured_within_bound(state: PtqState, kept: list[str]) -> tuple[list[str], dict[str, object]]:
+    """Time FP32, all-INT8 and the model with `kept` float, whole and paired, without a
+    profiler; while the chosen model measures over the bound (recomputed from this
+    run's all-INT8 ratio), the layer the fallback took last goes back to int8. The
+    additive costs are a prediction; this is what the fallback answers for."""
+    o = state.options
+    feeds = one_call_feeds(state.model, next(iter(state.stream.take(o.batch_size))))
+    kept = list(kept)
+    returned: list[str] = []
+    all_int8 = state.build(state.model, state.excluded)
+    while True:
+        models = {"fp32": state.model, "int8": all_int8}
+        models["chosen"] = state.build(state.model, state.excluded | frozenset(kept))
+        fp32_ms, ratios = latency_ratios(
+            models, feeds, baseline="fp32", threads=o.threads, rounds=o.latency_rounds
+        )
+        bound = latency_bound(ratios["int8"], fp32_ms, o)
+        if bound is None or ratios["chosen"] <= bound or not kept:
+            break
+        returned.append(kept.pop())
+        logger.info(
+            "fallback: measured %.3fx FP32 over the bound %.3fx: %s back to int8",
+            ratios["chosen"],
+            bound,
+            returned[-1],
+        )
+    return kept, {
+        "fp32_ms": round(fp32_ms, 4),
+        "int8_latency_ratio": round(ratios["int8"], 4),
+        "latency_ratio": round(ratios["chosen"], 4),
+        "latency_bound_ratio": None if bound is None else round(bound, 4),
+        "returned_to_int8": returned,
+    }
+
+
+def latency_bound(int8_ratio: float, fp32_ms: float, options: PtqOptions) -> float | None:
+    """The latency (a fraction of FP32's) the fallback's model may reach: all-INT8's
+    (`int8_ratio`) plus (1 - `min_speedup_kept`) of the time INT8 saves, and at most
+    `max_latency_ratio` and `max_latency_ms` (None: no bound). A bound below all-INT8's
+    allows no fallback."""
+    r8 = int8_ratio
     bounds = []
     if options.min_speedup_kept is not None:
         bounds.append(r8 + (1 - options.min_speedup_kept) * max(0.0, 1 - r8))
     if options.max_latency_ratio is not None:
         bounds.append(options.max_latency_ratio)
-    if options.max_latency_ms is not None and costs.fp32_ms > 0:
-        bounds.append(options.max_latency_ms / costs.fp32_ms)
+    if options.max_latency_ms is not None and fp32_ms > 0:
+        bounds.append(options.max_latency_ms / fp32_ms)
     return min(bounds) if bounds else None
 
 

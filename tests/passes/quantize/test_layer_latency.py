@@ -19,12 +19,14 @@ from passes import graph_tools
 from passes.quantize import CPU_SPEC, InsertQdqPass
 from passes.quantize.calibrate import collect_stats
 from passes.quantize.layer_latency import (
+    WARMUP_CALLS,
     LatencyCosts,
     LayerCost,
     _boundaries,
     _keys,
     _per_layer,
     _read_trace,
+    latency_ratios,
     layer_costs,
     one_call_feeds,
 )
@@ -86,7 +88,7 @@ def test_costs_of_a_small_model() -> None:
         c = costs.layers[n]
         assert c.int8_ms > 0 and c.float_ms > 0 and c.boundary_ms >= 0
         assert c.cost_ms == pytest.approx(c.float_ms + c.boundary_ms + c.overhead_ms - c.int8_ms)
-    assert costs.fp32_ms > 0 and costs.int8_ratio > 0 and costs.calls == 2 * 3 + 2
+    assert costs.fp32_ms > 0 and costs.int8_ratio > 0 and costs.calls == 2 * 3 + WARMUP_CALLS
     # each island model (every other layer float) is timed whole against the prediction
     assert set(costs.checks) == {"even", "odd"}
     assert all(min(check) > 0 for check in costs.checks.values())
@@ -144,3 +146,57 @@ def test_boundary_kernels_are_charged_to_the_nearest_float_layer(tmp_path: Path)
     assert trace.order == [n for n, _, _ in ran]
     assert _boundaries(trace, keys, {"Conv_2", "Gemm_8"}) == {"Conv_2": 14.0, "Gemm_8": 1.0}
     assert _boundaries(trace, keys, set()) == {}
+
+
+def test_latency_ratios_time_whole_models_against_a_baseline() -> None:
+    """Plain sessions (no profiler), paired blocks: the baseline is 1 by definition, and
+    every model gets a positive ratio and the baseline a positive time."""
+    model, build, plan, x = _block()
+    feeds = one_call_feeds(model, {"x": x})
+    models = {"fp32": model, "int8": build(frozenset()), "island": build(frozenset(plan.nodes))}
+    fp32_ms, ratios = latency_ratios(models, feeds, baseline="fp32", threads=1, rounds=2, block=2)
+    assert fp32_ms > 0 and set(ratios) == set(models)
+    assert ratios["fp32"] == 1.0 and ratios["int8"] > 0 and ratios["island"] > 0
+
+
+def test_fallback_returns_layers_to_int8_until_its_measured_latency_fits(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The chosen model is timed whole; while it measures over the bound (all-INT8's
+    ratio plus 20% of its saving), the layer taken last goes back to int8. The timer is
+    replaced by a table here so the decision, not the machine, is under test (the
+    timer itself: the test above)."""
+    from types import SimpleNamespace
+
+    from passes.quantize import steps
+    from passes.quantize.options import PtqOptions
+
+    model, _, _, x = _block()
+
+    def build(m: ir.Model, excluded: frozenset[str]) -> ir.Model:
+        tagged = graph_tools.clone(m)
+        tagged.doc_string = ",".join(sorted(excluded))  # which layers this copy keeps float
+        return tagged
+
+    def table(models: dict[str, ir.Model], *_: object, **__: object) -> tuple[float, dict]:
+        kept = [n for n in models["chosen"].doc_string.split(",") if n]
+        return 5.0, {"fp32": 1.0, "int8": 0.5, "chosen": 0.5 + 0.04 * len(kept)}
+
+    monkeypatch.setattr(steps, "latency_ratios", table)
+    state = SimpleNamespace(
+        options=PtqOptions(min_agreement=0.9),
+        model=model,
+        stream=SimpleNamespace(take=lambda n: [{"x": x[:n]}]),
+        build=build,
+        excluded=frozenset(),
+    )
+    kept, measured = steps._measured_within_bound(state, ["a", "b", "c", "d"])  # type: ignore[arg-type]
+    # bound 0.5 + 0.2 * 0.5 = 0.6: two layers (0.58) fit, three (0.62) do not
+    assert kept == ["a", "b"]
+    assert measured["returned_to_int8"] == ["d", "c"]
+    assert measured["latency_ratio"] == pytest.approx(0.58)
+    assert measured["latency_bound_ratio"] == pytest.approx(0.6)
+    assert measured["int8_latency_ratio"] == 0.5 and measured["fp32_ms"] == 5.0
+    # within the bound at once: nothing returned
+    kept, measured = steps._measured_within_bound(state, ["a"])  # type: ignore[arg-type]
+    assert kept == ["a"] and measured["returned_to_int8"] == []

@@ -33,7 +33,7 @@ DEFAULTS = {
     "min_speedup_kept": 0.8,  # the fallback keeps 80% of the time all-INT8 saves
     "max_latency_ratio": None,
     "max_latency_ms": None,
-    "latency_rounds": 6,
+    "latency_rounds": 12,
     "sensitivity": False,
     "batch_size": 8,
     "equalize_samples": 64,
