@@ -63,8 +63,8 @@ class PtqOptions:
     the fallback must keep; 0.8: an all-INT8 0.50x FP32 may become at most 0.60x; None:
     no bound, most sensitive layers first), `max_latency_ratio` (latency / FP32 at most)
     and `max_latency_ms` (per call), costs profiled over `latency_rounds` paired rounds
-    (`layer_latency.py`), and the chosen model timed whole against the bound over as
-    many rounds before it is returned. `exclude` names nodes kept in float; `float_stem`
+    (`layer_latency.py`), and the chosen model timed whole against the bound (600 calls)
+    before it is returned. `exclude` names nodes kept in float; `float_stem`
     overrides the spec's stem choice (None: the spec's). `smooth_alpha`: SmoothQuant
     migration strength for dynamic and static INT8 (`smooth.py`; None: off; 0.7 measured
     best on all-MiniLM-L6 dynamic: mean cosine 0.9933 -> 0.9974, worst 0.976 -> 0.991;

@@ -179,7 +179,7 @@ def test_fallback_returns_layers_to_int8_until_its_measured_latency_fits(
         return tagged
 
     def table(models: dict[str, ir.Model], *_: object, **__: object) -> tuple[float, dict]:
-        kept = [n for n in models["chosen"].doc_string.split(",") if n]
+        kept = [n for n in (models["chosen"].doc_string or "").split(",") if n]
         return 5.0, {"fp32": 1.0, "int8": 0.5, "chosen": 0.5 + 0.04 * len(kept)}
 
     monkeypatch.setattr(steps, "latency_ratios", table)
