@@ -670,35 +670,35 @@ def _latency_costs(state: PtqState, layers: list[str]) -> LatencyCosts:
 
 
 def _measured_within_bound(state: PtqState, kept: list[str]) -> tuple[list[str], dict[str, object]]:
-    """Time FP32, all-INT8 and the model with `kept` float, whole and paired, without a
-    profiler (`latency_ratios`: 600 calls each); while the chosen model measures over the bound (recomputed from this
-    run's all-INT8 ratio), the layer the fallback took last goes back to int8. The
-    additive costs are a prediction; this is what the fallback answers for."""
+    """Time FP32, all-INT8 and the model with each prefix of `kept` float (the layers in
+    the order the fallback took them), whole and paired in one run, without a profiler
+    (`latency_ratios`: 600 calls each), and keep the longest prefix that measures within
+    the bound (recomputed from this run's all-INT8 ratio): the layers after it go back
+    to int8. The additive costs are a prediction; this is what the fallback answers for."""
     o = state.options
     feeds = one_call_feeds(state.model, next(iter(state.stream.take(o.batch_size))))
-    kept = list(kept)
-    returned: list[str] = []
-    all_int8 = state.build(state.model, state.excluded)
-    while True:
-        models = {"fp32": state.model, "int8": all_int8}
-        models["chosen"] = state.build(state.model, state.excluded | frozenset(kept))
-        fp32_ms, ratios = latency_ratios(models, feeds, baseline="fp32", threads=o.threads)
-        bound = latency_bound(ratios["int8"], fp32_ms, o)
-        if bound is None or ratios["chosen"] <= bound or not kept:
-            break
-        returned.append(kept.pop())
+    models = {"fp32": state.model, "int8": state.build(state.model, state.excluded)}
+    for n in range(1, len(kept) + 1):
+        models[f"kept_{n}"] = state.build(state.model, state.excluded | frozenset(kept[:n]))
+    fp32_ms, ratios = latency_ratios(models, feeds, baseline="fp32", threads=o.threads)
+    bound = latency_bound(ratios["int8"], fp32_ms, o)
+    n = len(kept)
+    while n > 0 and bound is not None and ratios[f"kept_{n}"] > bound:
+        n -= 1
+    if n < len(kept):
         logger.info(
-            "fallback: measured %.3fx FP32 over the bound %.3fx: %s back to int8",
-            ratios["chosen"],
+            "fallback: %d float layers measure %.3fx FP32, over the bound %.3fx: %d kept",
+            len(kept),
+            ratios[f"kept_{len(kept)}"],
             bound,
-            returned[-1],
+            n,
         )
-    return kept, {
+    return kept[:n], {
         "fp32_ms": round(fp32_ms, 4),
         "int8_latency_ratio": round(ratios["int8"], 4),
-        "latency_ratio": round(ratios["chosen"], 4),
+        "latency_ratio": round(ratios[f"kept_{n}"] if n else ratios["int8"], 4),
         "latency_bound_ratio": None if bound is None else round(bound, 4),
-        "returned_to_int8": returned,
+        "returned_to_int8": kept[n:][::-1],
     }
 
 
