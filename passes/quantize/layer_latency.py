@@ -283,10 +283,13 @@ def _timed_blocks(
     rounds: int,
     block: int,
     progress: Callable[[int, int], None] | None = None,
+    max_seconds: float | None = None,
+    min_rounds: int = 3,
 ) -> dict[str, list[float]]:
     """Each session's block medians (ms per call), round by round, the sessions in
     rotating order; each block starts with an untimed call (the previous session's
-    worker threads go idle)."""
+    worker threads go idle). Stops after `min_rounds` once `max_seconds` have passed."""
+    deadline = None if max_seconds is None else time.perf_counter() + max_seconds
     blocks: dict[str, list[float]] = {tag: [] for tag in sessions}
     for s in sessions.values():  # warm-up: first calls allocate and pack
         for _ in range(WARMUP_CALLS):
@@ -305,6 +308,8 @@ def _timed_blocks(
             blocks[tag].append(statistics.median(times))
         if progress is not None:
             progress(rnd + 1, rounds)
+        if deadline is not None and rnd + 1 >= min_rounds and time.perf_counter() > deadline:
+            break
     return blocks
 
 
@@ -316,12 +321,16 @@ def latency_ratios(
     threads: int = 0,
     rounds: int = 30,
     block: int = 20,
+    max_seconds: float = 60.0,
 ) -> tuple[float, dict[str, float]]:
     """(`baseline`'s median ms per call, every model's latency / the baseline's): the
     median over rounds of the paired block-median ratio, without a profiler. The
     default 600 calls a model are what the peer bench times: over 12 rounds of 10 a
-    model with one float Add measured under a bound that 600 calls put it 0.05 over."""
-    blocks = _timed_blocks(_sessions(models, threads), feeds, rounds=rounds, block=block)
+    model with one float Add measured under a bound that 600 calls put it 0.05 over.
+    A large model stops at `max_seconds` (after 3 rounds at least)."""
+    blocks = _timed_blocks(
+        _sessions(models, threads), feeds, rounds=rounds, block=block, max_seconds=max_seconds
+    )
     base = blocks[baseline]
     return statistics.median(base), {t: _paired_ratio(b, base) for t, b in blocks.items()}
 

@@ -669,27 +669,41 @@ def _latency_costs(state: PtqState, layers: list[str]) -> LatencyCosts:
     )
 
 
+#: prefixes of the fallback's choice timed at most (lengths spaced geometrically from
+#: 1 to the whole choice), so a long choice does not time dozens of models
+MAX_TIMED_PREFIXES = 8
+
+
 def _measured_within_bound(state: PtqState, kept: list[str]) -> tuple[list[str], dict[str, object]]:
     """Time FP32, all-INT8 and the model with each prefix of `kept` float (the layers in
-    the order the fallback took them), whole and paired in one run, without a profiler
-    (`latency_ratios`: 600 calls each), and keep the longest prefix that measures within
+    the order the fallback took them; `MAX_TIMED_PREFIXES` lengths at most), whole and
+    paired in one run, without a profiler (`latency_ratios`: 600 calls each, at most a
+    minute), and keep the longest prefix that measures within
     the bound (recomputed from this run's all-INT8 ratio): the layers after it go back
     to int8. The additive costs are a prediction; this is what the fallback answers for."""
     o = state.options
     feeds = one_call_feeds(state.model, next(iter(state.stream.take(o.batch_size))))
     models = {"fp32": state.model, "int8": state.build(state.model, state.excluded)}
-    for n in range(1, len(kept) + 1):
+    k = len(kept)
+    # every length, or geometrically spaced ones: the first layers taken have the best
+    # gain per cost
+    spots = MAX_TIMED_PREFIXES - 1
+    lengths = (
+        list(range(1, k + 1))
+        if k <= MAX_TIMED_PREFIXES
+        else sorted({max(1, round(k ** (i / spots))) for i in range(spots + 1)} | {k})
+    )
+    for n in lengths:
         models[f"kept_{n}"] = state.build(state.model, state.excluded | frozenset(kept[:n]))
     fp32_ms, ratios = latency_ratios(models, feeds, baseline="fp32", threads=o.threads)
     bound = latency_bound(ratios["int8"], fp32_ms, o)
-    n = len(kept)
-    while n > 0 and bound is not None and ratios[f"kept_{n}"] > bound:
-        n -= 1
+    within = [n for n in lengths if bound is None or ratios[f"kept_{n}"] <= bound]
+    n = max(within, default=0)
     if n < len(kept):
         logger.info(
             "fallback: %d float layers measure %.3fx FP32, over the bound %.3fx: %d kept",
-            len(kept),
-            ratios[f"kept_{len(kept)}"],
+            k,
+            ratios[f"kept_{k}"],
             bound,
             n,
         )

@@ -203,3 +203,15 @@ def test_fallback_returns_layers_to_int8_until_its_measured_latency_fits(
     # within the bound at once: nothing returned
     kept, measured = steps._measured_within_bound(state, ["a"])  # type: ignore[arg-type]
     assert kept == ["a"] and measured["returned_to_int8"] == []
+    # a long choice times at most MAX_TIMED_PREFIXES prefixes (1, 2, ... the whole one)
+    timed: list[int] = []
+
+    def counting(models: dict[str, ir.Model], *a: object, **k: object) -> tuple[float, dict]:
+        timed.append(len(models))
+        return table(models)
+
+    monkeypatch.setattr(steps, "latency_ratios", counting)
+    layers = [f"l{i}" for i in range(20)]
+    kept, measured = steps._measured_within_bound(state, layers)  # type: ignore[arg-type]
+    assert 2 < timed[0] <= 2 + steps.MAX_TIMED_PREFIXES
+    assert kept == layers[:2]  # 0.58: the longest timed prefix within 0.6 (3 layers: 0.62)
