@@ -57,7 +57,13 @@ from passes.quantize.residual_ranges import (
     skip,
 )
 from passes.quantize.rounding import HessianCollector, round_weights
-from passes.quantize.sensitivity import Evaluator, Score, budgeted_fallback, layer_sensitivity
+from passes.quantize.sensitivity import (
+    Evaluator,
+    Score,
+    Trade,
+    budgeted_fallback,
+    layer_sensitivity,
+)
 from passes.quantize.smooth import smooth
 from passes.quantize.spec import QuantSpec
 from passes.quantize.transformer import spec_for
@@ -636,19 +642,24 @@ class Sensitivity(Step):
             # the chosen model timed whole against FP32 and all-INT8 (no profiler)
             "measured": verified,
         }
-        state.fallback_trade = [
-            {
-                "layer": t.layer,
-                "sqnr_db": round(t.sqnr_db, 3) if math.isfinite(t.sqnr_db) else None,
-                "gain": float(f"{t.gain:.4g}"),
-                "latency_cost_ms": None
-                if costs is None
-                else round(costs.layers[t.layer].cost_ms, 4),
-                "latency_cost": None if t.cost is None else round(t.cost, 5),
-                "kept_float": t.layer in kept,
-            }
-            for t in result.trades
-        ]
+        state.fallback_trade = _trade_rows(result.trades, costs, kept)
+
+
+def _trade_rows(
+    trades: Sequence[Trade], costs: LatencyCosts | None, kept: Collection[str]
+) -> list[dict[str, object]]:
+    """report.json's `quantization.fallback_trade`: every candidate in the order tried."""
+    return [
+        {
+            "layer": t.layer,
+            "sqnr_db": round(t.sqnr_db, 3) if math.isfinite(t.sqnr_db) else None,
+            "gain": float(f"{t.gain:.4g}"),
+            "latency_cost_ms": None if costs is None else round(costs.layers[t.layer].cost_ms, 4),
+            "latency_cost": None if t.cost is None else round(t.cost, 5),
+            "kept_float": t.layer in kept,
+        }
+        for t in trades
+    ]
 
 
 def _latency_costs(state: PtqState, layers: list[str]) -> LatencyCosts:
