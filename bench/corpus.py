@@ -26,6 +26,7 @@ import numpy as np
 from bench.corpus_case import Case
 from bench.corpus_transformers import (
     bert,
+    deberta_v2,
     distilbert,
     gpt2_kv,
     llama,
@@ -56,6 +57,9 @@ CASES = (
     Case("mobilenetv3_small_100", "CNN", timm_classifier("mobilenetv3_small_100", 96)),
     Case("efficientnet_b0", "CNN", timm_classifier("efficientnet_b0", 96)),
     Case("convnext_atto", "CNN", timm_classifier("convnext_atto", 64)),
+    Case("densenet121", "CNN", timm_classifier("densenet121", 64)),
+    Case("fastvit_t8", "hybrid", timm_classifier("fastvit_t8", 64)),
+    Case("mobilevit_xxs", "hybrid", timm_classifier("mobilevit_xxs", 64)),
     Case("vit_tiny_patch16", "ViT", timm_classifier("vit_tiny_patch16_224", 64, img_size=64)),
     Case(
         "swin_tiny_small",
@@ -71,6 +75,7 @@ CASES = (
     Case("bert", "encoder LM", bert, _TOKENS),
     Case("distilbert", "encoder LM", distilbert, _TOKENS),
     Case("roberta", "encoder LM", roberta, _TOKENS),
+    Case("deberta_v2", "encoder LM", deberta_v2, _TOKENS),
     Case("gpt2_kv_cache", "decoder LM", gpt2_kv, (("sequence", 4), ("past", 8), ("total", 12))),
     Case("llama", "decoder LM", llama, _TOKENS),
     Case("whisper_encoder", "speech", whisper_encoder),

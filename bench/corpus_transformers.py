@@ -1,6 +1,6 @@
 """The corpus's `transformers` models, built from configs with tiny sizes (no download),
 random init (torch.manual_seed(0)): encoders (BERT via bench.foreign, DistilBERT,
-RoBERTa), decoders (GPT-2 with its key/value cache as inputs and outputs, Llama) and
+RoBERTa, DeBERTa-v2), decoders (GPT-2 with its key/value cache as inputs and outputs, Llama) and
 speech encoders (Whisper's encoder, Wav2Vec2)."""
 
 from __future__ import annotations
@@ -71,6 +71,21 @@ def roberta() -> Built:
         max_position_embeddings=130,
     )
     return _encoder(RobertaModel(config, add_pooling_layer=False))
+
+
+def deberta_v2() -> Built:
+    """DeBERTa-v2: disentangled attention (relative position buckets gathered per head)."""
+    from transformers import DebertaV2Config, DebertaV2Model
+
+    torch.manual_seed(0)
+    config = DebertaV2Config(
+        vocab_size=VOCAB,
+        num_hidden_layers=2,
+        hidden_size=64,
+        num_attention_heads=2,
+        intermediate_size=128,
+    )
+    return _encoder(DebertaV2Model(config))
 
 
 def _encoder(model: Any) -> Built:

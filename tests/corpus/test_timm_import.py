@@ -36,9 +36,9 @@ def test_frozen_batch_norm_is_torchvisions_and_exact() -> None:
 
 @pytest.mark.skipif(torch.version.cuda is not None, reason="a CUDA torch loads torchvision's ops")
 def test_compiled_ops_are_missing_not_faked() -> None:
+    load_timm()  # first: it puts the private torchvision on sys.path
     import torchvision
 
-    load_timm()
     with pytest.raises(RuntimeError, match="Couldn't load custom C\\+\\+ ops"):
         torchvision.ops.nms(torch.rand(3, 4), torch.rand(3), 0.5)
 
