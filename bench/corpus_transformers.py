@@ -62,15 +62,20 @@ def roberta() -> Built:
     from transformers import RobertaConfig, RobertaModel
 
     torch.manual_seed(0)
-    config = RobertaConfig(
+    config = _encoder_config(RobertaConfig, max_position_embeddings=130)
+    return _encoder(RobertaModel(config, add_pooling_layer=False))
+
+
+def _encoder_config(config_class: Any, **extra: Any) -> Any:
+    """A 2-layer, 2-head encoder config, hidden 128, intermediate 256."""
+    return config_class(
         vocab_size=VOCAB,
         num_hidden_layers=2,
         hidden_size=128,
         num_attention_heads=2,
         intermediate_size=256,
-        max_position_embeddings=130,
+        **extra,
     )
-    return _encoder(RobertaModel(config, add_pooling_layer=False))
 
 
 def deberta_v2() -> Built:
@@ -78,14 +83,7 @@ def deberta_v2() -> Built:
     from transformers import DebertaV2Config, DebertaV2Model
 
     torch.manual_seed(0)
-    config = DebertaV2Config(
-        vocab_size=VOCAB,
-        num_hidden_layers=2,
-        hidden_size=64,
-        num_attention_heads=2,
-        intermediate_size=128,
-    )
-    return _encoder(DebertaV2Model(config))
+    return _encoder(DebertaV2Model(_encoder_config(DebertaV2Config)))
 
 
 def _encoder(model: Any) -> Built:
