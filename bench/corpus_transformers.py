@@ -1,7 +1,7 @@
 """The corpus's `transformers` models, built from configs with tiny sizes (no download),
 random init (torch.manual_seed(0)): encoders (BERT via bench.foreign, DistilBERT,
-RoBERTa, DeBERTa-v2), decoders (GPT-2 with its key/value cache as inputs and outputs, Llama) and
-speech encoders (Whisper's encoder, Wav2Vec2)."""
+RoBERTa, DeBERTa-v2), decoders (GPT-2 with its key/value cache as inputs and outputs,
+Llama) and speech encoders (Whisper's encoder, Wav2Vec2)."""
 
 from __future__ import annotations
 

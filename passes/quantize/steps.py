@@ -596,8 +596,6 @@ class Sensitivity(Step):
         verified = None
         if costs is not None and kept:
             kept, verified = _measured_within_bound(state, kept)
-            if len(kept) < len(result.kept):
-                score = evaluator(state.build(state.model, state.excluded | frozenset(kept)))
         if kept and o.bias_correction:
             # the corrections were measured with these layers quantized: measure again
             work = graph_tools.clone(uncorrected)
@@ -606,6 +604,8 @@ class Sensitivity(Step):
             )
             score = evaluator(state.build(work, state.excluded | frozenset(kept)))
             state.model = work
+        elif len(kept) < len(result.kept):  # the latency check returned layers to int8
+            score = evaluator(state.build(state.model, state.excluded | frozenset(kept)))
         state.kept, state.score = kept, score
         met = score.sqnr_db >= (o.min_sqnr_db if o.min_sqnr_db is not None else -float("inf")) and (
             o.min_agreement is None or score.agreement >= o.min_agreement
@@ -689,9 +689,9 @@ def _measured_within_bound(state: PtqState, kept: list[str]) -> tuple[list[str],
     """Time FP32, all-INT8 and the model with each prefix of `kept` float (the layers in
     the order the fallback took them; `MAX_TIMED_PREFIXES` lengths at most), whole and
     paired in one run, without a profiler (`latency_ratios`: 600 calls each, at most a
-    minute), and keep the longest prefix that measures within
-    the bound (recomputed from this run's all-INT8 ratio): the layers after it go back
-    to int8. The additive costs are a prediction; this is what the fallback answers for."""
+    minute), and keep the longest prefix that measures within the bound (recomputed
+    from this run's all-INT8 ratio): the layers after it go back to int8. The additive
+    costs are a prediction; this is what the fallback answers for."""
     o = state.options
     feeds = one_call_feeds(state.model, next(iter(state.stream.take(o.batch_size))))
     models = {"fp32": state.model, "int8": state.build(state.model, state.excluded)}
@@ -710,7 +710,7 @@ def _measured_within_bound(state: PtqState, kept: list[str]) -> tuple[list[str],
     bound = latency_bound(ratios["int8"], fp32_ms, o)
     within = [n for n in lengths if bound is None or ratios[f"kept_{n}"] <= bound]
     n = max(within, default=0)
-    if n < len(kept):
+    if n < k:
         logger.info(
             "fallback: %d float layers measure %.3fx FP32, over the bound %.3fx: %d kept",
             k,

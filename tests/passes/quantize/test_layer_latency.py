@@ -164,9 +164,8 @@ def test_fallback_returns_layers_to_int8_until_its_measured_latency_fits(
 ) -> None:
     """Every prefix of the chosen layers is timed whole in one run; the longest that
     measures within the bound (all-INT8's ratio plus 20% of its saving) is kept, the
-    layers after it go back to int8. The timer is
-    replaced by a table here so the decision, not the machine, is under test (the
-    timer itself: the test above)."""
+    layers after it go back to int8. The timer is replaced by a table here so the
+    decision, not the machine, is under test (the timer itself: the test above)."""
     from types import SimpleNamespace
 
     from passes.quantize import steps
