@@ -394,7 +394,8 @@ def _edgec_rows(
         (
             "edgec_auto_fallback",
             f"auto-fallback to agreement {FALLBACK_BUDGET}",
-            {"min_agreement": FALLBACK_BUDGET},
+            # as --auto-fallback on the CPU target: the float choices measured too
+            {"min_agreement": FALLBACK_BUDGET, "float_choices": "measured"},
         ),
     )
     for key, what, options in runs:
@@ -410,6 +411,7 @@ def _edgec_rows(
             "seconds_by_stage": summary.seconds,
             "kept_float": summary.kept_float,
             "overflow": summary.overflow,
+            "float_choices": summary.float_choices,
         }
         if summary.calibration_sqnr_db is not None:
             notes[key]["calibration_subset_score"] = summary.calibration_sqnr_db

@@ -295,6 +295,32 @@ def _fallback_trade(q: Mapping[str, Any]) -> str:
     )
 
 
+def _float_choices(choices: object) -> str:
+    """The float stem and skip path, timed and scored on the compiling machine (only when
+    measured: --auto-fallback); each kept or back to int8."""
+    if not isinstance(choices, Mapping) or not choices.get("choices"):
+        return ""
+    rows = [
+        (
+            c["choice"],
+            c.get("gain_db"),
+            c.get("latency_vs_int8"),
+            "yes" if c.get("by_spec") else "no",
+            c["kept_float"],
+        )
+        for c in choices["choices"]
+    ]
+    cls = ["kept" if c["kept_float"] else "" for c in choices["choices"]]
+    price = _e(_num(choices.get("cost_per_db")))
+    return (
+        "<h3>Float choices: measured on this machine</h3>"
+        f'<p class="note">Each choice alone against all-INT8 ({_e(_num(choices.get("int8_ms")))}'
+        f" ms a call): kept when it buys accuracy and costs at most {price} of INT8's "
+        "latency per dB.</p>"
+        + _table(["choice", "gain (dB)", "latency vs INT8", "spec's rule", "kept float"], rows, cls)
+    )
+
+
 def _overflow(overflow: object) -> str:
     """The layers whose int8 kernel overflowed on the compiling CPU, and their remedy."""
     if not isinstance(overflow, Mapping) or not overflow.get("overflowing"):
@@ -390,7 +416,9 @@ def _quantization(report: Mapping[str, Any]) -> str:
             "correction); compile with <code>--sensitivity</code> for per-layer SQNR and "
             "agreement bars.</p>"
         )
-    chart += _fallback_trade(q) + _overflow(q.get("overflow"))
+    chart += (
+        _float_choices(q.get("float_choices")) + _fallback_trade(q) + _overflow(q.get("overflow"))
+    )
     title = "Quantization"
     if report.get("precision") != "int8":  # --precision auto chose another candidate
         title += " (the INT8 candidate, not chosen)"

@@ -92,6 +92,11 @@ def ptq_options(
             if fallback and config.batch == 1 and budgets.max_latency_ms
             else None,
             sensitivity=config.sensitivity or fallback,
+            # the fallback's mode measures the float choices (stem, skip path) too, where
+            # this machine can time the target: onnxruntime's CPU provider
+            float_choices="measured"
+            if fallback and config.target == "cpu"
+            else defaults.float_choices,
             overflow_guard=config.int8_overflow != "off",
             overflow_weights=config.int8_overflow
             if config.int8_overflow in ("7bit", "uint8")

@@ -35,6 +35,11 @@ defaults are written); each step is a small object over one shared state
    (`residual_ranges.py`; no residual Adds: no trial);
 5. `bias_correction` — the per-channel mean shift each quantized layer adds is
    measured on `bias_correction_samples` samples and removed (`bias_correction.py`);
+   then, with `float_choices="measured"` (`--auto-fallback` sets it), the spec's float
+   stem and float skip path are each timed against all-INT8 on this machine and scored
+   on the sensitivity subset, and kept only when they cost at most `float_cost_per_db`
+   of all-INT8's latency per dB they buy (`float_choices.py`; the default takes the
+   spec's rules, so one input gives one artifact on every machine);
 6. `sensitivity` / `min_sqnr_db` / `min_agreement` — per-layer sensitivity (one
    layer int8 with its own bias correction, the rest exact FP32) and float fallback
    until the budget holds on a calibration subset (`sensitivity.py`), best accuracy
@@ -144,6 +149,9 @@ class QuantizationSummary:
     residual_ranges: dict[str, object] | None = None
     #: the int8-kernel overflow check: layers probed, stored as uint8, worst (None: off)
     overflow: dict[str, object] | None = None
+    #: the spec's float choices timed and scored here, and kept or dropped (None: the
+    #: spec's rules, unmeasured)
+    float_choices: dict[str, object] | None = None
     mode: str = "static"
 
     def to_dict(self) -> dict[str, object]:
@@ -205,4 +213,5 @@ def _summary(state: PtqState) -> QuantizationSummary:
         fallback_trade=state.fallback_trade,
         residual_ranges=None if state.residual is None else state.residual.record(),
         overflow=None if state.overflow is None else state.overflow.to_dict(),
+        float_choices=state.float_choices,
     )

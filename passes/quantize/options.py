@@ -38,6 +38,7 @@ _STEP_SAMPLES = (
     "overflow_samples",
 )
 OVERFLOW_WEIGHTS = ("7bit", "uint8")  # overflow_weights: re-round to ±63, or store as uint8
+FLOAT_CHOICES = ("spec", "measured")  # float_choices: the spec's rule, or timed here
 _FLAGS = (
     "equalize",
     "equalize_pairs",
@@ -65,7 +66,11 @@ class PtqOptions:
     and `max_latency_ms` (per call), costs profiled over `latency_rounds` paired rounds
     (`layer_latency.py`), and the chosen model timed whole against the bound (600 calls)
     before it is returned. `exclude` names nodes kept in float; `float_stem`
-    overrides the spec's stem choice (None: the spec's). `smooth_alpha`: SmoothQuant
+    overrides the spec's stem choice (None: the spec's). `float_choices`: "spec" takes
+    the spec's float stem and float skip path as its rules say (the same artifact on
+    every machine); "measured" times each against all-INT8 on this machine and keeps it
+    only when it costs at most `float_cost_per_db` of all-INT8's latency per dB of
+    output SQNR it buys (`float_choices.py`; `--auto-fallback` measures them). `smooth_alpha`: SmoothQuant
     migration strength for dynamic and static INT8 (`smooth.py`; None: off; 0.7 measured
     best on all-MiniLM-L6 dynamic: mean cosine 0.9933 -> 0.9974, worst 0.976 -> 0.991;
     0.5: 0.9888/0.981, 0.8: 0.9974/0.984; static: 0.9858/0.968 -> 0.9978/0.992).
@@ -91,6 +96,8 @@ class PtqOptions:
     bias_correction: bool = True
     exclude: tuple[str, ...] = ()
     float_stem: bool | None = None
+    float_choices: str = "spec"
+    float_cost_per_db: float = 0.02
     min_sqnr_db: float | None = None
     min_agreement: float | None = None
     max_float_layers: int | None = None
@@ -138,6 +145,15 @@ class PtqOptions:
         if self.overflow_weights not in OVERFLOW_WEIGHTS:
             raise PassOptionError(
                 f"unknown overflow remedy {self.overflow_weights!r}; choose 7bit or uint8"
+            )
+        if self.float_choices not in FLOAT_CHOICES:
+            raise PassOptionError(
+                f"unknown float_choices {self.float_choices!r}; choose spec or measured"
+            )
+        if not _is_number(self.float_cost_per_db) or not 0 <= self.float_cost_per_db < math.inf:
+            raise PassOptionError(
+                "float_cost_per_db is the latency (a fraction of all-INT8's) a float choice "
+                f"may cost per dB it buys, e.g. 0.02; got {self.float_cost_per_db!r}"
             )
         if self.float_stem is not None and not isinstance(self.float_stem, bool):
             raise PassOptionError(

@@ -38,6 +38,7 @@ from passes.quantize.bias_correction import copy_biases, correct_bias
 from passes.quantize.calibrate import Histogram, run_with_outputs
 from passes.quantize.data import CalibrationSource, CalibrationStream, model_inputs
 from passes.quantize.equalize import equalize
+from passes.quantize.float_choices import ChoiceSet, Measured, decide, float_choices, report_rows
 from passes.quantize.layer_latency import (
     LatencyCosts,
     latency_ratios,
@@ -74,6 +75,7 @@ __all__ = [
     "BiasCorrection",
     "Calibration",
     "Equalization",
+    "FloatChoices",
     "OverflowGuard",
     "Progress",
     "PtqState",
@@ -104,7 +106,7 @@ class PtqState:
     spec: QuantSpec  # with the options' float_stem applied
     options: PtqOptions
     stream: CalibrationStream
-    excluded: frozenset[str]  # kept in float from the start: options.exclude and the stem
+    excluded: frozenset[str]  # kept in float: options.exclude and the stem (if kept float)
     progress: Progress | None = None
     steps: Sequence[Step] = ()
     plan: QuantPlan | None = None
@@ -122,6 +124,8 @@ class PtqState:
     score: Score | None = None  # the final model's on the sensitivity subset (fallback only)
     fallback: dict[str, object] | None = None  # the fallback's latency bound and outcome
     fallback_trade: list[dict[str, object]] | None = None  # every candidate's gain and cost
+    choices: ChoiceSet | None = None  # the float choices to measure (float_choices="measured")
+    float_choices: dict[str, object] | None = None  # their measurement and outcome
     smoothing: dict[str, object] | None = None  # SmoothQuant's migration (None: none)
     equalized_pairs: int = 0
     equalized_streams: int = 0
@@ -152,13 +156,14 @@ class PtqState:
         float_model: ir.Model,
         keep_float: frozenset[str] | None = None,
         ranges: Mapping[str, Range] | None = None,
+        spec: QuantSpec | None = None,
     ) -> ir.Model:
         """A Q/DQ copy of `float_model` with the ranges (`ranges`, else those measured so
-        far) and weights."""
+        far) and weights, as `spec` (else the state's) says."""
         q = graph_tools.clone(float_model)
         exclude = self.excluded if keep_float is None else keep_float
         use = self.ranges if ranges is None else ranges
-        InsertQdqPass(self.spec, use, exclude=exclude, weights=self.weights)(q)
+        InsertQdqPass(spec or self.spec, use, exclude=exclude, weights=self.weights)(q)
         if self.overflow is not None and self.overflow.uint8_weights:
             store_uint8(q, self.overflow.uint8_weights)
         return q
@@ -269,8 +274,11 @@ class Calibration(Step):
     def apply(self, state: PtqState) -> None:
         o = state.options
         plan = state.plan = plan_quantization(state.model.graph, state.spec, state.excluded)
-        stats = state.stats = {n: Histogram() for n in plan.calibrated}
-        wanted = [Statistic(plan.calibrated, lambda n, a: stats[n].update(a))]
+        calibrated, covering = list(plan.calibrated), set(plan.covering)
+        if o.float_choices == "measured":  # the ranges each float choice's alternative needs
+            calibrated, covering = _with_alternatives(state, calibrated, covering)
+        stats = state.stats = {n: Histogram() for n in calibrated}
+        wanted = [Statistic(calibrated, lambda n, a: stats[n].update(a))]
         for step in state.steps:
             if step is not self and step.enabled(o):
                 extra = step.collect(state)
@@ -290,8 +298,26 @@ class Calibration(Step):
             state.ranges = {
                 n: h.range(o.method, levels=levels, symmetric=symmetric) for n, h in stats.items()
             }
-        for n in plan.covering:  # plan.py rule 5: an output's range holds all it saw
+        for n in covering:  # plan.py rule 5: an output's range holds all it saw
             state.ranges[n] = stats[n].cover(state.ranges[n], symmetric=symmetric)
+
+
+def _with_alternatives(
+    state: PtqState, calibrated: list[str], covering: set[str]
+) -> tuple[list[str], set[str]]:
+    """Note the graph's float choices (`float_choices.py`) in the state and add the tensors
+    the quantizations it measures need (all-INT8, and each choice alone) to the calibration
+    pass: an int8 stem needs the input's and the stem's ranges. Those ranges are the
+    calibration method's; the range search sees only the plan's own tensors."""
+    graph = state.model.graph
+    choices = state.choices = float_choices(graph, state.spec, state.options.exclude)
+    names = dict.fromkeys(calibrated)
+    for on in ((), *((n,) for n in choices.nodes)):
+        spec, excluded = choices.config(on)
+        other = plan_quantization(graph, spec, excluded)
+        names.update(dict.fromkeys(other.calibrated))
+        covering |= set(other.covering)
+    return list(names), covering
 
 
 def _one_pass(state: PtqState, wanted: Sequence[Statistic]) -> int:
@@ -518,11 +544,81 @@ class BiasCorrection(Step):
         return options.bias_correction
 
     def apply(self, state: PtqState) -> None:
-        if state.options.wants_sensitivity:
+        if state.options.wants_sensitivity or state.choices is not None:
             state.uncorrected = graph_tools.clone(state.model)
         state.bias_corrected = _correct(
             state, state.model, state.excluded, local_sqnr_db=state.layer_sqnr_db
         )
+
+
+#: the float choices' timing: rounds of paired blocks of calls per model (300 calls a
+#: model; MobileNetV2's four models take about 4 s), bounded in seconds for a large model
+CHOICE_ROUNDS = 30
+CHOICE_BLOCK = 10
+CHOICE_SECONDS = 30.0
+
+
+class FloatChoices(Step):
+    """The float choices (the float stem, the float skip path), each timed alone against
+    all-INT8 on this machine and scored on `sensitivity_samples` samples, and kept only
+    when it costs at most `float_cost_per_db` of all-INT8's latency per dB it buys
+    (`float_choices.py`); the biases are corrected again when the outcome is not the
+    spec's own."""
+
+    name = "float_choices"
+    needs = frozenset({"model", "plan", "ranges", "weights"})
+    gives = frozenset({"model", "spec", "excluded", "plan", "float_choices"})
+
+    def enabled(self, options: PtqOptions) -> bool:
+        return options.float_choices == "measured"
+
+    def apply(self, state: PtqState) -> None:
+        o, choices = state.options, state.choices
+        if choices is None or not choices.nodes:
+            state.float_choices = {"measured": True, "choices": []}
+            return
+        reference = state.uncorrected if state.uncorrected is not None else state.model
+        evaluator = Evaluator(
+            reference, state.stream.take(o.sensitivity_samples), threads=o.threads
+        )
+        configs = {"int8": (), **{n: (n,) for n in choices.nodes}}
+        models = {k: _built(state, choices, on) for k, on in configs.items()}
+        feeds = one_call_feeds(state.model, next(iter(state.stream.take(o.batch_size))))
+        int8_ms, ratios = latency_ratios(
+            models,
+            feeds,
+            baseline="int8",
+            threads=o.threads,
+            rounds=CHOICE_ROUNDS,
+            block=CHOICE_BLOCK,
+            max_seconds=CHOICE_SECONDS,
+        )
+        scores = {k: evaluator(m) for k, m in models.items()}
+        measured = {
+            n: Measured(scores[n].sqnr_db, scores["int8"].sqnr_db, ratios[n]) for n in choices.nodes
+        }
+        kept = decide(measured, o.float_cost_per_db)
+        taken = frozenset(n for n, k in kept.items() if k)
+        if taken != choices.by_spec:
+            state.spec, state.excluded = choices.config(taken)
+            state.plan = plan_quantization(state.model.graph, state.spec, state.excluded)
+            if o.bias_correction and state.uncorrected is not None:
+                work = graph_tools.clone(state.uncorrected)
+                _correct(state, work, state.excluded, stage="float_choices_bias_correction")
+                state.model = work
+        state.float_choices = {
+            "measured": True,
+            "cost_per_db": o.float_cost_per_db,
+            "int8_ms": round(int8_ms, 4),
+            "choices": report_rows(choices, measured, kept),
+        }
+        logger.info("float choices: %s", state.float_choices["choices"])
+
+
+def _built(state: PtqState, choices: ChoiceSet, on: Collection[str]) -> ir.Model:
+    """The Q/DQ model with the float choices in `on` taken and the others not."""
+    spec, excluded = choices.config(on)
+    return state.build(state.model, excluded, spec=spec)
 
 
 class Sensitivity(Step):
@@ -765,6 +861,7 @@ def default_steps() -> tuple[Step, ...]:
         OverflowGuard(),
         ResidualRanges(),
         BiasCorrection(),
+        FloatChoices(),
         Sensitivity(),
         QdqInsertion(),
     )

@@ -11,6 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from compiler.cli import main
+from passes.quantize.float_choices import keep
 
 
 def _compile(*args: str) -> tuple[int, str, dict | None]:
@@ -172,6 +173,15 @@ def test_auto_fallback_reports_each_layers_accuracy_latency_trade(tmp_path: Path
         }
         assert t["gain"] >= 0 and isinstance(t["latency_cost_ms"], float)
         assert t["kept_float"] == (t["layer"] in q["kept_float"])
+    # the float stem was measured too (float_choices.py): kept by its own price
+    fc = q["float_choices"]
+    assert fc["measured"] is True and fc["cost_per_db"] == 0.02
+    assert [c["choice"] for c in fc["choices"]] == ["stem"]  # no chained Adds here
+    for c in fc["choices"]:
+        assert c["latency_vs_int8"] > 0
+        assert c["kept_float"] is keep(c["gain_db"], c["latency_vs_int8"] - 1, 0.02)
+        if c["kept_float"]:
+            assert set(c["nodes"]) <= set(q["kept_float"])
 
 
 def test_missing_calibration_data_is_refused_before_any_pass(

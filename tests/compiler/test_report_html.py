@@ -495,6 +495,30 @@ def test_fallback_trade_table_marks_the_layers_kept_float() -> None:
     assert "accuracy gain per latency cost" not in plain
 
 
+def test_float_choices_table_shows_each_measured_choice() -> None:
+    report = _report()
+    report["quantization"] = {
+        **report["quantization"],
+        "float_choices": {
+            "measured": True,
+            "cost_per_db": 0.02,
+            "int8_ms": 2.67,
+            "choices": [
+                {"choice": "stem", "gain_db": 1.62, "latency_vs_int8": 0.98, "by_spec": True,
+                 "kept_float": True},
+                {"choice": "skip", "gain_db": 0.28, "latency_vs_int8": 1.05, "by_spec": False,
+                 "kept_float": False},
+            ],
+        },
+    }  # fmt: skip
+    q = _section(_html(report), "quantization")
+    assert "Float choices: measured on this machine" in q and "2.67 ms" in q
+    assert '<tr class="kept"><td>stem</td><td class="num">1.62</td>' in q
+    assert '<tr><td>skip</td><td class="num">0.28</td><td class="num">1.05</td><td>no</td>' in q
+    plain = _section(_html(_report()), "quantization")  # not measured: no table
+    assert "Float choices" not in plain
+
+
 def test_command_recorded_in_report_json(tmp_path: Path) -> None:
     """report.json's environment.command carries the CLI's command line (null in-process)."""
     from compiler.config import CompileConfig

@@ -27,6 +27,8 @@ DEFAULTS = {
     "bias_correction": True,
     "exclude": (),
     "float_stem": None,
+    "float_choices": "spec",
+    "float_cost_per_db": 0.02,
     "min_sqnr_db": None,
     "min_agreement": None,
     "max_float_layers": None,
@@ -82,6 +84,8 @@ def test_defaults_are_the_measured_ones() -> None:
         ({"max_float_layers": -1, "min_sqnr_db": 20.0}, "max_float_layers must be"),
         ({"equalize": "yes"}, "equalize must be True or False"),
         ({"float_stem": 1}, "float_stem must be True, False or None"),
+        ({"float_choices": "timed"}, "unknown float_choices 'timed'; choose spec or measured"),
+        ({"float_cost_per_db": -0.1}, "float_cost_per_db is the latency"),
         ({"exclude": "Conv_0"}, "exclude must be a list of node names"),
     ],
 )
@@ -125,7 +129,7 @@ def test_steps_run_in_order_and_skip_what_the_options_turn_off() -> None:
     check_order(steps)
     assert [s.name for s in steps] == [
         "smoothing", "equalize", "calibrate", "range_search", "rounding", "overflow_guard",
-        "residual_ranges", "bias_correction", "sensitivity", "insert_qdq",
+        "residual_ranges", "bias_correction", "float_choices", "sensitivity", "insert_qdq",
     ]  # fmt: skip
     with pytest.raises(RuntimeError, match="'rounding' needs plan"):
         check_order([Rounding(), Calibration()])
