@@ -26,6 +26,8 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from compiler.ground.timing import alternating_blocks
+
 if TYPE_CHECKING:
     import torch
 
@@ -306,35 +308,29 @@ def measure_interleaved(
         if progress is not None:
             progress(done, blocks)
 
-    for fn in fns.values():
-        for _ in range(warmup):
-            fn()
-        tick()
-    clock = time.perf_counter_ns
-    deadline = clock() + int(max_seconds * 1e9)
-    samples: dict[str, list[int]] = {name: [] for name in fns}
+    deadline = time.perf_counter_ns() + int(max_seconds * 1e9)
     medians: dict[str, float] = {}
-    names = list(fns)
-    for rnd in range(1, max_rounds + 1):
+
+    def converged(rounds: int, so_far: Mapping[str, list[list[int]]]) -> bool:
         stable = True
-        # rotate the order every round: no candidate always follows the same one
-        shift = (rnd - 1) % len(names)
-        for name in names[shift:] + names[:shift]:
-            fn = fns[name]
-            fn()  # untimed: lets the previous candidate's spinning threads go idle
-            for _ in range(round_size):
-                start = clock()
-                fn()
-                samples[name].append(clock() - start)
-            tick()
-            m = statistics.median(samples[name])
+        for name, times in so_far.items():
+            m = statistics.median(t for b in times for t in b)
             if name not in medians or abs(m - medians[name]) >= rel_tol * medians[name]:
                 stable = False
             medians[name] = m
-        if rnd >= min_rounds and (stable or clock() >= deadline):
-            break
+        return rounds >= min_rounds and (stable or time.perf_counter_ns() >= deadline)
+
+    timed = alternating_blocks(
+        fns,
+        block=round_size,
+        max_rounds=max_rounds,
+        warmup=warmup,
+        stop=converged,
+        on_block=tick,
+    )
     if progress is not None:
         progress(blocks, blocks)
+    samples = {name: [t for b in times for t in b] for name, times in timed.items()}
     return {
         name: LatencyStats.from_samples(
             tuple(s / 1e6 for s in ss),

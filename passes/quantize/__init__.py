@@ -52,8 +52,9 @@ defaults are written); each step is a small object over one shared state
    keeps 2 layers besides the stem: 0.53x against 0.50x,
    bench/results/quantize_compare.json; their int8 weights are folded by
    onnxruntime at load, `fold.py`);
-7. Q/DQ insertion as the target's `QuantSpec` says (`qdq.py`); on the CPU
-   flavour chained residual Adds add in float (`QuantSpec.float_skip`);
+7. Q/DQ insertion as the target's `QuantSpec` says (`qdq.py`), with the float choices
+   the spec's rules (or their measurement) took: a float stem, and chained residual
+   Adds in float (`QuantSpec.float_skip`, off by default on the CPU flavour);
 8. large embedding tables (a Gather on a constant table) are stored as int8 rows
    with per-row scales and dequantized after the lookup (`embedding.py`).
 

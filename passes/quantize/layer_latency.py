@@ -48,6 +48,7 @@ any set of models the same way (the fallback checks its final model with it).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import logging
 import os
@@ -64,6 +65,7 @@ import numpy as np
 import onnx_ir as ir
 
 from compiler.ground.sessions import open_session, session_options
+from compiler.ground.timing import alternating_blocks
 from passes import graph_tools
 
 __all__ = ["LatencyCosts", "LayerCost", "latency_ratios", "layer_costs", "one_call_feeds"]
@@ -287,30 +289,18 @@ def _timed_blocks(
     min_rounds: int = 3,
 ) -> dict[str, list[float]]:
     """Each session's block medians (ms per call), round by round, the sessions in
-    rotating order; each block starts with an untimed call (the previous session's
-    worker threads go idle). Stops after `min_rounds` once `max_seconds` have passed."""
+    rotating order, each block after an untimed call (`compiler.ground.timing`). Stops
+    after `min_rounds` once `max_seconds` have passed."""
     deadline = None if max_seconds is None else time.perf_counter() + max_seconds
-    blocks: dict[str, list[float]] = {tag: [] for tag in sessions}
-    for s in sessions.values():  # warm-up: first calls allocate and pack
-        for _ in range(WARMUP_CALLS):
-            s.run(None, dict(feeds))
-    order = list(sessions)
-    for rnd in range(rounds):
-        shift = rnd % len(order)
-        for tag in order[shift:] + order[:shift]:
-            s = sessions[tag]
-            s.run(None, dict(feeds))
-            times = []
-            for _ in range(block):
-                start = time.perf_counter_ns()
-                s.run(None, dict(feeds))
-                times.append((time.perf_counter_ns() - start) / 1e6)
-            blocks[tag].append(statistics.median(times))
+
+    def stop(done: int, _: object) -> bool:
         if progress is not None:
-            progress(rnd + 1, rounds)
-        if deadline is not None and rnd + 1 >= min_rounds and time.perf_counter() > deadline:
-            break
-    return blocks
+            progress(done, rounds)
+        return deadline is not None and done >= min_rounds and time.perf_counter() > deadline
+
+    fns = {tag: functools.partial(s.run, None, dict(feeds)) for tag, s in sessions.items()}
+    timed = alternating_blocks(fns, block=block, max_rounds=rounds, warmup=WARMUP_CALLS, stop=stop)
+    return {tag: [statistics.median(b) / 1e6 for b in times] for tag, times in timed.items()}
 
 
 def latency_ratios(

@@ -551,9 +551,10 @@ class BiasCorrection(Step):
         )
 
 
-#: the float choices' timing: rounds of paired blocks of calls per model (300 calls a
-#: model; MobileNetV2's four models take about 4 s), bounded in seconds for a large model
-CHOICE_ROUNDS = 30
+#: the float choices' timing: rounds of paired blocks of calls per model (600 calls a
+#: model, MobileNetV2's three models 5-9 s; at 300 calls its skip path measured 1.03-1.05x
+#: all-INT8 in three runs and 0.99x in a fourth), bounded in seconds for a large model
+CHOICE_ROUNDS = 60
 CHOICE_BLOCK = 10
 CHOICE_SECONDS = 30.0
 
