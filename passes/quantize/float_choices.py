@@ -49,16 +49,20 @@ class ChoiceSet:
     stem: tuple[str, ...]  # the stem's nodes (`plan.stem_nodes`)
     nodes: dict[str, tuple[str, ...]]  # choice -> the nodes whose computation it changes
 
+    spec_stem: bool = False  # whether the spec's rules keep this stem float
+
     def config(self, on: Collection[str]) -> tuple[QuantSpec, frozenset[str]]:
         """(spec, float set) with the choices in `on` taken and the others not."""
         stem = "stem" in on
-        spec = self.spec.replace(float_stem=stem, float_skip="skip" in on)
+        spec = self.spec.replace(
+            float_stem=stem, float_stem_into_max_pool=True, float_skip="skip" in on
+        )
         return spec, self.user_excluded | (frozenset(self.stem) if stem else frozenset())
 
     @property
     def by_spec(self) -> frozenset[str]:
         """The choices the spec's rules take."""
-        rules = {"stem": self.spec.float_stem, "skip": self.spec.float_skip}
+        rules = {"stem": self.spec_stem, "skip": self.spec.float_skip}
         return frozenset(n for n in self.nodes if rules[n])
 
 
@@ -66,9 +70,11 @@ def float_choices(
     graph: ir.Graph, spec: QuantSpec, user_excluded: Collection[str] = ()
 ) -> ChoiceSet:
     """The choices this graph offers: "stem" when it has a stem the caller did not keep
-    float, "skip" when adding chained residual Adds in float changes its plan."""
+    float (one the spec's rule leaves int8, before a MaxPool, is measured too), "skip"
+    when adding chained residual Adds in float changes its plan."""
     user = frozenset(user_excluded)
-    stem = tuple(n for n in stem_nodes(graph) if n not in user)
+    stem = tuple(n for n in stem_nodes(graph) if n not in user)  # whatever the spec's rule
+    spec_stem = spec.float_stem and bool(set(stem) & set(stem_nodes(graph, spec)))
     nodes: dict[str, tuple[str, ...]] = {}
     if stem:
         nodes["stem"] = stem
@@ -78,7 +84,7 @@ def float_choices(
     skip = tuple(n for n in int8_adds if n not in float_adds)
     if skip:
         nodes["skip"] = skip
-    return ChoiceSet(spec, user, stem, nodes)
+    return ChoiceSet(spec, user, stem, nodes, spec_stem)
 
 
 def keep(gain_db: float, cost: float, per_db: float) -> bool:

@@ -921,7 +921,7 @@ def start(
     spec = spec_for(work.graph, spec)
     if options.float_stem is not None and options.float_stem != spec.float_stem:
         spec = spec.replace(float_stem=options.float_stem)
-    stem = stem_nodes(work.graph) if spec.float_stem else ()
+    stem = stem_nodes(work.graph, spec) if spec.float_stem else ()
     stream = CalibrationStream(
         calibration,
         model_inputs(work),

@@ -11,7 +11,7 @@ import pytest
 
 from passes import graph_tools
 from passes.errors import PassInputError, PassOptionError
-from passes.quantize import TENSORRT_SPEC, PtqOptions, quantize
+from passes.quantize import CPU_SPEC, TENSORRT_SPEC, PtqOptions, quantize
 from tests.passes.quantize import _models
 
 
@@ -58,6 +58,33 @@ def test_float_stem_is_optional_and_follows_depthwise_convs() -> None:
     }}"""
     weights = _models.block_weights()
     assert stem_nodes(_models.from_text(text, weights).graph) == ["Conv_0", "Conv_2"]
+
+
+def test_a_stem_before_a_max_pool_stays_int8_on_the_cpu() -> None:
+    """ResNet's conv → relu → max-pool stem: onnxruntime pools in float NCHW after a
+    float stem (1.45-1.50x all-INT8's latency on ResNet-18), so the CPU spec quantizes it;
+    TensorRT's spec keeps it float, and the measured choice still offers it."""
+    from passes.quantize.float_choices import float_choices
+    from passes.quantize.plan import stem_nodes
+
+    text = f"""{_models.HEADER}
+    pooled (float[N, 3, 8, 8] x) => (float[N, 8, 4, 4] y) {{
+      c1 = Conv <pads = [1, 1, 1, 1]> (x, w1, b1)
+      r1 = Relu (c1)
+      p = MaxPool <kernel_shape = [2, 2], strides = [2, 2]> (r1)
+      y = Conv (p, w3, b3)
+    }}"""
+    weights = _models.block_weights()
+    model = _models.from_text(text, {k: weights[k] for k in ("w1", "b1", "w3", "b3")})
+    assert stem_nodes(model.graph) == stem_nodes(model.graph, TENSORRT_SPEC) == ["Conv_0"]
+    assert stem_nodes(model.graph, CPU_SPEC) == []
+    _, summary = quantize(model, _models.images(16), PtqOptions(samples=16))
+    assert summary.kept_float == [] and summary.qdq_counts["Conv"]["input"] == 2
+    graph_tools.ensure_types(model)
+    choices = float_choices(model.graph, CPU_SPEC)
+    assert choices.nodes == {"stem": ("Conv_0",)} and choices.by_spec == frozenset()
+    spec, excluded = choices.config(("stem",))
+    assert stem_nodes(model.graph, spec) == ["Conv_0"] and excluded == {"Conv_0"}
 
 
 def test_same_inputs_give_byte_identical_models() -> None:
