@@ -307,6 +307,7 @@ def _float_choices(choices: object) -> str:
             c.get("latency_vs_int8"),
             "yes" if c.get("by_spec") else "no",
             c["kept_float"],
+            c.get("decided_by", "measurement"),
         )
         for c in choices["choices"]
     ]
@@ -316,8 +317,13 @@ def _float_choices(choices: object) -> str:
         "<h3>Float choices: measured on this machine</h3>"
         f'<p class="note">Each choice alone against all-INT8 ({_e(_num(choices.get("int8_ms")))}'
         f" ms a call): kept when it buys accuracy and costs at most {price} of INT8's "
-        "latency per dB.</p>"
-        + _table(["choice", "gain (dB)", "latency vs INT8", "spec's rule", "kept float"], rows, cls)
+        "latency per dB; a cost within the timing noise of that price keeps the spec's "
+        "rule.</p>"
+        + _table(
+            ["choice", "gain (dB)", "latency vs INT8", "spec's rule", "kept float", "decided by"],
+            rows,
+            cls,
+        )
     )
 
 

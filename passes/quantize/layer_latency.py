@@ -318,11 +318,38 @@ def latency_ratios(
     default 600 calls a model are what the peer bench times: over 12 rounds of 10 a
     model with one float Add measured under a bound that 600 calls put it 0.05 over.
     A large model stops at `max_seconds` (after 3 rounds at least)."""
+    base_ms, rounds_ratios = latency_ratio_rounds(
+        models,
+        feeds,
+        baseline=baseline,
+        threads=threads,
+        rounds=rounds,
+        block=block,
+        max_seconds=max_seconds,
+    )
+    return base_ms, {t: float(np.median(r)) if r else 1.0 for t, r in rounds_ratios.items()}
+
+
+def latency_ratio_rounds(
+    models: Mapping[str, ir.Model],
+    feeds: Mapping[str, np.ndarray],
+    *,
+    baseline: str,
+    threads: int = 0,
+    rounds: int = 30,
+    block: int = 20,
+    max_seconds: float = 60.0,
+) -> tuple[float, dict[str, list[float]]]:
+    """`latency_ratios` round by round: (`baseline`'s median ms per call, every model's
+    paired block-median ratios to the baseline, one per round), so a caller can tell a
+    difference from the noise."""
     blocks = _timed_blocks(
         _sessions(models, threads), feeds, rounds=rounds, block=block, max_seconds=max_seconds
     )
     base = blocks[baseline]
-    return statistics.median(base), {t: _paired_ratio(b, base) for t, b in blocks.items()}
+    return statistics.median(base), {
+        t: [x / y for x, y in zip(b, base, strict=True) if y > 0] for t, b in blocks.items()
+    }
 
 
 def _profile(

@@ -38,9 +38,18 @@ from passes.quantize.bias_correction import copy_biases, correct_bias
 from passes.quantize.calibrate import Histogram, run_with_outputs
 from passes.quantize.data import CalibrationSource, CalibrationStream, model_inputs
 from passes.quantize.equalize import equalize
-from passes.quantize.float_choices import ChoiceSet, Measured, decide, float_choices, report_rows
+from passes.quantize.float_choices import (
+    NOISE_SIGMAS,
+    ChoiceSet,
+    Measured,
+    decide,
+    float_choices,
+    median_error,
+    report_rows,
+)
 from passes.quantize.layer_latency import (
     LatencyCosts,
+    latency_ratio_rounds,
     latency_ratios,
     layer_costs,
     one_call_feeds,
@@ -562,9 +571,10 @@ CHOICE_SECONDS = 30.0
 class FloatChoices(Step):
     """The float choices (the float stem, the float skip path), each timed alone against
     all-INT8 on this machine and scored on `sensitivity_samples` samples, and kept only
-    when it costs at most `float_cost_per_db` of all-INT8's latency per dB it buys
-    (`float_choices.py`); the biases are corrected again when the outcome is not the
-    spec's own."""
+    when it costs at most `float_cost_per_db` of all-INT8's latency per dB it buys,
+    unless its cost is within the timing noise of that price (then the spec's rule
+    stands; `float_choices.py`); the biases are corrected again when the outcome is not
+    the spec's own."""
 
     name = "float_choices"
     needs = frozenset({"model", "plan", "ranges", "weights"})
@@ -585,7 +595,7 @@ class FloatChoices(Step):
         configs = {"int8": (), **{n: (n,) for n in choices.nodes}}
         models = {k: _built(state, choices, on) for k, on in configs.items()}
         feeds = one_call_feeds(state.model, next(iter(state.stream.take(o.batch_size))))
-        int8_ms, ratios = latency_ratios(
+        int8_ms, rounds = latency_ratio_rounds(
             models,
             feeds,
             baseline="int8",
@@ -596,10 +606,16 @@ class FloatChoices(Step):
         )
         scores = {k: evaluator(m) for k, m in models.items()}
         measured = {
-            n: Measured(scores[n].sqnr_db, scores["int8"].sqnr_db, ratios[n]) for n in choices.nodes
+            n: Measured(
+                scores[n].sqnr_db,
+                scores["int8"].sqnr_db,
+                float(np.median(rounds[n])),
+                median_error(rounds[n]),
+            )
+            for n in choices.nodes
         }
-        kept = decide(measured, o.float_cost_per_db)
-        taken = frozenset(n for n, k in kept.items() if k)
+        decided = decide(measured, o.float_cost_per_db, choices.by_spec)
+        taken = frozenset(n for n, d in decided.items() if d.kept)
         if taken != choices.by_spec:
             state.spec, state.excluded = choices.config(taken)
             state.plan = plan_quantization(state.model.graph, state.spec, state.excluded)
@@ -611,7 +627,8 @@ class FloatChoices(Step):
             "measured": True,
             "cost_per_db": o.float_cost_per_db,
             "int8_ms": round(int8_ms, 4),
-            "choices": report_rows(choices, measured, kept),
+            "noise_sigmas": NOISE_SIGMAS,
+            "choices": report_rows(choices, measured, decided),
         }
         logger.info("float choices: %s", state.float_choices["choices"])
 

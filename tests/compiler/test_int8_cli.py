@@ -179,7 +179,10 @@ def test_auto_fallback_reports_each_layers_accuracy_latency_trade(tmp_path: Path
     assert [c["choice"] for c in fc["choices"]] == ["stem"]  # no chained Adds here
     for c in fc["choices"]:
         assert c["latency_vs_int8"] > 0
-        assert c["kept_float"] is keep(c["gain_db"], c["latency_vs_int8"] - 1, 0.02)
+        if c["decided_by"] == "measurement":
+            assert c["kept_float"] is keep(c["gain_db"], c["latency_vs_int8"] - 1, 0.02)
+        else:  # within the timing noise of its price: the spec's rule
+            assert c["decided_by"] == "spec" and c["kept_float"] is c["by_spec"]
         if c["kept_float"]:
             assert set(c["nodes"]) <= set(q["kept_float"])
 

@@ -8,7 +8,15 @@ import pytest
 
 from passes import graph_tools
 from passes.quantize import CPU_SPEC, PtqOptions, quantize
-from passes.quantize.float_choices import Measured, decide, float_choices, keep
+from passes.quantize.float_choices import (
+    NOISE_SIGMAS,
+    Decision,
+    Measured,
+    decide,
+    float_choices,
+    keep,
+    median_error,
+)
 from passes.quantize.plan import stem_nodes
 from tests.passes.quantize import _models
 
@@ -38,8 +46,33 @@ def test_each_choice_is_decided_on_its_own_measurement() -> None:
     }
     assert measured["skip"].gain_db == pytest.approx(0.3)
     assert measured["skip"].cost == pytest.approx(0.05)
-    assert decide(measured, per_db=0.02) == {"stem": True, "skip": False}
-    assert decide(measured, per_db=1.0) == {"stem": True, "skip": True}
+    decided = decide(measured, per_db=0.02)
+    assert {k: (d.kept, d.by) for k, d in decided.items()} == {
+        "stem": (True, "measurement"),
+        "skip": (False, "measurement"),
+    }
+    assert all(d.kept for d in decide(measured, per_db=1.0).values())
+
+
+def test_a_cost_within_the_timing_noise_keeps_the_specs_rule() -> None:
+    # +0.3 dB at a 0.6% price; measured 1% slower, but give or take 1% (one error)
+    close = {"skip": Measured(20.7, 20.4, latency_ratio=1.01, latency_error=0.01)}
+    assert decide(close, 0.02, by_spec={"skip"})["skip"] == Decision(True, "spec")
+    assert decide(close, 0.02, by_spec=())["skip"] == Decision(False, "spec")
+    # the same cost measured tighter: the measurement decides
+    sure = {"skip": Measured(20.7, 20.4, latency_ratio=1.05, latency_error=0.01)}
+    assert decide(sure, 0.02, by_spec={"skip"})["skip"] == Decision(False, "measurement")
+    # buying nothing is not a timing question
+    none = {"stem": Measured(20.4, 20.4, latency_ratio=1.0, latency_error=0.05)}
+    assert decide(none, 0.02, by_spec={"stem"})["stem"] == Decision(False, "measurement")
+
+
+def test_the_medians_error_comes_from_the_rounds_spread() -> None:
+    assert median_error([1.0]) == 0.0
+    assert median_error([1.0] * 30) == 0.0
+    rounds = [1.0, 1.1] * 8  # median 1.05, every deviation 0.05
+    expected = math.sqrt(math.pi / 2) * 1.4826 * 0.05 / 4
+    assert median_error(rounds) == pytest.approx(expected)
 
 
 def test_a_residual_stream_offers_the_stem_and_the_skip_path() -> None:
@@ -83,6 +116,7 @@ def test_measured_choices_are_timed_scored_and_taken() -> None:
         assert row["latency_vs_int8"] > 0
         assert row["gain_db"] == pytest.approx(row["sqnr_db"] - row["int8_sqnr_db"], abs=2e-3)
         assert row["kept_float"] is (row["gain_db"] > 0)
+        assert row["decided_by"] == "measurement" and row["latency_error"] >= 0
     # the artifact is the one the outcome says: the stem's nodes float or not, and the
     # second Add reading the float stream (the skip path) or its quantized copy
     stem_float = set(rows["stem"]["nodes"]) <= set(summary.kept_float)
@@ -98,8 +132,16 @@ def test_measured_choices_refused_by_their_price_go_back_to_int8() -> None:
     _, summary = _quantize(float_choices="measured", float_cost_per_db=0.0)
     rows = summary.float_choices["choices"]  # type: ignore[index]
     for row in rows:  # type: ignore[union-attr]
-        expected = row["gain_db"] > 0 and row["latency_vs_int8"] <= 1.0
-        assert row["kept_float"] is expected
+        cost, error = row["latency_vs_int8"] - 1.0, row["latency_error"]
+        slack = 1e-4  # the report rounds to 4 places
+        if row["gain_db"] <= 0:
+            assert (row["kept_float"], row["decided_by"]) == (False, "measurement")
+        elif row["decided_by"] == "spec":  # within the noise of its price: the spec's rule
+            assert abs(cost) <= NOISE_SIGMAS * error + slack
+            assert row["kept_float"] is row["by_spec"]
+        else:
+            assert abs(cost) >= NOISE_SIGMAS * error - slack
+            assert row["kept_float"] is (cost <= 0)
 
 
 def test_the_default_takes_the_specs_rules_without_timing_anything() -> None:
