@@ -304,30 +304,16 @@ def _timed_blocks(
 
 
 def latency_ratios(
-    models: Mapping[str, ir.Model],
-    feeds: Mapping[str, np.ndarray],
-    *,
-    baseline: str,
-    threads: int = 0,
-    rounds: int = 30,
-    block: int = 20,
-    max_seconds: float = 60.0,
+    models: Mapping[str, ir.Model], feeds: Mapping[str, np.ndarray], **timing: Any
 ) -> tuple[float, dict[str, float]]:
     """(`baseline`'s median ms per call, every model's latency / the baseline's): the
-    median over rounds of the paired block-median ratio, without a profiler. The
-    default 600 calls a model are what the peer bench times: over 12 rounds of 10 a
-    model with one float Add measured under a bound that 600 calls put it 0.05 over.
-    A large model stops at `max_seconds` (after 3 rounds at least)."""
-    base_ms, rounds_ratios = latency_ratio_rounds(
-        models,
-        feeds,
-        baseline=baseline,
-        threads=threads,
-        rounds=rounds,
-        block=block,
-        max_seconds=max_seconds,
-    )
-    return base_ms, {t: float(np.median(r)) if r else 1.0 for t, r in rounds_ratios.items()}
+    median over rounds of the paired block-median ratio, without a profiler; `timing`
+    takes `latency_ratio_rounds`'s keywords (`baseline` among them). The default 600
+    calls a model are what the peer bench times: over 12 rounds of 10 a model with one
+    float Add measured under a bound that 600 calls put it 0.05 over. A large model stops
+    at `max_seconds` (after 3 rounds at least)."""
+    base_ms, rounds = latency_ratio_rounds(models, feeds, **timing)
+    return base_ms, {t: float(np.median(r)) if r else 1.0 for t, r in rounds.items()}
 
 
 def latency_ratio_rounds(

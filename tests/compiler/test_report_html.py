@@ -458,17 +458,22 @@ def test_local_layer_error_drawn_without_sensitivity() -> None:
     assert "--sensitivity" in q  # how to add the model-level panel
 
 
-def test_fallback_trade_table_marks_the_layers_kept_float() -> None:
+def _quantization_html(**fields: object) -> str:
+    """The quantization section of a report whose quantization has `fields` too."""
     report = _report()
-    report["quantization"] = {
-        **report["quantization"],
-        "fallback": {
+    report["quantization"] = {**report["quantization"], **fields}
+    return _section(_html(report), "quantization")
+
+
+def test_fallback_trade_table_marks_the_layers_kept_float() -> None:
+    q = _quantization_html(
+        fallback={
             "accuracy_met": False,
             "int8_latency_ratio": 0.5,
             "latency_bound_ratio": 0.6,
             "predicted_latency_ratio": 0.58,
         },
-        "fallback_trade": [
+        fallback_trade=[
             {
                 "layer": "/block1/Conv",
                 "sqnr_db": 20.0,
@@ -486,8 +491,7 @@ def test_fallback_trade_table_marks_the_layers_kept_float() -> None:
                 "kept_float": False,
             },
         ],
-    }
-    q = _section(_html(report), "quantization")
+    )
     assert "accuracy gain per latency cost" in q and "accuracy budget NOT met" in q
     assert "bound 0.6x" in q and '<tr class="kept"><td>/block1/Conv</td>' in q
     assert "<tr><td>/head/Gemm</td>" in q
@@ -496,10 +500,8 @@ def test_fallback_trade_table_marks_the_layers_kept_float() -> None:
 
 
 def test_float_choices_table_shows_each_measured_choice() -> None:
-    report = _report()
-    report["quantization"] = {
-        **report["quantization"],
-        "float_choices": {
+    q = _quantization_html(
+        float_choices={
             "measured": True,
             "cost_per_db": 0.02,
             "int8_ms": 2.67,
@@ -507,14 +509,14 @@ def test_float_choices_table_shows_each_measured_choice() -> None:
                 {"choice": "stem", "gain_db": 1.62, "latency_vs_int8": 0.98, "by_spec": True,
                  "kept_float": True},
                 {"choice": "skip", "gain_db": 0.28, "latency_vs_int8": 1.05, "by_spec": False,
-                 "kept_float": False},
+                 "kept_float": False, "decided_by": "spec"},
             ],
         },
-    }  # fmt: skip
-    q = _section(_html(report), "quantization")
+    )  # fmt: skip
     assert "Float choices: measured on this machine" in q and "2.67 ms" in q
     assert '<tr class="kept"><td>stem</td><td class="num">1.62</td>' in q
     assert '<tr><td>skip</td><td class="num">0.28</td><td class="num">1.05</td><td>no</td>' in q
+    assert "<td>spec</td></tr>" in q and "<td>measurement</td></tr>" in q  # decided by
     plain = _section(_html(_report()), "quantization")  # not measured: no table
     assert "Float choices" not in plain
 
