@@ -93,9 +93,9 @@ def ptq_options(
             else None,
             sensitivity=config.sensitivity or fallback,
             # the fallback's mode measures the float choices (stem, skip path) too, where
-            # this machine can time the target: onnxruntime's CPU provider
+            # this machine can time the target: onnxruntime's CPU provider, on this board
             float_choices="measured"
-            if fallback and config.target == "cpu"
+            if fallback and config.target == "cpu" and _times_the_board(config.device)
             else defaults.float_choices,
             overflow_guard=config.int8_overflow != "off",
             overflow_weights=config.int8_overflow
@@ -105,6 +105,41 @@ def ptq_options(
             # a model that fixes its batch takes exactly that many samples per run
             batch_size=batch or defaults.batch_size,
         )
+
+
+def host_cpu() -> tuple[str, bool]:
+    """This machine's CPU: (architecture as the profiles name it, whether its int8
+    kernels saturate: x86 without VNNI)."""
+    import platform
+
+    from passes.quantize.dynamic import saturating_cpu
+
+    arch = platform.machine().lower()
+    return {"amd64": "x86_64", "arm64": "aarch64"}.get(arch, arch), saturating_cpu()
+
+
+def _times_the_board(device: str | None) -> bool:
+    """Whether this machine's timings speak for `device` (None: this machine is the
+    board): same architecture and the same int8 kernel kind. Else --auto-fallback
+    leaves the float stem and skip path to the spec's rules, and says so."""
+    if device is None:
+        return True
+    from targets.profiles import get_profile
+
+    board = get_profile(device)
+    arch, saturates = host_cpu()
+    if (board.arch, board.int8_saturates) == (arch, saturates):
+        return True
+    log.warning(
+        "--auto-fallback: the float stem and skip path keep the spec's rules: this "
+        "machine (%s%s) cannot time a %s (%s%s)",
+        arch,
+        ", int8 without VNNI" if saturates else "",
+        device,
+        board.arch,
+        ", int8 without VNNI" if board.int8_saturates else "",
+    )
+    return False
 
 
 def check_calibration(config: CompileConfig, source: ModelSource) -> None:
