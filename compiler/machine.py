@@ -27,6 +27,15 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine() or "unknown"
 
 
+def host_cpu() -> tuple[str, bool]:
+    """This machine's CPU as the device profiles describe a board: (architecture,
+    ``x86_64`` or ``aarch64``; whether its int8 kernels saturate: x86 without VNNI)."""
+    from passes.quantize.dynamic import saturating_cpu
+
+    arch = platform.machine().lower()
+    return {"amd64": "x86_64", "arm64": "aarch64"}.get(arch, arch), saturating_cpu()
+
+
 def _version(package: str) -> str | None:
     for name in (package, f"{package}-gpu"):
         try:

@@ -107,23 +107,13 @@ def ptq_options(
         )
 
 
-def host_cpu() -> tuple[str, bool]:
-    """This machine's CPU: (architecture as the profiles name it, whether its int8
-    kernels saturate: x86 without VNNI)."""
-    import platform
-
-    from passes.quantize.dynamic import saturating_cpu
-
-    arch = platform.machine().lower()
-    return {"amd64": "x86_64", "arm64": "aarch64"}.get(arch, arch), saturating_cpu()
-
-
 def _times_the_board(device: str | None) -> bool:
     """Whether this machine's timings speak for `device` (None: this machine is the
     board): same architecture and the same int8 kernel kind. Else --auto-fallback
     leaves the float stem and skip path to the spec's rules, and says so."""
     if device is None:
         return True
+    from compiler.machine import host_cpu
     from targets.profiles import get_profile
 
     board = get_profile(device)

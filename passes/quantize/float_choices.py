@@ -154,12 +154,11 @@ def decide(
     (in `by_spec` or not), so timing noise alone never overrules it."""
     out: dict[str, Decision] = {}
     for name, m in measured.items():
-        verdict = keep(m.gain_db, m.cost, per_db)
-        if m.gain_db > 0 and math.isfinite(m.gain_db):
-            if abs(m.cost - per_db * m.gain_db) <= NOISE_SIGMAS * m.latency_error:
-                out[name] = Decision(name in by_spec, "spec")
-                continue
-        out[name] = Decision(verdict, "measurement")
+        priced = m.gain_db > 0 and math.isfinite(m.gain_db)
+        if priced and abs(m.cost - per_db * m.gain_db) <= NOISE_SIGMAS * m.latency_error:
+            out[name] = Decision(name in by_spec, "spec")
+        else:
+            out[name] = Decision(keep(m.gain_db, m.cost, per_db), "measurement")
     return out
 
 

@@ -255,8 +255,13 @@ def _boundaries(trace: _Trace, keys: Mapping[str, str], float_layers: set[str]) 
     return dict(out)
 
 
+def _round_ratios(a: Sequence[float], b: Sequence[float]) -> list[float]:
+    """`a` / `b` block by block (the blocks of one round were timed seconds apart)."""
+    return [x / y for x, y in zip(a, b, strict=True) if y > 0]
+
+
 def _paired_ratio(a: Sequence[float], b: Sequence[float]) -> float:
-    ratios = [x / y for x, y in zip(a, b, strict=True) if y > 0]
+    ratios = _round_ratios(a, b)
     return float(np.median(ratios)) if ratios else 1.0
 
 
@@ -333,9 +338,7 @@ def latency_ratio_rounds(
         _sessions(models, threads), feeds, rounds=rounds, block=block, max_seconds=max_seconds
     )
     base = blocks[baseline]
-    return statistics.median(base), {
-        t: [x / y for x, y in zip(b, base, strict=True) if y > 0] for t, b in blocks.items()
-    }
+    return statistics.median(base), {t: _round_ratios(b, base) for t, b in blocks.items()}
 
 
 def _profile(

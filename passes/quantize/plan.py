@@ -436,14 +436,14 @@ def stem_nodes(graph: ir.Graph, spec: QuantSpec | None = None) -> list[str]:
         if id(node.inputs[0]) not in inputs or not node.name:
             continue
         stem = _stem_from(node)
-        if pools_allowed or not _feeds_max_pool(graph, stem[-1]):
-            out.extend(stem)
+        if pools_allowed or not _feeds_max_pool(stem[-1]):
+            out.extend(n.name or "" for n in stem)
     return out
 
 
-def _stem_from(node: ir.Node) -> list[str]:
-    """A stem Conv's name and the depthwise Convs after it (see `stem_nodes`)."""
-    out = [node.name or ""]
+def _stem_from(node: ir.Node) -> list[ir.Node]:
+    """A stem Conv and the depthwise Convs after it (see `stem_nodes`)."""
+    out = [node]
     current = node
     while True:
         value = current.outputs[0]
@@ -462,16 +462,15 @@ def _stem_from(node: ir.Node) -> list[str]:
         group = graph_tools.attr_int(nxt, "group", 1) if w is not None else 1
         if w is None or group <= 1 or w.shape[1] != 1 or not nxt.name:
             break
-        out.append(nxt.name)
+        out.append(nxt)
         current = nxt
     return out
 
 
-def _feeds_max_pool(graph: ir.Graph, name: str) -> bool:
-    """Whether a MaxPool reads the output of node `name`, directly or after its Relu/Clip
-    chain: onnxruntime then pools in float NCHW after a float stem (ResNet-18 at 64x64:
-    the MaxPool took 339-461 us a call, against 22 us in uint8 NHWC after an int8 stem)."""
-    node = next(n for n in graph if n.name == name)
+def _feeds_max_pool(node: ir.Node) -> bool:
+    """Whether a MaxPool reads `node`'s output, directly or after its Relu/Clip chain:
+    onnxruntime then pools in float NCHW after a float stem (ResNet-18 at 64x64: the
+    MaxPool took 339-461 us a call, against 22 us in uint8 NHWC after an int8 stem)."""
     value = node.outputs[0]
     while True:
         uses = list(value.uses())

@@ -6,6 +6,7 @@ import logging
 
 import pytest
 
+from compiler import machine
 from compiler.config import Budgets, CompileConfig
 from compiler.sources import resolve
 from compiler.stages import quantize as quantize_stage
@@ -22,7 +23,7 @@ def _float_choices(
     fallback: bool = True,
     target: str = "cpu",
 ) -> str:
-    monkeypatch.setattr(quantize_stage, "host_cpu", lambda: host)
+    monkeypatch.setattr(machine, "host_cpu", lambda: host)
     config = CompileConfig(
         model="digits_cnn",
         precision="int8",
