@@ -46,6 +46,7 @@ _FLAGS = (
     "bias_correction",
     "sensitivity",
     "overflow_guard",
+    "residual_shrink",
 )
 
 
@@ -57,7 +58,9 @@ class PtqOptions:
     "percentile"), `samples` (None: every sample of the source), read in batches
     of `batch_size`. Steps, in order: `equalize` (pairs with `equalize_pairs`,
     `equalize_headroom`, `equalize_alpha_dense`; streams with `stream_alpha`),
-    `range_search`, `rounding` ("gptq" or "nearest"), `bias_correction`,
+    `range_search` (with it the residual stream's range trial, and `residual_shrink`:
+    each residual group's ranges shrunk by the factor its output SQNR picks),
+    `rounding` ("gptq" or "nearest"), `bias_correction`,
     `sensitivity` and the float fallback (`min_sqnr_db`, `min_agreement`,
     `max_float_layers`), chosen by accuracy gain per latency cost within a latency
     bound: `min_speedup_kept` (the fraction of the time all-INT8 saves over FP32 that
@@ -92,6 +95,7 @@ class PtqOptions:
     equalize_alpha_dense: float = 0.5
     stream_alpha: float = 0.5
     range_search: bool = True
+    residual_shrink: bool = True
     rounding: str = "gptq"
     bias_correction: bool = True
     exclude: tuple[str, ...] = ()
@@ -275,6 +279,7 @@ class PtqOptions:
             "equalize_headroom": self.equalize_headroom if self.equalize else None,
             "stream_alpha": self.stream_alpha if self.equalize else None,
             "range_search": self.range_search,
+            "residual_shrink": self.residual_shrink if self.range_search else None,
             "rounding": self.rounding,
             "bias_correction": self.bias_correction,
             "overflow_guard": self.overflow_guard,

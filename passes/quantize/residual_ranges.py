@@ -24,11 +24,24 @@ AVX2 CPU without VNNI their uint8 x int8 products saturate, and EfficientNet-B0 
 15.1 dB in those kernels, the order the deployed artifact shows. The winner is applied
 with the whole calibration set's statistics.
 
+Then each residual *group* — a chain of residual Adds with the tensors they merge (the
+branches' outputs and the stream's first tensor), `residual_groups` — has its ranges
+shrunk together by the factor (`SHRINK_GRID`, 1 to 0.25) that gives the first output
+the highest SQNR on the same held-out samples, one group after another from the last
+(`shrink_groups`; a shrink must win by `SHRINK_MIN_GAIN_DB`). A percentile fitted to
+the stream's heavy tail can be far wider than what the output needs: in MobileNetV2's
+last stage (160 channels at 7x7, blocks 14-16) the five stream tensors held half the
+quantization noise, and cutting their ranges to 0.35x took held-out logit SQNR from
+21.7 to 23.6 dB, while the four earlier groups lose 1-7 dB at 0.5x and keep theirs.
+Shrinking one tensor of the group alone bought at most 0.55 dB: the group moves
+together. Bias correction, which runs after, removes the mean the clipping shifts.
+
 A model without residual-stream tensors, or calibrated by min/max already, has nothing
 to try: no build, no run, and its ranges (hence its artifact) are exactly what they
 were without this step.
 
-Cost: one float and two Q/DQ runs over 16 samples (of `range_samples`, at most 32).
+Cost: one float and two Q/DQ runs over 16 samples (of `range_samples`, at most 32),
+then 2 to 4 Q/DQ runs per residual group (12 on MobileNetV2: about 4 s on 2 cores).
 """
 
 from __future__ import annotations
@@ -61,9 +74,11 @@ class ResidualChoice:
     samples: int = 0  # held-out samples judged on
     fit_samples: int = 0  # samples the trial's ranges were fitted on
     reason: str | None = None  # why there was no trial
+    groups: tuple[GroupShrink, ...] = ()  # each residual group's shrink trial
 
     def record(self) -> dict[str, object]:
         return {
+            "groups": [g.record() for g in self.groups],
             "choice": self.choice,
             "tensors": len(self.tensors),
             "sqnr_db": None
@@ -90,6 +105,127 @@ def residual_stream(plan: QuantPlan) -> list[str]:
         if len(inputs) >= 2 and all(graph_tools.constant(v) is None for v in inputs):
             out.append(name)
     return out
+
+
+def residual_groups(plan: QuantPlan) -> list[list[str]]:
+    """The residual stream cut into its streams: each residual Add's quantized output
+    joined with its quantized computed inputs (the block's branch and the skip path,
+    the stream's previous copy), one group per chain of such Adds, in graph order.
+    Excludes tensors that share another's range or must cover a graph output."""
+    parent: dict[str, str] = {}
+
+    def root(name: str) -> str:
+        parent.setdefault(name, name)
+        while parent[name] != name:
+            parent[name] = parent[parent[name]]
+            name = parent[name]
+        return name
+
+    def free(name: str | None) -> bool:
+        return (
+            bool(name)
+            and name in plan.activations
+            and name not in plan.share
+            and (name not in plan.covering)
+        )
+
+    order: list[str] = []
+    for name in residual_stream(plan):
+        producer = plan.activations[name].value.producer()
+        assert producer is not None
+        order.append(name)
+        for v in producer.inputs:
+            if v is not None and free(v.name):
+                order.append(v.name or "")
+                parent[root(v.name or "")] = root(name)
+        root(name)
+    groups: dict[str, list[str]] = {}
+    for name in dict.fromkeys(order):
+        groups.setdefault(root(name), []).append(name)
+    return list(groups.values())
+
+
+#: Factors a residual group's ranges may be shrunk by (both ends, about zero), in order;
+#: the trial starts at `SHRINK_START` and walks to the best one's untried neighbours.
+SHRINK_GRID = (1.0, 0.7, 0.5, 0.35, 0.25)
+SHRINK_START = 0.5
+#: A shrink is kept only when it beats the group's current ranges by this much.
+SHRINK_MIN_GAIN_DB = 0.1
+
+
+def scaled(ranges: Mapping[str, Range], names: Iterable[str], factor: float) -> dict[str, Range]:
+    """`ranges` with each of `names` multiplied by `factor` (its zero stays inside)."""
+    out = dict(ranges)
+    for name in names:
+        if name in out:
+            lo, hi = out[name]
+            out[name] = (lo * factor, hi * factor)
+    return out
+
+
+@dataclass(frozen=True)
+class GroupShrink:
+    """One residual group's trial: its tensors, the SQNR of each factor tried, the winner."""
+
+    tensors: list[str]
+    sqnr_db: dict[float, float]
+    factor: float
+
+    def record(self) -> dict[str, object]:
+        return {
+            "tensors": len(self.tensors),
+            "first": self.tensors[0],
+            "factor": self.factor,
+            "sqnr_db": {
+                str(f): (round(v, 3) if math.isfinite(v) else None) for f, v in self.sqnr_db.items()
+            },
+        }
+
+
+def shrink_groups(
+    groups: list[list[str]],
+    ranges: Mapping[str, Range],
+    score: Callable[[Mapping[str, Range]], float],
+    *,
+    baseline: float,
+) -> tuple[dict[str, float], list[GroupShrink]]:
+    """Per residual group, the factor of `SHRINK_GRID` its ranges are shrunk by, chosen
+    one group after another (the last first: its error reaches the output most directly)
+    by `score(ranges)`, the first-output SQNR; `baseline` is the score of `ranges`.
+    Each group's search assumes one peak: it scores `SHRINK_START`, then the untried
+    neighbours of the best factor so far until the best has none (2 to 4 scores a group).
+    Returns {tensor: factor} for the shrunk tensors and the trial of each group."""
+    current = dict(ranges)
+    best = baseline
+    factors: dict[str, float] = {}
+    trials: list[GroupShrink] = []
+    for group in reversed(groups):
+        tried: dict[float, float] = {
+            1.0: best,
+            SHRINK_START: score(scaled(current, group, SHRINK_START)),
+        }
+        while True:
+            won = _best_factor(tried)
+            i = SHRINK_GRID.index(won)
+            todo = [SHRINK_GRID[j] for j in (i - 1, i + 1) if 0 <= j < len(SHRINK_GRID)]
+            todo = [f for f in todo if f not in tried]
+            if not todo:
+                break
+            for f in todo:
+                tried[f] = score(scaled(current, group, f))
+        if won != 1.0:
+            current = scaled(current, group, won)
+            best = tried[won]
+            factors |= dict.fromkeys(group, won)
+        trials.append(GroupShrink(group, dict(sorted(tried.items(), reverse=True)), won))
+    trials.reverse()
+    return factors, trials
+
+
+def _best_factor(tried: Mapping[float, float]) -> float:
+    """The factor with the highest score, a shrink counting `SHRINK_MIN_GAIN_DB` less
+    (a tie keeps the larger factor)."""
+    return max(tried, key=lambda f: (tried[f] - (0.0 if f == 1.0 else SHRINK_MIN_GAIN_DB), f))
 
 
 def minmax_ranges(
@@ -162,6 +298,7 @@ def choose_residual_ranges(
     fitted: Callable[[Histogram], Range],
     symmetric: bool,
     method: str,
+    groups: list[list[str]] | None = None,
     threads: int = 0,
 ) -> tuple[dict[str, Range], ResidualChoice]:
     """The better of `ranges` and the same with the residual stream (`names`) at its
@@ -206,4 +343,16 @@ def choose_residual_ranges(
         if choice == "minmax"
         else dict(ranges)
     )
-    return chosen, ResidualChoice(choice, names, sqnr, len(reference), fit.samples)
+    factors, trials = shrink_groups(
+        groups or [],
+        wide if choice == "minmax" else tight,
+        lambda r: first_output_sqnr(
+            reference, _first_output(build(r), feeds, threads, optimize=True)
+        ),
+        baseline=sqnr[choice],
+    )
+    for name, factor in factors.items():
+        chosen = scaled(chosen, [name], factor)
+    return chosen, ResidualChoice(
+        choice, names, sqnr, len(reference), fit.samples, groups=tuple(trials)
+    )

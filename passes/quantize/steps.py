@@ -63,6 +63,7 @@ from passes.quantize.residual_ranges import (
     FitHistograms,
     ResidualChoice,
     choose_residual_ranges,
+    residual_groups,
     residual_stream,
     skip,
 )
@@ -535,6 +536,7 @@ class ResidualRanges(Step):
             ),
             symmetric=state.spec.activation_symmetric,
             method=o.method,
+            groups=residual_groups(state.the_plan) if o.residual_shrink else None,
             threads=o.threads,
         )
         state.residual_fit = None

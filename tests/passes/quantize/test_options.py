@@ -23,6 +23,7 @@ DEFAULTS = {
     "equalize_alpha_dense": 0.5,
     "stream_alpha": 0.5,
     "range_search": True,
+    "residual_shrink": True,  # MobileNetV2: 21.7 -> 23.6 dB held-out (last stage at 0.35x)
     "rounding": "gptq",
     "bias_correction": True,
     "exclude": (),
@@ -112,6 +113,7 @@ def test_report_keeps_the_report_schema() -> None:
         "equalize_headroom": 2.0,
         "stream_alpha": 0.5,
         "range_search": True,
+        "residual_shrink": True,
         "rounding": "gptq",
         "bias_correction": True,
         "overflow_guard": True,

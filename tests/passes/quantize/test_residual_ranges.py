@@ -1,6 +1,7 @@
 """The residual stream's range trial (`residual_ranges.py`): calibrated ranges or observed
 min/max on the Add outputs, whichever gives the first output the higher SQNR on held-out
-calibration samples; no trial (and the same artifact) without residual Adds."""
+calibration samples, then each residual group's ranges shrunk by the factor that output
+SQNR picks; no trial (and the same artifact) without residual Adds."""
 
 from __future__ import annotations
 
@@ -13,7 +14,14 @@ import pytest
 from passes import graph_tools
 from passes.quantize import PtqOptions, quantize
 from passes.quantize.plan import plan_quantization
-from passes.quantize.residual_ranges import first_output_sqnr, residual_stream
+from passes.quantize.residual_ranges import (
+    SHRINK_MIN_GAIN_DB,
+    first_output_sqnr,
+    residual_groups,
+    residual_stream,
+    scaled,
+    shrink_groups,
+)
 from passes.quantize.spec import CPU_SPEC
 from passes.quantize.steps import ResidualRanges, default_steps, run_steps, start
 from tests.passes.quantize import _models
@@ -57,7 +65,7 @@ def test_the_trial_keeps_the_variant_with_the_higher_held_out_sqnr_and_records_i
     # machine's int8 kernels, judged as deployed: the test checks the rule, not the winner)
     x = _models.images(64)
     x[::8] *= 6.0
-    options = PtqOptions(samples=64, percentile=99.0)
+    options = PtqOptions(samples=64, percentile=99.0, residual_shrink=False)
     q, summary = quantize(model(), x, options)
     record = summary.residual_ranges
     assert record is not None
@@ -98,6 +106,7 @@ def test_no_residual_adds_no_trial_and_the_same_artifact() -> None:
     x = np.random.default_rng(0).standard_normal((64, 16)).astype(np.float32)
     q, summary = quantize(model, x, PtqOptions(samples=64))
     assert summary.residual_ranges == {
+        "groups": [],
         "choice": None,
         "tensors": 0,
         "sqnr_db": None,
@@ -107,3 +116,73 @@ def test_no_residual_adds_no_trial_and_the_same_artifact() -> None:
     }
     plain = _without_trial(model, x, PtqOptions(samples=64))
     assert graph_tools.model_bytes(q) == graph_tools.model_bytes(plain)
+
+
+def test_a_residual_group_is_a_chain_of_adds_with_their_quantized_inputs() -> None:
+    graph_tools.ensure_types(model := _models.stream_model())
+    plan = plan_quantization(model.graph, CPU_SPEC)
+    # s1 = a1 + c1, s2 = a2 + s1: one chain, the branches a1, a2 and the stream's start c1
+    assert [sorted(g) for g in residual_groups(plan)] == [["a1", "a2", "c1", "s1", "s2"]]
+    graph_tools.ensure_types(block := _models.block_model())
+    assert residual_groups(plan_quantization(block.graph, CPU_SPEC))[0][0] == "s"
+    graph_tools.ensure_types(dense := _models.dense_model())
+    assert residual_groups(plan_quantization(dense.graph, CPU_SPEC)) == []
+
+
+def _peaked(best: dict[str, float]) -> Callable[[dict[str, tuple[float, float]]], float]:
+    """A score that peaks (30 dB) when each group's first tensor has the range `best` says,
+    losing 10 dB per unit of log2 distance: what a model's output SQNR does, made exact."""
+
+    def score(ranges: dict[str, tuple[float, float]]) -> float:
+        return 30.0 - sum(10 * abs(np.log2(ranges[n][1] / f)) for n, f in best.items())
+
+    return score
+
+
+def test_each_group_takes_the_factor_its_output_sqnr_picks() -> None:
+    groups = [["a", "a2"], ["b"], ["c"]]
+    ranges = {n: (-1.0, 1.0) for g in groups for n in g}
+    score = _peaked({"a": 1.0, "b": 0.35, "c": 0.7})
+    factors, trials = shrink_groups(groups, ranges, score, baseline=score(ranges))
+    assert factors == {"b": 0.35, "c": 0.7}
+    assert [t.factor for t in trials] == [1.0, 0.35, 0.7]
+    assert set(trials[0].sqnr_db) == {1.0, 0.5, 0.7}  # 0.5 lost, then 0.7 lost: stop
+    assert set(trials[1].sqnr_db) == {1.0, 0.7, 0.5, 0.35, 0.25}  # 0.5 won: both sides
+    assert set(trials[2].sqnr_db) == {1.0, 0.7, 0.5, 0.35}  # 0.5 won, then 0.7
+    record = trials[1].record()
+    assert record["factor"] == 0.35 and record["first"] == "b" and record["tensors"] == 1
+    assert record["sqnr_db"] == {
+        str(f): pytest.approx(30 - 10 * abs(np.log2(f / 0.35)), abs=1e-3)
+        for f in (1.0, 0.7, 0.5, 0.35, 0.25)
+    }
+    assert scaled(ranges, ["b"], 0.35)["b"] == (-0.35, 0.35)
+
+
+def test_a_shrink_that_gains_less_than_the_margin_is_not_taken() -> None:
+    ranges = {"a": (-1.0, 1.0)}
+    base = 20.0
+
+    def score(r: dict[str, tuple[float, float]]) -> float:
+        return base + (SHRINK_MIN_GAIN_DB / 2 if r["a"][1] < 1 else 0.0)
+
+    factors, trials = shrink_groups([["a"]], ranges, score, baseline=base)
+    assert factors == {} and trials[0].factor == 1.0
+
+
+def test_the_shrunk_ranges_are_the_chosen_factor_times_the_unshrunk_ones() -> None:
+    x = _models.images(64)
+    x[::8] *= 6.0
+    model = _models.stream_model
+    q, summary = quantize(model(), x, PtqOptions(samples=64))
+    plain, _ = quantize(model(), x, PtqOptions(samples=64, residual_shrink=False))
+    record = summary.residual_ranges
+    assert record is not None
+    (group,) = record["groups"]
+    assert group["tensors"] == 5 and group["first"] in {"s1", "a1", "c1"}
+    sqnr = {float(k): v for k, v in group["sqnr_db"].items()}
+    won = group["factor"]
+    others = [v for f, v in sqnr.items() if f != won]
+    assert won == 1.0 or sqnr[won] > sqnr[1.0] + SHRINK_MIN_GAIN_DB
+    assert sqnr[won] >= max(others) - SHRINK_MIN_GAIN_DB
+    for name in ("s1", "s2", "a1", "a2", "c1"):
+        assert _scale_of(q, name) == pytest.approx(won * _scale_of(plain, name), rel=1e-6)
