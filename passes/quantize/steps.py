@@ -50,7 +50,6 @@ from passes.quantize.float_choices import (
 from passes.quantize.layer_latency import (
     LatencyCosts,
     latency_ratio_rounds,
-    latency_ratios,
     layer_costs,
     one_call_feeds,
 )
@@ -804,10 +803,12 @@ MAX_TIMED_PREFIXES = 8
 def _measured_within_bound(state: PtqState, kept: list[str]) -> tuple[list[str], dict[str, object]]:
     """Time FP32, all-INT8 and the model with each prefix of `kept` float (the layers in
     the order the fallback took them; `MAX_TIMED_PREFIXES` lengths at most), whole and
-    paired in one run, without a profiler (`latency_ratios`: 600 calls each, at most a
-    minute), and keep the longest prefix that measures within the bound (recomputed
-    from this run's all-INT8 ratio): the layers after it go back to int8. The additive
-    costs are a prediction; this is what the fallback answers for."""
+    paired in one run, without a profiler (`latency_ratio_rounds`: 600 calls each, at
+    most a minute), and keep the longest prefix that measures within the bound
+    (recomputed from this run's all-INT8 ratio) by `NOISE_SIGMAS` standard errors of
+    its cost over all-INT8: a prefix the noise could put over the bound goes back to
+    int8 with the layers after it. The additive costs are a prediction; this is what
+    the fallback answers for."""
     o = state.options
     feeds = one_call_feeds(state.model, next(iter(state.stream.take(o.batch_size))))
     models = {"fp32": state.model, "int8": state.build(state.model, state.excluded)}
@@ -822,9 +823,20 @@ def _measured_within_bound(state: PtqState, kept: list[str]) -> tuple[list[str],
     )
     for n in lengths:
         models[f"kept_{n}"] = state.build(state.model, state.excluded | frozenset(kept[:n]))
-    fp32_ms, ratios = latency_ratios(models, feeds, baseline="fp32", threads=o.threads)
+    fp32_ms, rounds = latency_ratio_rounds(models, feeds, baseline="fp32", threads=o.threads)
+    ratios = {t: float(np.median(r)) if r else 1.0 for t, r in rounds.items()}
     bound = latency_bound(ratios["int8"], fp32_ms, o)
-    within = [n for n in lengths if bound is None or ratios[f"kept_{n}"] <= bound]
+
+    def error(tag: str) -> float:
+        """The standard error of `tag`'s ratio, from its per-round ratio to all-INT8."""
+        per_round = [a / b for a, b in zip(rounds[tag], rounds["int8"], strict=True) if b > 0]
+        return median_error(per_round) * ratios["int8"]
+
+    within = [
+        n
+        for n in lengths
+        if bound is None or ratios[f"kept_{n}"] + NOISE_SIGMAS * error(f"kept_{n}") <= bound
+    ]
     n = max(within, default=0)
     if n < k:
         logger.info(
@@ -838,6 +850,7 @@ def _measured_within_bound(state: PtqState, kept: list[str]) -> tuple[list[str],
         "fp32_ms": round(fp32_ms, 4),
         "int8_latency_ratio": round(ratios["int8"], 4),
         "latency_ratio": round(ratios[f"kept_{n}"] if n else ratios["int8"], 4),
+        "latency_error": round(error(f"kept_{n}"), 4) if n else 0.0,
         "latency_bound_ratio": None if bound is None else round(bound, 4),
         "returned_to_int8": kept[n:][::-1],
     }

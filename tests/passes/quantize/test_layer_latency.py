@@ -163,7 +163,8 @@ def test_fallback_returns_layers_to_int8_until_its_measured_latency_fits(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Every prefix of the chosen layers is timed whole in one run; the longest that
-    measures within the bound (all-INT8's ratio plus 20% of its saving) is kept, the
+    measures within the bound (all-INT8's ratio plus 20% of its saving) by two standard
+    errors of its cost is kept, the
     layers after it go back to int8. The timer is replaced by a table here so the
     decision, not the machine, is under test (the timer itself: the test above)."""
     from types import SimpleNamespace
@@ -178,13 +179,20 @@ def test_fallback_returns_layers_to_int8_until_its_measured_latency_fits(
         tagged.doc_string = ",".join(sorted(excluded))  # which layers this copy keeps float
         return tagged
 
+    spread = {"kept_2": 0.0}  # one prefix's round-to-round spread (noise)
+
     def table(models: dict[str, ir.Model], *_: object, **__: object) -> tuple[float, dict]:
         def ratio(m: ir.Model) -> float:
             return 0.5 + 0.04 * len([n for n in (m.doc_string or "").split(",") if n])
 
-        return 5.0, {tag: 1.0 if tag == "fp32" else ratio(m) for tag, m in models.items()}
+        def rounds(tag: str, m: ir.Model) -> list[float]:
+            r = 1.0 if tag == "fp32" else ratio(m)
+            d = spread.get(tag, 0.0)
+            return [r - d, r + d] * 5 + [r]  # median r, per-round ratios +-d
 
-    monkeypatch.setattr(steps, "latency_ratios", table)
+        return 5.0, {tag: rounds(tag, m) for tag, m in models.items()}
+
+    monkeypatch.setattr(steps, "latency_ratio_rounds", table)
     state = SimpleNamespace(
         options=PtqOptions(min_agreement=0.9),
         model=model,
@@ -199,6 +207,12 @@ def test_fallback_returns_layers_to_int8_until_its_measured_latency_fits(
     assert measured["latency_ratio"] == pytest.approx(0.58)
     assert measured["latency_bound_ratio"] == pytest.approx(0.6)
     assert measured["int8_latency_ratio"] == 0.5 and measured["fp32_ms"] == 5.0
+    assert measured["latency_error"] == 0.0
+    # the same median with a spread that 2 standard errors carry over the bound: one layer
+    spread["kept_2"] = 0.05
+    kept, measured = steps._measured_within_bound(state, ["a", "b", "c", "d"])  # type: ignore[arg-type]
+    assert kept == ["a"] and measured["returned_to_int8"] == ["d", "c", "b"]
+    spread["kept_2"] = 0.0
     # within the bound at once: nothing returned
     kept, measured = steps._measured_within_bound(state, ["a"])  # type: ignore[arg-type]
     assert kept == ["a"] and measured["returned_to_int8"] == []
@@ -209,7 +223,7 @@ def test_fallback_returns_layers_to_int8_until_its_measured_latency_fits(
         timed.append(len(models))
         return table(models)
 
-    monkeypatch.setattr(steps, "latency_ratios", counting)
+    monkeypatch.setattr(steps, "latency_ratio_rounds", counting)
     layers = [f"l{i}" for i in range(20)]
     kept, measured = steps._measured_within_bound(state, layers)  # type: ignore[arg-type]
     assert 2 < timed[0] <= 2 + steps.MAX_TIMED_PREFIXES
