@@ -31,7 +31,10 @@ defaults are written); each step is a small object over one shared state
    then, with the range search, `residual_ranges` — the residual stream's quantized
    copies (Add outputs) keep their calibrated ranges or take their observed min/max,
    whichever gives the first output the higher SQNR as onnxruntime's int8 kernels run
-   it, fitted on the first half of 32 calibration samples and judged on the second
+   it, fitted on the first half of 32 calibration samples and judged on the second;
+   then each residual group (a chain of residual Adds with the tensors they merge) has
+   its ranges shrunk by the factor that output SQNR picks (`residual_shrink`;
+   MobileNetV2's last stage at 0.35x: 21.7 -> 23.6 dB held-out)
    (`residual_ranges.py`; no residual Adds: no trial);
 5. `bias_correction` — the per-channel mean shift each quantized layer adds is
    measured on `bias_correction_samples` samples and removed (`bias_correction.py`);

@@ -184,7 +184,8 @@ def test_mobilenet_v2_int8_tracks_fp32() -> None:
     )[0]
     assert summary.seconds["total"] < 120
     assert len(ir.to_proto(q).SerializeToString()) < 0.3 * len(proto.SerializeToString())
-    assert _models.sqnr_db(ref, out) > 18.5
+    # 23.6 dB measured (session 26); 21.7 without the residual group shrink
+    assert _models.sqnr_db(ref, out) > 22.5
     assert (ref.argmax(1) == out.argmax(1)).mean() > 0.92
 
 
