@@ -48,6 +48,11 @@ def _fail(code: int, message: str) -> None:
     sys.exit(code)
 
 
+def _interrupted() -> None:
+    interrupt.settle()
+    _fail(130, "interrupted; no partial output was left behind")
+
+
 def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
     """Map library errors to one line + exit code; bugs get exit 1 (traceback with EDGEC_DEBUG=1)."""
 
@@ -58,16 +63,20 @@ def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
                 result = fn(*args, **kwargs)
                 interrupt.check()  # a SIGINT that library code swallowed still counts
             return result
-        except EdgecError as e:
-            _fail(e.exit_code, str(e))
         except KeyboardInterrupt:
-            interrupt.settle()
-            _fail(130, "interrupted; no partial output was left behind")
+            _interrupted()
         except click.exceptions.Exit:
             raise
         except click.ClickException:
             raise
-        except Exception as e:  # a bug: say so, keep it to one line unless asked
+        except Exception as e:
+            if interrupt.interrupted():
+                # raised while a Ctrl-C unwound (an import it cut short, imported again,
+                # fails with ImportError): the interrupt is what happened
+                _interrupted()
+            if isinstance(e, EdgecError):
+                _fail(e.exit_code, str(e))
+            # a bug: say so, keep it to one line unless asked
             if os.environ.get("EDGEC_DEBUG"):
                 traceback.print_exc()
             _fail(
