@@ -424,8 +424,12 @@ def validate_arrays(data: dict[str, np.ndarray], infos: list[InputInfo], *, what
         raise InvalidInput(f"{what}: inputs have different sample counts {sorted(counts)}")
 
 
-def training_inputs(config: CompileConfig, source: ModelSource) -> np.ndarray:
-    """Unlabeled training data for fine-tuning: the calibration side of the zoo, or --calib."""
+def training_inputs(
+    config: CompileConfig, source: ModelSource, *, finetune: bool = False
+) -> np.ndarray:
+    """Unlabeled training data for fine-tuning: the calibration side of the zoo, or --calib.
+    Without --calib-samples, recovery fine-tuning (`finetune`) reads the zoo entry's
+    `default_finetune_samples`, QAT and calibration its `default_calib_samples`."""
     spec = source.zoo_spec
     if config.calib_source not in (None, "zoo"):
         dims = {**source.default_dims, **dict(config.dims)}
@@ -437,7 +441,10 @@ def training_inputs(config: CompileConfig, source: ModelSource) -> np.ndarray:
         raise UsageError(
             "--finetune-epochs on a module:factory source needs --calib PATH (.npy/.npz)"
         )
-    samples = spec.calibration_data(config.calib_samples or spec.default_calib_samples)
+    default = spec.default_calib_samples
+    if finetune and spec.default_finetune_samples is not None:
+        default = spec.default_finetune_samples
+    samples = spec.calibration_data(config.calib_samples or default)
     if isinstance(samples, Mapping):
         raise UsageError(f"fine-tuning supports single-input models; {spec.name} has several")
     return samples

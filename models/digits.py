@@ -309,6 +309,9 @@ def classifier_spec(
         calibration_data=lambda n: calibration_data(n, shape),
         evaluation_data=lambda n: evaluation_data(n, shape),
         default_calib_samples=256,
+        # fine-tuning reads 1,024 of the 1,258 training images (256 KB for the CNN): 50%
+        # channel pruning of digits_cnn recovered to 0.9759 with 256, 0.9889 with 1,024
+        default_finetune_samples=1024,
         default_eval_samples=n_test,
         tags=("digits", "labels", *tags),
     )

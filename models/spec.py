@@ -60,6 +60,9 @@ class ModelSpec:
     calibration_data: Callable[[int], Samples]
     evaluation_data: Callable[[int], tuple[Samples, np.ndarray | None]]
     default_calib_samples: int = 256
+    #: training-side samples that recovery fine-tuning after pruning reads by default
+    #: (None: `default_calib_samples`); a small dataset's whole training side costs little
+    default_finetune_samples: int | None = None
     default_eval_samples: int = 64
     tags: tuple[str, ...] = field(default_factory=tuple)
     #: RGB uint8 (H, W, 3) image → one preprocessed sample; lets `--calib FOLDER` read photos.

@@ -181,7 +181,7 @@ def _finetuned_graph(
         raise UsageError(
             "--finetune-epochs needs a single-input torch source (zoo name or module:factory)"
         )
-    train = training_inputs(config, source)
+    train = training_inputs(config, source, finetune=True)
     eval_inputs = next(iter(evalset.inputs.values()))
     module, story = finetune_torch(
         source.torch_module,
