@@ -8,7 +8,8 @@
   constants, BatchNorm folding arithmetic;
 - weight slots of linear layers (pruning, quantization);
 - running it: a serialized copy with extra outputs (`model_bytes`), a CPU
-  onnxruntime session for analysis (`ort_session`), deep copies.
+  onnxruntime session for analysis (`ort_session`), deep copies;
+- grouping what belongs together (`components`: residual streams, chained Adds).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections.abc import Callable, Collection, Iterable, Iterator
-from typing import Any, overload
+from typing import Any, TypeVar, overload
 
 import numpy as np
 import onnx
@@ -25,6 +26,8 @@ import onnx_ir as ir
 from compiler.ground.sessions import open_session, session_options
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 # Float types whose folded values we compute in float64 and cast back.
 FLOAT_DTYPES = frozenset({np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64)})
@@ -458,3 +461,29 @@ def ensure_types(model: ir.Model) -> bool:
 def clone(model: ir.Model) -> ir.Model:
     """A deep copy (through the protobuf form; initializers are copied)."""
     return ir.from_proto(ir.to_proto(model))
+
+
+def components(joined: Iterable[Iterable[T]]) -> list[list[T]]:
+    """The connected components of the items that `joined` puts together (each inner
+    iterable's items belong to one component; a lone item is a component of its own),
+    each in the order its items were first seen, the components by their first item."""
+    parent: dict[T, T] = {}
+
+    def root(x: T) -> T:
+        parent.setdefault(x, x)
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    for items in joined:
+        first: T | None = None
+        for x in items:
+            if first is None:
+                first = root(x)
+            else:
+                parent[root(x)] = first
+    out: dict[T, list[T]] = {}
+    for x in parent:
+        out.setdefault(root(x), []).append(x)
+    return list(out.values())

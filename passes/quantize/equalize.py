@@ -52,7 +52,7 @@ do not line up; channels that never activate (m_c = 0) keep s_c = 1.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -289,41 +289,23 @@ def find_streams(
 ) -> list[LinearStream]:
     """Every linear stream whose producers and consumers are all scalable Convs."""
     graph = model.graph
-    parent: dict[int, int] = {}
-    by_id: dict[int, ir.Value] = {}
 
-    def find(v: ir.Value) -> int:
-        k = id(v)
-        by_id[k] = v
-        parent.setdefault(k, k)
-        while parent[k] != k:
-            parent[k] = parent[parent[k]]
-            k = parent[k]
-        return k
+    def joined() -> Iterator[tuple[ir.Value, ...]]:
+        for node in graph:
+            if (
+                graph_tools.is_std(node, "Add")
+                and len(node.inputs) == 2
+                and all(v is not None for v in node.inputs)
+            ):
+                a, b = node.inputs
+                assert a is not None and b is not None
+                if graph_tools.constant(a) is None and graph_tools.constant(b) is None:
+                    yield a, b, node.outputs[0]
+            elif graph_tools.is_std(node, "Conv") and node.outputs:
+                yield (node.outputs[0],)
 
-    def union(a: ir.Value, b: ir.Value) -> None:
-        ra, rb = find(a), find(b)
-        if ra != rb:
-            parent[ra] = rb
-
-    for node in graph:
-        if (
-            graph_tools.is_std(node, "Add")
-            and len(node.inputs) == 2
-            and all(v is not None for v in node.inputs)
-        ):
-            a, b = node.inputs
-            assert a is not None and b is not None
-            if graph_tools.constant(a) is None and graph_tools.constant(b) is None:
-                union(a, b)
-                union(a, node.outputs[0])
-        elif graph_tools.is_std(node, "Conv") and node.outputs:
-            find(node.outputs[0])
-    groups: dict[int, list[ir.Value]] = {}
-    for k in list(parent):
-        groups.setdefault(find(by_id[k]), []).append(by_id[k])
     streams = []
-    for values in groups.values():
+    for values in graph_tools.components(joined()):
         stream = _check_stream(values, exclude)
         if stream is not None:
             streams.append(stream)

@@ -68,7 +68,14 @@ from compiler.ground.sessions import open_session, session_options
 from compiler.ground.timing import alternating_blocks
 from passes import graph_tools
 
-__all__ = ["LatencyCosts", "LayerCost", "latency_ratios", "layer_costs", "one_call_feeds"]
+__all__ = [
+    "LatencyCosts",
+    "LayerCost",
+    "latency_ratios",
+    "layer_costs",
+    "median_ratios",
+    "one_call_feeds",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -318,7 +325,12 @@ def latency_ratios(
     float Add measured under a bound that 600 calls put it 0.05 over. A large model stops
     at `max_seconds` (after 3 rounds at least)."""
     base_ms, rounds = latency_ratio_rounds(models, feeds, **timing)
-    return base_ms, {t: float(np.median(r)) if r else 1.0 for t, r in rounds.items()}
+    return base_ms, median_ratios(rounds)
+
+
+def median_ratios(rounds: Mapping[str, Sequence[float]]) -> dict[str, float]:
+    """Each model's ratio: the median of its per-round ratios (1.0 when none were timed)."""
+    return {t: float(np.median(r)) if r else 1.0 for t, r in rounds.items()}
 
 
 def latency_ratio_rounds(

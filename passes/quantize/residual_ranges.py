@@ -112,37 +112,18 @@ def residual_groups(plan: QuantPlan) -> list[list[str]]:
     joined with its quantized computed inputs (the block's branch and the skip path,
     the stream's previous copy), one group per chain of such Adds, in graph order.
     Excludes tensors that share another's range or must cover a graph output."""
-    parent: dict[str, str] = {}
 
-    def root(name: str) -> str:
-        parent.setdefault(name, name)
-        while parent[name] != name:
-            parent[name] = parent[parent[name]]
-            name = parent[name]
-        return name
+    def free(name: str) -> bool:
+        return name in plan.activations and name not in plan.share and name not in plan.covering
 
-    def free(name: str | None) -> bool:
-        return (
-            bool(name)
-            and name in plan.activations
-            and name not in plan.share
-            and (name not in plan.covering)
-        )
+    def joined() -> Iterator[list[str]]:
+        for name in residual_stream(plan):
+            producer = plan.activations[name].value.producer()
+            assert producer is not None
+            inputs = [v.name for v in producer.inputs if v is not None and v.name]
+            yield [name, *(n for n in inputs if free(n))]
 
-    order: list[str] = []
-    for name in residual_stream(plan):
-        producer = plan.activations[name].value.producer()
-        assert producer is not None
-        order.append(name)
-        for v in producer.inputs:
-            if v is not None and free(v.name):
-                order.append(v.name or "")
-                parent[root(v.name or "")] = root(name)
-        root(name)
-    groups: dict[str, list[str]] = {}
-    for name in dict.fromkeys(order):
-        groups.setdefault(root(name), []).append(name)
-    return list(groups.values())
+    return graph_tools.components(joined())
 
 
 #: Factors a residual group's ranges may be shrunk by (both ends, about zero), in order;
@@ -188,16 +169,15 @@ def shrink_groups(
     score: Callable[[Mapping[str, Range]], float],
     *,
     baseline: float,
-) -> tuple[dict[str, float], list[GroupShrink]]:
+) -> list[GroupShrink]:
     """Per residual group, the factor of `SHRINK_GRID` its ranges are shrunk by, chosen
     one group after another (the last first: its error reaches the output most directly)
     by `score(ranges)`, the first-output SQNR; `baseline` is the score of `ranges`.
     Each group's search assumes one peak: it scores `SHRINK_START`, then the untried
     neighbours of the best factor so far until the best has none (2 to 4 scores a group).
-    Returns {tensor: factor} for the shrunk tensors and the trial of each group."""
+    Returns the trial of each group, in `groups`' order."""
     current = dict(ranges)
     best = baseline
-    factors: dict[str, float] = {}
     trials: list[GroupShrink] = []
     for group in reversed(groups):
         tried: dict[float, float] = {
@@ -216,10 +196,9 @@ def shrink_groups(
         if won != 1.0:
             current = scaled(current, group, won)
             best = tried[won]
-            factors |= dict.fromkeys(group, won)
         trials.append(GroupShrink(group, dict(sorted(tried.items(), reverse=True)), won))
     trials.reverse()
-    return factors, trials
+    return trials
 
 
 def _best_factor(tried: Mapping[float, float]) -> float:
@@ -343,7 +322,7 @@ def choose_residual_ranges(
         if choice == "minmax"
         else dict(ranges)
     )
-    factors, trials = shrink_groups(
+    trials = shrink_groups(
         groups or [],
         wide if choice == "minmax" else tight,
         lambda r: first_output_sqnr(
@@ -351,8 +330,8 @@ def choose_residual_ranges(
         ),
         baseline=sqnr[choice],
     )
-    for name, factor in factors.items():
-        chosen = scaled(chosen, [name], factor)
+    for trial in trials:
+        chosen = scaled(chosen, trial.tensors, trial.factor)
     return chosen, ResidualChoice(
         choice, names, sqnr, len(reference), fit.samples, groups=tuple(trials)
     )

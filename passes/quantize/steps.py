@@ -51,6 +51,7 @@ from passes.quantize.layer_latency import (
     LatencyCosts,
     latency_ratio_rounds,
     layer_costs,
+    median_ratios,
     one_call_feeds,
 )
 from passes.quantize.options import PtqOptions
@@ -824,7 +825,7 @@ def _measured_within_bound(state: PtqState, kept: list[str]) -> tuple[list[str],
     for n in lengths:
         models[f"kept_{n}"] = state.build(state.model, state.excluded | frozenset(kept[:n]))
     fp32_ms, rounds = latency_ratio_rounds(models, feeds, baseline="fp32", threads=o.threads)
-    ratios = {t: float(np.median(r)) if r else 1.0 for t, r in rounds.items()}
+    ratios = median_ratios(rounds)
     bound = latency_bound(ratios["int8"], fp32_ms, o)
 
     def error(tag: str) -> float:
