@@ -55,6 +55,7 @@ still narrows every layer by the CPU's flags. QAT exports get `store_uint8`
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -86,6 +87,7 @@ def applies(spec: QuantSpec) -> bool:
 class OverflowCheck:
     """What the check measured and changed, for the report (`to_dict` is JSON-ready)."""
 
+    saturating_kernels: bool = True  # the kernel probe's finding (False: nothing probed)
     probed: int = 0
     samples: int = 0
     errors: dict[str, float] = field(default_factory=dict)  # layer -> steps², as first built
@@ -115,6 +117,7 @@ class OverflowCheck:
     def to_dict(self) -> dict[str, object]:
         worst = sorted(self.errors.items(), key=lambda kv: -kv[1])[:5]
         return {
+            "saturating_kernels": self.saturating_kernels,
             "probed_layers": self.probed,
             "samples": self.samples,
             "threshold_steps2": THRESHOLD,
@@ -347,6 +350,74 @@ def store_uint8(qmodel: ir.Model, layers: Iterable[str]) -> list[str]:
     return changed
 
 
+#: the worst case a u8s8 kernel meets: every activation at 255, every weight at 127
+_PROBE_CHANNELS = 64
+_PROBE_TARGET = 200  # the exact result's output step: a saturated pair sum halves it
+
+
+def _probe_layer(
+    graph: ir.Graph, x: ir.Value, op: str, weight_shape: tuple[int, ...], **attrs: int
+) -> None:
+    """One weighted layer of the kernel probe on `x` (255 everywhere after its Q/DQ), with
+    int8 weights of 127 (output channels first: a Gemm's weight is transposed), scale 1
+    per output channel, and an output Q whose step puts the exact result at
+    `_PROBE_TARGET`."""
+    name = f"probe_{len(graph)}"
+    w = graph_tools.new_initializer(graph, f"{name}_w", np.full(weight_shape, 127, np.int8))
+    scale = graph_tools.new_initializer(graph, f"{name}_ws", np.ones(weight_shape[0], np.float32))
+    wzero = graph_tools.new_initializer(graph, f"{name}_wz", np.zeros(weight_shape[0], np.int8))
+    wdq = ir.node("DequantizeLinear", [w, scale, wzero], {"axis": 0})
+    layer = ir.node(op, [x, wdq.outputs[0]], dict(attrs), name=name)
+    exact = 255.0 * 127.0 * float(np.prod(weight_shape[1:]))
+    step = graph_tools.new_initializer(
+        graph, f"{name}_ys", np.array(exact / _PROBE_TARGET, np.float32)
+    )
+    zero = graph_tools.new_initializer(graph, f"{name}_yz", np.array(0, np.uint8))
+    q = ir.node("QuantizeLinear", [layer.outputs[0], step, zero])
+    graph.extend([wdq, layer, q])
+    graph.outputs.append(q.outputs[0])
+
+
+def _kernel_probe() -> tuple[ir.Model, dict[str, np.ndarray]]:
+    """A Q/DQ model of the kernel paths onnxruntime's CPU provider picks for u8s8 layers
+    (a pointwise and a grouped Conv, a depthwise Conv, a Gemm), fed their worst case."""
+    c = _PROBE_CHANNELS
+    image = ir.Value(
+        name="image", shape=ir.Shape([1, c, 8, 8]), type=ir.TensorType(ir.DataType.FLOAT)
+    )
+    rows = ir.Value(name="rows", shape=ir.Shape([8, c]), type=ir.TensorType(ir.DataType.FLOAT))
+    graph = ir.Graph([image, rows], [], nodes=[], opset_imports={"": 21}, name="kernel_probe")
+    one = graph_tools.new_initializer(graph, "x_scale", np.array(1.0, np.float32))
+    zero = graph_tools.new_initializer(graph, "x_zero", np.array(0, np.uint8))
+    dequantized = []
+    for value in (image, rows):
+        q = ir.node("QuantizeLinear", [value, one, zero])
+        dq = ir.node("DequantizeLinear", [q.outputs[0], one, zero])
+        graph.extend([q, dq])
+        dequantized.append(dq.outputs[0])
+    x, r = dequantized
+    _probe_layer(graph, x, "Conv", (16, c, 1, 1))
+    _probe_layer(graph, x, "Conv", (16, c // 2, 3, 3), group=2)
+    _probe_layer(graph, x, "Conv", (c, 1, 3, 3), group=c)
+    _probe_layer(graph, r, "Gemm", (16, c), transB=1)
+    feeds = {
+        "image": np.full((1, c, 8, 8), 255, np.float32),
+        "rows": np.full((8, c), 255, np.float32),
+    }
+    return ir.Model(graph, ir_version=10), feeds
+
+
+@functools.cache
+def kernels_saturate(threads: int = 1) -> bool:
+    """Whether this CPU's u8s8 kernels in onnxruntime saturate int16 pair sums, measured
+    on a small worst-case model (`_kernel_probe`, about 50 ms): where none of its layers
+    does, no layer of any model can, and the per-layer check has nothing to find
+    (VNNI, AMX and ARM's dot products accumulate in int32). Cached: the CPU stays."""
+    model, feeds = _kernel_probe()
+    errors, _ = kernel_errors(model, [feeds], threads=threads)
+    return not errors or max(errors.values()) > THRESHOLD
+
+
 def guard(
     qmodel: ir.Model,
     batches: Iterable[Mapping[str, np.ndarray]],
@@ -355,7 +426,11 @@ def guard(
 ) -> OverflowCheck:
     """Measure `qmodel`'s layers (`channel_errors`) and name those above `THRESHOLD`,
     with their channels above `CHANNEL_THRESHOLD`; the caller narrows those channels
-    or stores the layers as uint8 in every Q/DQ model it builds (`store_uint8`)."""
+    or stores the layers as uint8 in every Q/DQ model it builds (`store_uint8`).
+    On a CPU whose kernels do not saturate (`kernels_saturate`) nothing is run: the
+    check reports no layer probed."""
+    if not kernels_saturate():
+        return OverflowCheck(saturating_kernels=False)
     per_channel, samples = channel_errors(qmodel, batches, threads=threads)
     errors = {k: float(v.mean()) for k, v in per_channel.items()}
     over = [name for name, err in errors.items() if err > THRESHOLD]

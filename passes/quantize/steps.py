@@ -55,7 +55,13 @@ from passes.quantize.layer_latency import (
     one_call_feeds,
 )
 from passes.quantize.options import PtqOptions
-from passes.quantize.overflow import OverflowCheck, applies, guard, store_uint8
+from passes.quantize.overflow import (
+    OverflowCheck,
+    applies,
+    guard,
+    kernels_saturate,
+    store_uint8,
+)
 from passes.quantize.plan import QuantPlan, plan_quantization, stem_nodes
 from passes.quantize.qdq import InsertQdqPass, is_quantized
 from passes.quantize.range_search import search_ranges
@@ -411,6 +417,9 @@ class OverflowGuard(Step):
         spec, o = state.spec, state.options
         if not applies(spec):
             return  # not onnxruntime's U8S8 form: other kernels
+        if not kernels_saturate():
+            state.overflow = OverflowCheck(saturating_kernels=False)
+            return  # int32 accumulation here: no layer can overflow, no model is built
         check = guard(
             state.build(state.model), state.stream.take(o.overflow_samples), threads=o.threads
         )

@@ -26,7 +26,10 @@ def test_digits_cnn_qat_keeps_label_accuracy(tmp_path: Path) -> None:
     assert acc["top1_accuracy"] >= acc["baseline_top1_accuracy"] - 0.002
     assert report["quantization"]["method"].startswith("qat")
     overflow = report["quantization"]["overflow"]  # the exported model was probed too
-    assert overflow["probed_layers"] >= 1 and overflow["samples"] == 16
+    if overflow["saturating_kernels"]:
+        assert overflow["probed_layers"] >= 1 and overflow["samples"] == 16
+    else:  # int32 accumulation on this CPU (the kernel probe): nothing to probe
+        assert overflow["probed_layers"] == 0 and overflow["samples"] == 0
     assert report["precision"] == "int8"
     (qat,) = [p for p in report["passes"] if p["name"] == "QuantizationAwareTraining"]
     assert qat["changed"] and qat["nodes_after"] > qat["nodes_before"] and qat["seconds"] > 0

@@ -7,6 +7,8 @@ text syntax has no compact way to write them); every node gets a stable name
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import onnx
 import onnx_ir as ir
@@ -140,3 +142,25 @@ def sqnr_db(ref: np.ndarray, out: np.ndarray) -> float:
             (ref.astype(np.float64) ** 2).sum() / ((ref - out).astype(np.float64) ** 2).sum()
         )
     )
+
+
+def ort_optimized(
+    model: ir.Model, directory: Path, level: str = "ORT_ENABLE_EXTENDED"
+) -> onnx.ModelProto:
+    """The graph onnxruntime runs after its optimizations up to `level`."""
+    import onnxruntime as ort
+
+    from passes import graph_tools
+
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = getattr(ort.GraphOptimizationLevel, level)
+    opts.optimized_model_filepath = str(directory / "optimized.onnx")
+    ort.InferenceSession(graph_tools.model_bytes(model), opts, providers=["CPUExecutionProvider"])
+    return onnx.load(directory / "optimized.onnx")
+
+
+def optimized_ops(
+    model: ir.Model, directory: Path, level: str = "ORT_ENABLE_EXTENDED"
+) -> list[str]:
+    """The op types of `ort_optimized`'s graph, in order."""
+    return [n.op_type for n in ort_optimized(model, directory, level).graph.node]

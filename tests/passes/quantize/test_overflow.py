@@ -14,7 +14,15 @@ from onnx import TensorProto, helper, numpy_helper
 from passes import graph_tools
 from passes.quantize import PtqOptions, quantize
 from passes.quantize.dynamic import saturating_cpu
-from passes.quantize.overflow import THRESHOLD, _sites, guard, kernel_errors, store_uint8
+from passes.quantize.overflow import (
+    THRESHOLD,
+    _kernel_probe,
+    _sites,
+    guard,
+    kernel_errors,
+    kernels_saturate,
+    store_uint8,
+)
 from tests.passes.quantize import _models
 
 CHANNELS = 16
@@ -85,14 +93,17 @@ def _run(model: ir.Model, feeds: dict[str, np.ndarray], *, optimize: bool) -> li
 
 def test_guard_names_exactly_the_layers_that_overflow_on_this_cpu() -> None:
     model, feeds = _two_convs(), _feeds()
+    measured, _ = kernel_errors(model, [feeds])  # the per-layer measurement, on any CPU
+    assert measured["cool"] <= THRESHOLD
+    assert (measured["hot"] > 100 * THRESHOLD) == saturating_cpu()
     check = guard(model, [feeds])
-    assert check.probed == 2 and check.samples == 2
+    assert check.saturating_kernels == saturating_cpu()
     if saturating_cpu():  # AVX2 without VNNI: vpmaddubsw saturates the hot layer's pairs
+        assert check.probed == 2 and check.samples == 2
         assert check.uint8_weights == ["hot"]
-        assert check.errors["hot"] > 100 * THRESHOLD
-    else:  # VNNI / ARM: no int16 intermediate, nothing overflows
-        assert check.uint8_weights == []
-    assert check.errors["cool"] <= THRESHOLD
+        assert check.errors["hot"] > 100 * THRESHOLD and check.errors["cool"] <= THRESHOLD
+    else:  # VNNI / ARM: no int16 intermediate; the kernel probe says so, nothing runs
+        assert check.probed == 0 and check.samples == 0 and check.uint8_weights == []
     # after storing the named layers as uint8, the deployed kernels give exact results
     store_uint8(model, check.uint8_weights)
     fast, exact = _run(model, feeds, optimize=True), _run(model, feeds, optimize=False)
@@ -155,7 +166,8 @@ def test_the_step_removes_the_overflow_with_7bit_or_uint8_weights() -> None:
         options = PtqOptions(samples=16, float_stem=False, overflow_weights=remedy)
         qmodel, summary = quantize(_hot_model(), _hot_inputs(16, seed=4), options)
         report = summary.overflow
-        assert report is not None and report["probed_layers"] == 1  # the first conv
+        assert report is not None and report["saturating_kernels"] == saturating_cpu()
+        assert report["probed_layers"] == (1 if saturating_cpu() else 0)  # the first conv
         if saturating_cpu():
             assert report["overflowing"] == ["Conv_0"]
             fixed = "seven_bit_channels" if remedy == "7bit" else "uint8_weights"
@@ -170,8 +182,12 @@ def test_the_step_removes_the_overflow_with_7bit_or_uint8_weights() -> None:
 
 def test_quantize_reports_the_check() -> None:
     _, summary = quantize(_models.block_model(), _models.images(16), PtqOptions(samples=16))
-    assert summary.overflow is not None
-    assert summary.overflow["probed_layers"] >= 1 and summary.overflow["samples"] == 16
+    report = summary.overflow
+    assert report is not None and report["saturating_kernels"] == saturating_cpu()
+    if saturating_cpu():
+        assert report["probed_layers"] >= 1 and report["samples"] == 16
+    else:  # the kernel probe found int32 accumulation: no layer probed
+        assert report["probed_layers"] == 0 and report["samples"] == 0
     assert "overflow_guard" in summary.seconds
     _, off = quantize(
         _models.block_model(), _models.images(16), PtqOptions(samples=16, overflow_guard=False)
@@ -262,3 +278,22 @@ def test_saturating_cpu_reads_the_vnni_flags(
     assert not saturating_cpu(tmp_path / "absent")
     monkeypatch.setattr(platform, "machine", lambda: "aarch64")
     assert not cpu("graviton", "fp asimd")
+
+
+def test_the_kernel_probe_measures_what_the_cpu_flags_predict(tmp_path: Path) -> None:
+    """The worst-case probe runs integer kernels (three QLinearConv forms and a QGemm),
+    its exact arithmetic puts every layer at the target step, and whether the deployed
+    kernels saturate matches the CPU's flags (AVX2 without VNNI: a saturated pair sum
+    halves the result, about 100 steps off)."""
+    model, feeds = _kernel_probe()
+    exact = _run(model, feeds, optimize=False)
+    assert len(exact) == 4 and all((out == 200).all() for out in exact)
+    ops = _models.optimized_ops(model, tmp_path)
+    assert ops.count("QLinearConv") == 3 and ops.count("QGemm") == 1
+    errors, _ = kernel_errors(model, [feeds])
+    assert len(errors) == 4
+    assert kernels_saturate() == saturating_cpu()
+    if saturating_cpu():
+        assert max(errors.values()) > 1000 * THRESHOLD
+    else:
+        assert max(errors.values()) == 0.0

@@ -73,14 +73,10 @@ def test_cpu_flavour_uses_u8_activations_s8_weights_and_bounds_clip() -> None:
 
 def test_cpu_flavour_fuses_into_integer_kernels(tmp_path) -> None:  # type: ignore[no-untyped-def]
     _, q, _ = _quantized(CPU)
-    ops = _optimized_ops(q, tmp_path, level="ORT_ENABLE_ALL")
+    ops = _models.optimized_ops(q, tmp_path, level="ORT_ENABLE_ALL")
     assert ops.count("QLinearConv") == 3
     assert "QLinearAdd" in ops and "QLinearGlobalAveragePool" in ops and "QGemm" in ops
     assert "Conv" not in ops and "Clip" not in ops and "Relu" not in ops
-
-
-def _optimized_ops(model: ir.Model, tmp_path, level: str = "ORT_ENABLE_EXTENDED") -> list[str]:  # type: ignore[no-untyped-def]
-    return [n.op_type for n in _ort_optimized(model, tmp_path, level).graph.node]
 
 
 def test_chained_adds_keep_a_float_skip_path(tmp_path) -> None:  # type: ignore[no-untyped-def]
@@ -92,7 +88,7 @@ def test_chained_adds_keep_a_float_skip_path(tmp_path) -> None:  # type: ignore[
     assert sorted(r.op_type for r in readers) == ["Add", "QuantizeLinear"]
     # both Adds read the Convs' quantized outputs and add in float; every Conv stays integer
     assert all(v.producer().op_type == "DequantizeLinear" for v in adds["s1"].inputs)
-    ops = _optimized_ops(q, tmp_path)
+    ops = _models.optimized_ops(q, tmp_path)
     assert ops.count("Add") == 2 and "QLinearAdd" not in ops and ops.count("QLinearConv") == 4
     ref = _models.run(model, {"x": x})
     # on x86 without VNNI the u8s8 kernels overflow here (10.4 dB): the guard finds the
@@ -105,7 +101,7 @@ def test_chained_adds_keep_a_float_skip_path(tmp_path) -> None:  # type: ignore[
     # without float_skip (the CPU spec's rule) the stream is requantized after each Add
     assert not CPU.float_skip
     _, q_old, _ = _quantized(CPU, _models.stream_model())
-    assert _optimized_ops(q_old, tmp_path).count("QLinearAdd") == 2
+    assert _models.optimized_ops(q_old, tmp_path).count("QLinearAdd") == 2
 
 
 def test_tensorrt_flavour_rules() -> None:
@@ -217,19 +213,6 @@ def test_tensorrt_flavour_keeps_dequantize_for_float_layers() -> None:
     assert dw.inputs[1].producer().op_type == "DequantizeLinear"
 
 
-def _ort_optimized(
-    model: ir.Model, tmp_path, level: str = "ORT_ENABLE_EXTENDED"
-) -> onnx.ModelProto:  # type: ignore[no-untyped-def]
-    """The graph onnxruntime runs after its optimizations up to `level`."""
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.graph_optimization_level = getattr(ort.GraphOptimizationLevel, level)
-    opts.optimized_model_filepath = str(tmp_path / "optimized.onnx")
-    ort.InferenceSession(graph_tools.model_bytes(model), opts, providers=["CPUExecutionProvider"])
-    return onnx.load(tmp_path / "optimized.onnx")
-
-
 def test_folded_weights_compute_as_dequantize_and_fold_at_load(tmp_path) -> None:
     """Cast → Mul gives DequantizeLinear's numbers, and onnxruntime folds it into a float
     initializer when the session is created (a weight DQ it keeps and runs every call)."""
@@ -257,10 +240,12 @@ def test_folded_weights_compute_as_dequantize_and_fold_at_load(tmp_path) -> None
         "Conv_4": "Mul",
         "Gemm_8": "DequantizeLinear",
     }
-    ops = {n.op_type for n in _ort_optimized(folded, tmp_path).graph.node}
+    ops = {n.op_type for n in _models.ort_optimized(folded, tmp_path).graph.node}
     assert "Cast" not in ops and "Mul" not in ops  # folded at load
     kept = [
-        n for n in _ort_optimized(plain, tmp_path).graph.node if n.op_type == "DequantizeLinear"
+        n
+        for n in _models.ort_optimized(plain, tmp_path).graph.node
+        if n.op_type == "DequantizeLinear"
     ]
     assert any(n.input[0].endswith("_quantized") for n in kept)  # the unfolded form stays
 
