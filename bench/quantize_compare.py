@@ -380,6 +380,24 @@ ROWS: dict[str, str] = {
 }
 
 
+def _cpu_stat() -> tuple[int, int] | None:
+    """(all CPU time, stolen time) so far in jiffies, from /proc/stat; None elsewhere."""
+    try:
+        fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    except (OSError, IndexError):
+        return None
+    ticks = [int(f) for f in fields[:8]]
+    return sum(ticks), ticks[7] if len(ticks) > 7 else 0
+
+
+def _steal_since(start: tuple[int, int] | None) -> float | None:
+    """The fraction of the machine's CPU time stolen by its host since `start`."""
+    now = _cpu_stat()
+    if start is None or now is None or now[0] <= start[0]:
+        return None
+    return round((now[1] - start[1]) / (now[0] - start[0]), 3)
+
+
 def _edgec_rows(
     fp32_model: Any, calib: np.ndarray, paths: dict[str, Path], notes: dict[str, Any]
 ) -> dict[str, float | None]:
@@ -400,13 +418,17 @@ def _edgec_rows(
     )
     for key, what, options in runs:
         _step(f"edgec quantize, {what}, {CALIB} crops")
-        t = time.perf_counter()
+        t, cpu, stat = time.perf_counter(), time.process_time(), _cpu_stat()
         model, summary = quantize(
             fp32_model, calib, PtqOptions(samples=CALIB, threads=THREADS, **options)
         )
         seconds[key] = time.perf_counter() - t
         save_onnx(model, paths[key])
         notes[key] = {
+            # the process's CPU seconds (both threads) and the share of the machine's CPU
+            # time its host took back meanwhile: wall seconds on a shared VM vary with it
+            "quantize_cpu_seconds": round(time.process_time() - cpu, 1),
+            "steal_fraction": _steal_since(stat),
             "settings": summary.options | {"method": summary.method},
             "seconds_by_stage": summary.seconds,
             "kept_float": summary.kept_float,
