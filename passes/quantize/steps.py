@@ -285,14 +285,16 @@ class Calibration(Step):
 
     name = "calibrate"
     needs = frozenset({"model"})
-    gives = frozenset({"plan", "stats", "samples", "ranges"})
+    gives = frozenset({"plan", "stats", "samples", "ranges", "choices"})
 
     def apply(self, state: PtqState) -> None:
         o = state.options
-        plan = state.plan = plan_quantization(state.model.graph, state.spec, state.excluded)
+        graph = state.model.graph
+        plan = state.plan = plan_quantization(graph, state.spec, state.excluded)
         calibrated, covering = list(plan.calibrated), set(plan.covering)
         if o.float_choices == "measured":  # the ranges each float choice's alternative needs
-            calibrated, covering = _with_alternatives(state, calibrated, covering)
+            state.choices = float_choices(graph, state.spec, o.exclude)
+            calibrated, covering = _with_alternatives(graph, state.choices, calibrated, covering)
         stats = state.stats = {n: Histogram() for n in calibrated}
         wanted = [Statistic(calibrated, lambda n, a: stats[n].update(a))]
         for step in state.steps:
@@ -319,14 +321,12 @@ class Calibration(Step):
 
 
 def _with_alternatives(
-    state: PtqState, calibrated: list[str], covering: set[str]
+    graph: ir.Graph, choices: ChoiceSet, calibrated: list[str], covering: set[str]
 ) -> tuple[list[str], set[str]]:
-    """Note the graph's float choices (`float_choices.py`) in the state and add the tensors
-    the quantizations it measures need (all-INT8, and each choice alone) to the calibration
-    pass: an int8 stem needs the input's and the stem's ranges. Those ranges are the
-    calibration method's; the range search sees only the plan's own tensors."""
-    graph = state.model.graph
-    choices = state.choices = float_choices(graph, state.spec, state.options.exclude)
+    """`calibrated` and `covering` with the tensors that the quantizations the float
+    choices measure (`float_choices.py`: all-INT8, and each choice alone) need: an int8
+    stem needs the input's and the stem's ranges. Those ranges are the calibration
+    method's; the range search sees only the plan's own tensors."""
     names = dict.fromkeys(calibrated)
     for on in ((), *((n,) for n in choices.nodes)):
         spec, excluded = choices.config(on)
@@ -588,7 +588,7 @@ class FloatChoices(Step):
     the spec's own."""
 
     name = "float_choices"
-    needs = frozenset({"model", "plan", "ranges", "weights"})
+    needs = frozenset({"model", "plan", "ranges", "weights", "choices"})
     gives = frozenset({"model", "spec", "excluded", "plan", "float_choices"})
 
     def enabled(self, options: PtqOptions) -> bool:
