@@ -408,13 +408,13 @@ def _kernel_probe() -> tuple[ir.Model, dict[str, np.ndarray]]:
 
 
 @functools.cache
-def kernels_saturate(threads: int = 1) -> bool:
+def kernels_saturate() -> bool:
     """Whether this CPU's u8s8 kernels in onnxruntime saturate int16 pair sums, measured
     on a small worst-case model (`_kernel_probe`, about 50 ms): where none of its layers
     does, no layer of any model can, and the per-layer check has nothing to find
     (VNNI, AMX and ARM's dot products accumulate in int32). Cached: the CPU stays."""
     model, feeds = _kernel_probe()
-    errors, _ = kernel_errors(model, [feeds], threads=threads)
+    errors, _ = kernel_errors(model, [feeds], threads=1)
     return not errors or max(errors.values()) > THRESHOLD
 
 
