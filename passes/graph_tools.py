@@ -134,7 +134,9 @@ def new_initializer(
     adding many passes its own `taken` set (`unique_name` keeps it current) instead of
     rescanning the graph for each one."""
     name = unique_name(graph, base, value_names(graph) if taken is None else taken)
-    tensor = ir.tensor(array, name=name)
+    # ir.Tensor, not ir.tensor: the latter's runtime Protocol checks cost 80 us a call,
+    # and building a Q/DQ model registers thousands of these
+    tensor = ir.Tensor(np.asarray(array), name=name)
     value = ir.Value(
         name=name, shape=ir.Shape(array.shape), type=ir.TensorType(tensor.dtype), const_value=tensor
     )

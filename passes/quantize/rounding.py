@@ -256,31 +256,43 @@ def _depthwise_moments(
     pads: tuple[int, ...],
     max_columns: int,
 ) -> tuple[np.ndarray, int]:
-    """Per-channel (k, k) patch moments of a depthwise Conv from shifted strided views."""
+    """Per-channel (k, k) patch moments of a depthwise Conv from shifted strided views.
+    The padding is implicit: each view's rows and columns inside the input are copied
+    once into a zeroed (C, k, positions) buffer (padding the whole input first copied
+    every element, though only the sampled positions are read)."""
     import torch
-    import torch.nn.functional as F
 
     top, bottom, left, right = pads
-    t = F.pad(t, (left, right, top, bottom))
     n, c, h, w = t.shape
     kh, kw = kernel
-    ho = (h - dil[0] * (kh - 1) - 1) // strides[0] + 1
-    wo = (w - dil[1] * (kw - 1) - 1) // strides[1] + 1
+    ho = (h + top + bottom - dil[0] * (kh - 1) - 1) // strides[0] + 1
+    wo = (w + left + right - dil[1] * (kw - 1) - 1) // strides[1] + 1
     # subsample output positions evenly so that n * positions stays near max_columns
     step = max(1, int(np.sqrt(n * ho * wo / max_columns)))
-    views = []
+    rows, width = len(range(0, ho, step)), len(range(0, wo, step))
+    cols = torch.zeros((c, kh * kw, n * rows * width), dtype=t.dtype)
     for i in range(kh):
+        ys = _inside(i * dil[0] - top, strides[0] * step, rows, h)
         for j in range(kw):
-            y0, x0 = i * dil[0], j * dil[1]
-            v = t[
-                :,
-                :,
-                y0 : y0 + strides[0] * (ho - 1) + 1 : strides[0] * step,
-                x0 : x0 + strides[1] * (wo - 1) + 1 : strides[1] * step,
-            ]
-            views.append(v.permute(1, 0, 2, 3).reshape(c, -1))
-    cols = torch.stack(views, dim=1)  # (C, k, positions)
+            xs = _inside(j * dil[1] - left, strides[1] * step, width, w)
+            if ys is None or xs is None:
+                continue  # this shift sees only padding
+            (r0, r1, y_rows), (c0, c1, x_cols) = ys, xs
+            slot = cols[:, i * kw + j].view(c, n, rows, width)
+            slot[:, :, r0:r1, c0:c1].copy_(t[:, :, y_rows, x_cols].permute(1, 0, 2, 3))
     return torch.bmm(cols, cols.transpose(1, 2)).double().numpy(), int(cols.shape[2])
+
+
+def _inside(offset: int, stride: int, count: int, size: int) -> tuple[int, int, slice] | None:
+    """For the positions offset + m * stride (m < count) along an axis of length `size`:
+    the range [m0, m1) of those inside it and the slice that selects them; None if none
+    is."""
+    m0 = -(offset // stride) if offset < 0 else 0
+    m1 = min(count, (size - 1 - offset) // stride + 1) if offset <= size - 1 else 0
+    if m1 <= m0:
+        return None
+    first = offset + m0 * stride
+    return m0, m1, slice(first, first + (m1 - m0 - 1) * stride + 1, stride)
 
 
 def round_weights(

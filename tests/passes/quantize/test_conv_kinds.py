@@ -41,6 +41,8 @@ KINDS: dict[str, Kind] = {
     "dilated_1d": (8, (3,), (1,), (4, 4), (4,), 1, 30),
     "grouped_dilated_2d": (16, (5, 5), (1, 1), (4, 4, 4, 4), (2, 2), 4, (9, 11)),
     "depthwise_strided_2d": (16, (7, 7), (2, 2), (3, 3, 3, 3), (1, 1), 16, (12, 10)),
+    # padding on some sides only: the depthwise moments pad implicitly, view by view
+    "depthwise_uneven_pads": (8, (3, 3), (2, 1), (2, 0, 1, 3), (2, 1), 8, (9, 11)),
 }
 
 
