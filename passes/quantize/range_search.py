@@ -230,27 +230,29 @@ class _Errors:
             keep = max(1, MAX_BATCH_ELEMENTS // (x.size // x.shape[0]))
             x = x[:: -(-x.shape[0] // keep)]  # samples spread over the batch
         t = torch.from_numpy(np.array(x, dtype=np.float32))
+        if t.dim() == 4:  # oneDNN's NHWC kernels: MobileNetV2's depthwise readers 3-6x faster
+            t = t.contiguous(memory_format=torch.channels_last)
         k = len(self.params)
         shape = (k,) + (1,) * t.dim()
         scale = torch.tensor([float(s) for s, _ in self.params], dtype=torch.float32).view(shape)
-        zp = torch.tensor([float(z) for _, z in self.params], dtype=torch.float32).view(shape)
         e = torch.div(t, scale)  # (k, n, ...): the candidates along a new leading axis
         # fq(t) = (clamp(round(t/s) + zp, qmin, qmax) - zp) * s, with zp folded into the bounds
-        e.round_().clamp_(self.qmin - zp, self.qmax - zp).mul_(scale)
+        e.round_()
+        for i, (_, zp) in enumerate(self.params):  # a scalar clamp is 7x a broadcast one
+            e[i].clamp_(self.qmin - float(zp), self.qmax - float(zp))
+        e.mul_(scale)
         torch.sub(t, e, out=e)  # e = t - fq(t)
-        self.raw += e.reshape(k, -1).square().sum(dim=1).double().numpy()
         self._add_clipping(t)
         self.elements += t.numel()
         with torch.inference_mode():
             for reader in self.readers:
-                y = reader(t, e)
-                self.sums += y.reshape(k, -1).square().sum(dim=1).double().numpy()
+                self.sums += _energies(reader(t, e), k)
+        self.raw += _energies(e, k)  # last: squares e in place
 
     def _add_clipping(self, t: torch.Tensor) -> None:
         """Each candidate's own clipping error, from the few values beyond its ends."""
-        flat = t.reshape(-1)
-        above = flat[flat > min(hi for _, hi in self.ranges)].double()
-        below = flat[flat < max(lo for lo, _ in self.ranges)].double()
+        above = t[t > min(hi for _, hi in self.ranges)].double()
+        below = t[t < max(lo for lo, _ in self.ranges)].double()
         for i, (lo, hi) in enumerate(self.ranges):
             over = (above - hi).clamp_min(0.0)
             under = (lo - below).clamp_min(0.0)
@@ -274,6 +276,14 @@ class _Errors:
 
     def best(self, hist: Histogram | None = None) -> tuple[float, float]:
         return self.ranges[int(np.argmin(self.scores(hist)))]
+
+
+def _energies(y: torch.Tensor, k: int) -> np.ndarray:
+    """Sum of squares per candidate of y (candidate axis first, or candidates x samples
+    flattened into it), squaring y in place; any memory layout."""
+    if y.shape[0] != k:
+        y = y.unflatten(0, (k, -1))
+    return y.square_().sum(dim=tuple(range(1, y.dim()))).double().numpy()
 
 
 def search_ranges(
