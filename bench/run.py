@@ -14,6 +14,7 @@ RESULTS = Path(__file__).parent / "results"
 SUITES = {
     "foundation": ("bench.foundation", "foundation.json"),
     "quantize": ("bench.quantize_compare", "quantize_compare.json"),
+    "quantize_time": ("bench.quantize_time", "quantize_time.json"),
     "prune": ("bench.prune_compare", "prune_compare.json"),
     "reliability": ("bench.reliability", "reliability.json"),
     "calibration_memory": ("bench.calibration_memory", "calibration_memory.json"),

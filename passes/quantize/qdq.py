@@ -123,6 +123,7 @@ class _Inserter:
         self.taken = graph_tools.value_names(graph)
         self.taken.update(n.name for n in graph if n.name)
         self.dq_of: dict[str, ir.Value] = {}
+        self._quantized: dict[tuple[str, int | None], tuple[np.ndarray, np.ndarray]] = {}
 
     def _init(self, base: str, array: np.ndarray) -> ir.Value:
         return graph_tools.new_initializer(self.graph, base, array, taken=self.taken)
@@ -224,8 +225,20 @@ class _Inserter:
     def _quantize_weight(
         self, value: ir.Value | None, arr: np.ndarray, axis: int | None
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Round to nearest, or the integers a data-aware rounding chose (`weights`)."""
+        """Round to nearest, or the integers a data-aware rounding chose (`weights`);
+        once per weight and axis (a layer's bias needs its weight's scale too)."""
         name = value.name if value is not None else None
+        key = None if name is None else (name, axis)
+        if key is not None and key in self._quantized:
+            return self._quantized[key]
+        got = self._quantize_weight_once(name, arr, axis)
+        if key is not None:
+            self._quantized[key] = got
+        return got
+
+    def _quantize_weight_once(
+        self, name: str | None, arr: np.ndarray, axis: int | None
+    ) -> tuple[np.ndarray, np.ndarray]:
         if name is not None and name in self.rounded:
             rounded, scale = self.rounded[name]
             if axis is not None and scale.shape == (arr.shape[axis],):

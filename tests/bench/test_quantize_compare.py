@@ -96,3 +96,20 @@ def test_the_step_ablation_ends_at_the_defaults() -> None:
         assert set(after) < set(before)
     for o in options:
         PtqOptions(**o)  # every row is a valid option set
+
+
+def test_quantize_time_summary_judges_the_median_and_checks_the_files() -> None:
+    from bench.quantize_time import summarize
+
+    runs = [
+        {"seconds": s, "cpu_seconds": c, "steal_fraction": f, "sha256": h}
+        for s, c, f, h in ((28.0, 50.0, 0.01, "a"), (41.0, 60.0, 0.2, "a"), (29.5, 52.0, 0.0, "a"))
+    ]
+    got = summarize(runs, target=30.0)
+    assert (got["median_seconds"], got["min_seconds"], got["max_seconds"]) == (29.5, 28.0, 41.0)
+    assert got["median_cpu_seconds"] == 52.0 and got["median_steal_fraction"] == 0.01
+    assert got["met"] and got["identical"]
+    runs[0]["seconds"] = runs[2]["seconds"] = 31.0
+    runs[1]["sha256"] = "b"
+    got = summarize(runs, target=30.0)
+    assert not got["met"] and not got["identical"]
