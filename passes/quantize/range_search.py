@@ -44,6 +44,7 @@ from passes import graph_tools
 from passes.quantize.calibrate import Histogram, run_with_outputs
 from passes.quantize.params import activation_qparams
 from passes.quantize.plan import QuantPlan
+from passes.quantize.scratch import Scratch
 from passes.quantize.spec import QuantSpec
 
 if TYPE_CHECKING:
@@ -208,8 +209,13 @@ class _Errors:
     """Summed squared reader-output error of every candidate range of one tensor."""
 
     def __init__(
-        self, ranges: list[tuple[float, float]], readers: list[Judge], spec: QuantSpec
+        self,
+        ranges: list[tuple[float, float]],
+        readers: list[Judge],
+        spec: QuantSpec,
+        scratch: Scratch | None = None,
     ) -> None:
+        self.scratch = scratch or Scratch()  # the candidates' errors: one buffer for all
         self.ranges = ranges
         self.readers = readers
         self.params = [activation_qparams(lo, hi, spec) for lo, hi in ranges]
@@ -235,7 +241,13 @@ class _Errors:
         k = len(self.params)
         shape = (k,) + (1,) * t.dim()
         scale = torch.tensor([float(s) for s, _ in self.params], dtype=torch.float32).view(shape)
-        e = torch.div(t, scale)  # (k, n, ...): the candidates along a new leading axis
+        # (k, n, ...): the candidates along a new leading axis, each laid out as t is
+        if t.dim() == 4:
+            n, c, h, w = t.shape
+            e = self.scratch.take((k, n, h, w, c)).permute(0, 1, 4, 2, 3)
+        else:
+            e = self.scratch.take((k, *t.shape))
+        torch.div(t, scale, out=e)
         # fq(t) = (clamp(round(t/s) + zp, qmin, qmax) - zp) * s, with zp folded into the bounds
         e.round_()
         for i, (_, zp) in enumerate(self.params):  # a scalar clamp is 7x a broadcast one
@@ -303,6 +315,7 @@ def search_ranges(
     import torch
 
     searched: dict[str, _Errors] = {}
+    scratch = Scratch()
     for name, site in plan.activations.items():
         if name in plan.share or name not in ranges or name not in stats:
             continue
@@ -320,7 +333,7 @@ def search_ranges(
         readers = _judges(site.edges)
         if not readers:
             continue  # read by an op that carries the error on unchanged (a residual Add)
-        searched[name] = _Errors(cands, readers, spec)
+        searched[name] = _Errors(cands, readers, spec, scratch)
     if not searched:
         return dict(ranges)
     old_threads = torch.get_num_threads()

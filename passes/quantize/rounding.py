@@ -39,6 +39,7 @@ import onnx_ir as ir
 from passes import graph_tools
 from passes.quantize.params import quantize_weight
 from passes.quantize.plan import QuantPlan
+from passes.quantize.scratch import Scratch
 from passes.quantize.spec import QuantSpec
 
 if TYPE_CHECKING:
@@ -99,6 +100,7 @@ class HessianCollector:
     ) -> None:
         budget = MAX_HESSIAN_BYTES if max_bytes is None else max_bytes
         self.max_columns = max_columns
+        self._scratch: Scratch | None = Scratch()  # the depthwise patches' buffer
         self.layers: list[_Layer] = []
         self.skipped: dict[str, str] = {}
         for site in plan.weights:
@@ -171,15 +173,21 @@ class HessianCollector:
 
     def visit(self, name: str, x: np.ndarray) -> None:
         for layer in self.by_input.get(name, ()):
-            got = _patch_moments(layer, x, self.max_columns)
+            got = _patch_moments(layer, x, self.max_columns, self._scratch)
             if got is not None:
                 h, cols = got
                 layer.hessian = h if layer.hessian is None else layer.hessian + h
                 layer.rows += 1
                 layer.columns += cols
 
+    def finish(self) -> None:
+        """Release the patch buffer once every batch has been visited."""
+        self._scratch = None
 
-def _patch_moments(layer: _Layer, x: np.ndarray, max_columns: int) -> tuple[np.ndarray, int] | None:
+
+def _patch_moments(
+    layer: _Layer, x: np.ndarray, max_columns: int, scratch: Scratch | None = None
+) -> tuple[np.ndarray, int] | None:
     """(sum over a strided subset of at most `max_columns` input patches of x x^T, one
     (K, K) matrix per group; the number of patches). Inputs past 1e15 (random data
     through an unnormalized VGG) are scaled down first and the sums scaled back in
@@ -192,13 +200,15 @@ def _patch_moments(layer: _Layer, x: np.ndarray, max_columns: int) -> tuple[np.n
     if not np.isfinite(peak):
         return None
     norm = peak if peak > 1e15 else 1.0
-    got = _moments(layer, t / norm if norm != 1.0 else t, max_columns)
+    got = _moments(layer, t / norm if norm != 1.0 else t, max_columns, scratch)
     if got is None or norm == 1.0:
         return got
     return got[0] * (norm * norm), got[1]
 
 
-def _moments(layer: _Layer, t: torch.Tensor, max_columns: int) -> tuple[np.ndarray, int] | None:
+def _moments(
+    layer: _Layer, t: torch.Tensor, max_columns: int, scratch: Scratch | None = None
+) -> tuple[np.ndarray, int] | None:
     import torch
     import torch.nn.functional as F
 
@@ -225,7 +235,7 @@ def _moments(layer: _Layer, t: torch.Tensor, max_columns: int) -> tuple[np.ndarr
     n, c = t.shape[0], t.shape[1]
     k = (c // g) * int(np.prod(kernel))
     if g == c and g > 1:
-        return _depthwise_moments(t, kernel, strides, dil, pads, max_columns)
+        return _depthwise_moments(t, kernel, strides, dil, pads, max_columns, scratch)
     total = None
     count = 0
     # a few samples at a time keeps the im2col buffer small; columns are strided evenly
@@ -255,10 +265,11 @@ def _depthwise_moments(
     dil: tuple[int, ...],
     pads: tuple[int, ...],
     max_columns: int,
+    scratch: Scratch | None = None,
 ) -> tuple[np.ndarray, int]:
     """Per-channel (k, k) patch moments of a depthwise Conv from shifted strided views.
     The padding is implicit: each view's rows and columns inside the input are copied
-    once into a zeroed (C, k, positions) buffer (padding the whole input first copied
+    once into a (C, k, positions) buffer, its padding zeroed (padding the whole input first copied
     every element, though only the sampled positions are read)."""
     import torch
 
@@ -270,16 +281,22 @@ def _depthwise_moments(
     # subsample output positions evenly so that n * positions stays near max_columns
     step = max(1, int(np.sqrt(n * ho * wo / max_columns)))
     rows, width = len(range(0, ho, step)), len(range(0, wo, step))
-    cols = torch.zeros((c, kh * kw, n * rows * width), dtype=t.dtype)
+    shape = (c, kh * kw, n * rows * width)
+    cols = scratch.take(shape) if scratch is not None else torch.empty(shape, dtype=t.dtype)
     for i in range(kh):
         ys = _inside(i * dil[0] - top, strides[0] * step, rows, h)
         for j in range(kw):
             xs = _inside(j * dil[1] - left, strides[1] * step, width, w)
-            if ys is None or xs is None:
-                continue  # this shift sees only padding
-            (r0, r1, y_rows), (c0, c1, x_cols) = ys, xs
             slot = cols[:, i * kw + j].view(c, n, rows, width)
+            if ys is None or xs is None:
+                slot.zero_()  # this shift sees only padding
+                continue
+            (r0, r1, y_rows), (c0, c1, x_cols) = ys, xs
             slot[:, :, r0:r1, c0:c1].copy_(t[:, :, y_rows, x_cols].permute(1, 0, 2, 3))
+            slot[:, :, :r0].zero_()  # the padding around it
+            slot[:, :, r1:].zero_()
+            slot[:, :, r0:r1, :c0].zero_()
+            slot[:, :, r0:r1, c1:].zero_()
     return torch.bmm(cols, cols.transpose(1, 2)).double().numpy(), int(cols.shape[2])
 
 

@@ -473,6 +473,7 @@ class Rounding(Step):
     def apply(self, state: PtqState) -> None:
         if state.hessians is None:
             raise RuntimeError("GPTQ rounding needs the calibration pass's Hessians")
+        state.hessians.finish()
         state.weights = round_weights(state.hessians, state.spec, progress=state.report(self.name))
 
 
