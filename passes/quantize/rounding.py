@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Collection, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -46,6 +47,9 @@ if TYPE_CHECKING:
     import torch
 
 logger = logging.getLogger(__name__)
+
+#: layers rounded at once (`_round_weights`): MobileNetV2 2.4-2.9 s -> 2.0 s on 2 cores
+ROUNDING_THREADS = 2
 
 
 @dataclass
@@ -344,48 +348,67 @@ def _round_weights(
     only: Collection[str] | None = None,
     row_qmax: Mapping[str, np.ndarray] | None = None,
 ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    out: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-    for i, layer in enumerate(collector.layers):
-        if progress is not None:
-            progress(i, len(collector.layers))
+    """The layers two at a time: LAPACK and numpy's loops release the GIL, so the second
+    core works while the first one's Python runs (each layer is rounded alone, with
+    single-threaded BLAS: the same numbers in any order)."""
+    todo: list[_Layer] = []
+    names: set[str] = set()
+    for layer in collector.layers:
         if only is not None and layer.node.name not in only:
             continue
-        if layer.hessian is None or not layer.weight.name or layer.weight.name in out:
+        if layer.hessian is None or not layer.weight.name or layer.weight.name in names:
             continue
         if not np.all(np.isfinite(layer.hessian)):
             collector.skipped[layer.node.name or ""] = (
                 "GPTQ skipped, rounded to nearest: its input's second moments overflow float64"
             )
             continue
-        w = graph_tools.constant(layer.weight)
-        assert w is not None
-        axis = (
-            0
-            if layer.kind == "conv"
-            or (layer.kind == "gemm" and graph_tools.attr_int(layer.node, "transB", 0))
-            else 1
-        )
-        _, scale = quantize_weight(w, axis, spec)
-        qmax: int | np.ndarray = spec.weight_qmax
-        rows_q = (row_qmax or {}).get(layer.node.name or "")
-        if rows_q is not None and rows_q.size == scale.size:
-            scale = (scale * (spec.weight_qmax / rows_q)).astype(scale.dtype)
-            qmax = rows_q
-        w_rows = np.moveaxis(w.astype(np.float64), axis, 0)
-        shape_rows = w_rows.shape
-        w2 = w_rows.reshape(shape_rows[0], -1)
-        g = layer.hessian.shape[0]
-        rows_per_group = w2.shape[0] // g
-        wg = w2.reshape(g, rows_per_group, -1)
-        sg = scale.astype(np.float64).reshape(g, rows_per_group)
-        if isinstance(qmax, np.ndarray):
-            qmax = qmax.reshape(g, rows_per_group)
-        q = gptq(wg, layer.hessian, sg, qmax, damp=damp)
-        rounded = (q * sg[..., None]).reshape(shape_rows)
-        out[layer.weight.name] = (np.moveaxis(rounded, 0, axis).astype(w.dtype), scale)
+        names.add(layer.weight.name)
+        todo.append(layer)
+    out: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    total = len(collector.layers)
+    with ThreadPoolExecutor(ROUNDING_THREADS) as pool:
+        rounded = pool.map(lambda la: _round_layer(la, spec, damp, row_qmax or {}), todo)
+        for i, (layer, result) in enumerate(zip(todo, rounded, strict=True)):
+            if progress is not None:
+                progress(i, total)
+            out[layer.weight.name or ""] = result
     if progress is not None:
-        progress(len(collector.layers), len(collector.layers))
+        progress(total, total)
     return out
+
+
+def _round_layer(
+    layer: _Layer, spec: QuantSpec, damp: float, row_qmax: Mapping[str, np.ndarray]
+) -> tuple[np.ndarray, np.ndarray]:
+    """One layer's GPTQ-rounded float weight and its per-channel scale."""
+    assert layer.hessian is not None
+    w = graph_tools.constant(layer.weight)
+    assert w is not None
+    axis = (
+        0
+        if layer.kind == "conv"
+        or (layer.kind == "gemm" and graph_tools.attr_int(layer.node, "transB", 0))
+        else 1
+    )
+    _, scale = quantize_weight(w, axis, spec)
+    qmax: int | np.ndarray = spec.weight_qmax
+    rows_q = row_qmax.get(layer.node.name or "")
+    if rows_q is not None and rows_q.size == scale.size:
+        scale = (scale * (spec.weight_qmax / rows_q)).astype(scale.dtype)
+        qmax = rows_q
+    w_rows = np.moveaxis(w.astype(np.float64), axis, 0)
+    shape_rows = w_rows.shape
+    w2 = w_rows.reshape(shape_rows[0], -1)
+    g = layer.hessian.shape[0]
+    rows_per_group = w2.shape[0] // g
+    wg = w2.reshape(g, rows_per_group, -1)
+    sg = scale.astype(np.float64).reshape(g, rows_per_group)
+    if isinstance(qmax, np.ndarray):
+        qmax = qmax.reshape(g, rows_per_group)
+    q = gptq(wg, layer.hessian, sg, qmax, damp=damp)
+    rounded = (q * sg[..., None]).reshape(shape_rows)
+    return np.moveaxis(rounded, 0, axis).astype(w.dtype), scale
 
 
 def gptq(
