@@ -273,8 +273,8 @@ def _depthwise_moments(
 ) -> tuple[np.ndarray, int]:
     """Per-channel (k, k) patch moments of a depthwise Conv from shifted strided views.
     The padding is implicit: each view's rows and columns inside the input are copied
-    once into a (C, k, positions) buffer, its padding zeroed (padding the whole input first copied
-    every element, though only the sampled positions are read)."""
+    once into a (C, k, positions) buffer and the rest of it zeroed (padding the whole
+    input first copied every element, though only the sampled positions are read)."""
     import torch
 
     top, bottom, left, right = pads
@@ -326,8 +326,8 @@ def round_weights(
     row_qmax: Mapping[str, np.ndarray] | None = None,
 ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """{weight name: (rounded float weight q*s, per-channel scale s)} for every layer with H
-    (only the nodes named in `layers`, when given); `progress(layers done, layers)` after
-    each layer. `row_qmax` gives a node's own largest integer per output channel (7-bit
+    (only the nodes named in `layers`, when given); `progress(layers done, layers to round)`
+    as they finish. `row_qmax` gives a node's own largest integer per output channel (7-bit
     channels where its int8 kernel overflows, `overflow.py`), its scale following.
 
     BLAS runs single-threaded here: the matrices are small and many, and a
@@ -344,9 +344,9 @@ def _round_weights(
     collector: HessianCollector,
     spec: QuantSpec,
     damp: float,
-    progress: Callable[[int, int], None] | None = None,
-    only: Collection[str] | None = None,
-    row_qmax: Mapping[str, np.ndarray] | None = None,
+    progress: Callable[[int, int], None] | None,
+    only: Collection[str] | None,
+    row_qmax: Mapping[str, np.ndarray],
 ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """The layers two at a time: LAPACK and numpy's loops release the GIL, so the second
     core works while the first one's Python runs (each layer is rounded alone, with
@@ -366,15 +366,14 @@ def _round_weights(
         names.add(layer.weight.name)
         todo.append(layer)
     out: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-    total = len(collector.layers)
     with ThreadPoolExecutor(ROUNDING_THREADS) as pool:
-        rounded = pool.map(lambda la: _round_layer(la, spec, damp, row_qmax or {}), todo)
+        rounded = pool.map(lambda la: _round_layer(la, spec, damp, row_qmax), todo)
         for i, (layer, result) in enumerate(zip(todo, rounded, strict=True)):
             if progress is not None:
-                progress(i, total)
+                progress(i, len(todo))
             out[layer.weight.name or ""] = result
     if progress is not None:
-        progress(total, total)
+        progress(len(todo), len(todo))
     return out
 
 
