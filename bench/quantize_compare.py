@@ -38,6 +38,7 @@ import functools
 import hashlib
 import json
 import logging
+import math
 import multiprocessing
 import os
 import tempfile
@@ -93,6 +94,40 @@ def top1_agreement(ref: np.ndarray, out: np.ndarray, mask: np.ndarray | None = N
     return float(same.mean()) if same.size else float("nan")
 
 
+def noise_scale_keeping_top1(ref: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """Per row, the largest k such that ref + k' * (out - ref) keeps ref's argmax for every
+    k' < k (inf when no scaling of this noise moves it). For class j against the top class
+    t the logit difference is gap_j - k * (e_j - e_t), so it turns negative at
+    k = gap_j / (e_j - e_t) when e_j > e_t: a row flips exactly when k passes the
+    smallest of those. Why: it says how much smaller a quantizer's noise, of the shape
+    it has, must be before no such row changes its top-1 class."""
+    r, e = ref.astype(np.float64), out.astype(np.float64) - ref.astype(np.float64)
+    rows = np.arange(len(r))
+    top = r.argmax(-1)
+    gap = r[rows, top][:, None] - r
+    rise = e - e[rows, top][:, None]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        k = np.where(rise > 0, gap / rise, np.inf)
+    k[rows, top] = np.inf
+    return k.min(axis=-1)
+
+
+def flip_margin(ref: np.ndarray, out: np.ndarray, mask: np.ndarray) -> dict[str, Any]:
+    """How far `out`'s noise is from flipping none of the rows in `mask`: the noise scale
+    at which the first of them flips (below 1: some flip now), the SQNR that scale
+    means (the noise's shape kept), and the smallest FP32 top-2 logit gap among them."""
+    if not mask.any():
+        return {}
+    k = float(noise_scale_keeping_top1(ref[mask], out[mask]).min())
+    top2 = np.sort(ref[mask].astype(np.float64), axis=-1)[:, -2:]
+    needed = sqnr_db(ref, out) - 20 * math.log10(min(k, 1.0))  # as it is, if none flips
+    return {
+        "noise_scale_for_no_flips": None if math.isinf(k) else round(k, 4),
+        "sqnr_db_for_no_flips": None if math.isinf(needed) else round(needed, 2),
+        "smallest_fp32_top2_gap": round(float((top2[:, 1] - top2[:, 0]).min()), 4),
+    }
+
+
 def accuracy(ref: np.ndarray, out: np.ndarray, confident: float = CONFIDENT) -> dict[str, Any]:
     """SQNR and top-1 agreement of `out` against the FP32 logits `ref`, overall and on
     the rows FP32 is confident about (softmax max > `confident`)."""
@@ -106,6 +141,7 @@ def accuracy(ref: np.ndarray, out: np.ndarray, confident: float = CONFIDENT) -> 
         "top1_agreement_stderr": round((agree * (1 - agree) / n) ** 0.5, 4),
         "confident_samples": int(mask.sum()),
         "top1_agreement_confident": round(top1_agreement(ref, out, mask), 4),
+        "confident_flip_margin": flip_margin(ref, out, mask),
     }
 
 
@@ -648,7 +684,8 @@ def run(out_path: Path) -> dict[str, Any]:
         h = r["held_out"]
         print(
             f"  {k:22s} SQNR {h['sqnr_db']:5.1f} dB  agree {h['top1_agreement']:.3f}"
-            f" (confident {h['top1_agreement_confident']:.3f})"
+            f" (confident {h['top1_agreement_confident']:.3f},"
+            f" none flips at {h['confident_flip_margin'].get('sqnr_db_for_no_flips')} dB)"
             f"  latency {r['latency_vs_fp32']:.2f}x  size {r['size_vs_fp32']:.2f}x"
             f"  {r['quantize_seconds']} s"
         )

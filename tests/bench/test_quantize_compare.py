@@ -12,7 +12,9 @@ from bench.quantize_compare import (
     INT8_FLAGS,
     accuracy,
     cpu_info,
+    flip_margin,
     identical_groups,
+    noise_scale_keeping_top1,
     softmax_max,
     sqnr_db,
     top1_agreement,
@@ -113,3 +115,37 @@ def test_quantize_time_summary_judges_the_median_and_checks_the_files() -> None:
     runs[1]["sha256"] = "b"
     got = summarize(runs, target=30.0)
     assert not got["met"] and not got["identical"]
+
+
+def test_noise_scale_keeping_top1_is_where_each_row_first_flips() -> None:
+    ref = np.array([[1.0, 0.8, 0.0], [2.0, 0.0, 0.0]])
+    out = ref + np.array([[0.0, 0.4, 0.0], [0.5, 0.1, -0.3]])  # row 2's top class only rises
+    np.testing.assert_allclose(noise_scale_keeping_top1(ref, out), [0.5, math.inf])
+    rng = np.random.default_rng(0)
+    ref = rng.normal(size=(200, 10))
+    out = ref + rng.normal(scale=0.5, size=ref.shape)
+    k = noise_scale_keeping_top1(ref, out)
+    finite = np.isfinite(k)
+    assert finite.sum() > 150
+    e = out - ref
+    below = (ref + 0.999 * k[:, None] * e)[finite].argmax(-1)
+    above = (ref + 1.001 * k[:, None] * e)[finite].argmax(-1)
+    assert (below == ref[finite].argmax(-1)).all()
+    assert (above != ref[finite].argmax(-1)).all()
+
+
+def test_flip_margin_gives_the_sqnr_at_which_no_masked_row_flips() -> None:
+    ref = np.array([[1.0, 0.8, 0.0], [3.0, 0.0, 0.0], [0.0, 0.1, 0.0]])
+    noise = np.array([[0.0, 0.4, 0.0], [0.0, 0.5, 0.0], [0.3, 0.0, 0.0]])
+    out = ref + noise
+    m = flip_margin(ref, out, np.array([True, True, False]))  # row 3 flips, unmasked
+    assert m["noise_scale_for_no_flips"] == 0.5  # row 1: gap 0.2 over a rise of 0.4
+    assert m["sqnr_db_for_no_flips"] == pytest.approx(
+        sqnr_db(ref, out) + 20 * math.log10(2), abs=0.01
+    )
+    assert m["smallest_fp32_top2_gap"] == pytest.approx(0.2)
+    calm = flip_margin(ref, out, np.array([False, True, False]))  # row 2 flips at k = 6
+    assert calm["noise_scale_for_no_flips"] == 6.0
+    assert calm["sqnr_db_for_no_flips"] == pytest.approx(sqnr_db(ref, out), abs=0.01)
+    assert flip_margin(ref, out, np.zeros(3, dtype=bool)) == {}
+    assert accuracy(ref, out)["confident_flip_margin"]["noise_scale_for_no_flips"] == 6.0
