@@ -48,6 +48,7 @@ from typing import Any
 
 import numpy as np
 
+from compiler.evaluate import noise_scale_keeping_top1
 from compiler.ground.sessions import open_session, session_options
 
 THREADS = 2
@@ -92,24 +93,6 @@ def top1_agreement(ref: np.ndarray, out: np.ndarray, mask: np.ndarray | None = N
     if mask is not None:
         same = same[mask]
     return float(same.mean()) if same.size else float("nan")
-
-
-def noise_scale_keeping_top1(ref: np.ndarray, out: np.ndarray) -> np.ndarray:
-    """Per row, the largest k such that ref + k' * (out - ref) keeps ref's argmax for every
-    k' < k (inf when no scaling of this noise moves it). For class j against the top class
-    t the logit difference is gap_j - k * (e_j - e_t), so it turns negative at
-    k = gap_j / (e_j - e_t) when e_j > e_t: a row flips exactly when k passes the
-    smallest of those. Why: it says how much smaller a quantizer's noise, of the shape
-    it has, must be before no such row changes its top-1 class."""
-    r, e = ref.astype(np.float64), out.astype(np.float64) - ref.astype(np.float64)
-    rows = np.arange(len(r))
-    top = r.argmax(-1)
-    gap = r[rows, top][:, None] - r
-    rise = e - e[rows, top][:, None]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        k = np.where(rise > 0, gap / rise, np.inf)
-    k[rows, top] = np.inf
-    return k.min(axis=-1)
 
 
 def flip_margin(ref: np.ndarray, out: np.ndarray, mask: np.ndarray) -> dict[str, Any]:

@@ -18,6 +18,16 @@ Definitions (N samples; the first axis is the sample axis):
 - sqnr_db: 10·log10(Σ ref² / Σ (ref − cand)²) over every element, clamped to
   [-200, 200] dB (identical outputs give 200.0, never inf).
 - max_abs_error: max |ref − cand| over every element.
+- top1_headroom_db / top1_flips_cleared_db (class scores only): how firm the top-1
+  agreement is, with the noise's shape kept. Scaling the noise e = cand − ref by k
+  keeps a sample's reference top-1 class t exactly while k is below
+  min over classes j with e_j > e_t of (ref_t − ref_j) / (e_j − e_t).
+  top1_headroom_db = 20·log10 of the smallest such k over the agreeing samples: the
+  SQNR could fall that many dB before one more sample flips (None: none agrees, or
+  no scaling of this noise flips one). top1_flips_cleared_db = −20·log10 of the
+  smallest k over the samples that disagree: that many dB more SQNR and every one of
+  them agrees again (None: none disagrees). A gate on agreement whose headroom is a
+  fraction of a dB rests on a near-tie.
 - top1_accuracy / baseline_top1_accuracy: argmax of the candidate / reference
   equal to the labels; None without labels.
 
@@ -56,6 +66,8 @@ class Accuracy:
     max_abs_error: float
     top1_accuracy: float | None
     baseline_top1_accuracy: float | None
+    top1_headroom_db: float | None = None
+    top1_flips_cleared_db: float | None = None
     #: the output these metrics are of (None: a single compared output)
     output: str | None = None
     #: every output's metrics by name (`compare_all`), the judged one included
@@ -106,7 +118,7 @@ def compare_outputs(
 
     classes = _class_axis_size(ref.shape) if class_scores else None
     classification = classes is not None
-    top1 = top5 = acc = base_acc = None
+    top1 = top5 = acc = base_acc = headroom = cleared = None
     if classes is not None:
         ref, cand = ref.reshape(n, classes), cand.reshape(n, classes)
         ref_top1 = np.argmax(ref, axis=1)
@@ -115,6 +127,7 @@ def compare_outputs(
         cand_topk = np.argsort(-cand, axis=1, kind="stable")[:, :k]
         top1 = float(np.mean(ref_top1 == cand_top1))
         top5 = float(np.mean(np.any(cand_topk == ref_top1[:, None], axis=1)))
+        headroom, cleared = _top1_margins(ref, cand, ref_top1 == cand_top1)
     if labels is not None:
         lab = np.asarray(labels)
         if not classification:
@@ -137,7 +150,44 @@ def compare_outputs(
         max_abs_error=max_abs,
         top1_accuracy=acc,
         baseline_top1_accuracy=base_acc,
+        top1_headroom_db=headroom,
+        top1_flips_cleared_db=cleared,
     )
+
+
+def noise_scale_keeping_top1(reference: np.ndarray, candidate: np.ndarray) -> np.ndarray:
+    """Per sample of (N, C) scores, the k below which reference + k * (candidate -
+    reference) keeps the reference's top-1 class (inf: no scaling of this noise moves
+    it). Class j overtakes the top class t where k * (e_j - e_t) reaches their gap."""
+    ref = np.asarray(reference, dtype=np.float64)
+    noise = np.asarray(candidate, dtype=np.float64) - ref
+    rows = np.arange(len(ref))
+    top = ref.argmax(axis=-1)
+    gap = ref[rows, top][:, None] - ref
+    rise = noise - noise[rows, top][:, None]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        k = np.where(rise > 0, gap / rise, np.inf)
+    k[rows, top] = np.inf
+    return k.min(axis=-1)
+
+
+def _top1_margins(
+    ref: np.ndarray, cand: np.ndarray, agree: np.ndarray
+) -> tuple[float | None, float | None]:
+    """(top1_headroom_db, top1_flips_cleared_db); see the module docstring."""
+    if not (np.all(np.isfinite(ref)) and np.all(np.isfinite(cand))):
+        return None, None
+    k = noise_scale_keeping_top1(ref, cand)
+
+    def db(scale: float) -> float:
+        return float(np.clip(20.0 * math.log10(max(scale, 1e-300)), -SQNR_CAP_DB, SQNR_CAP_DB))
+
+    headroom = cleared = None
+    if agree.any() and np.isfinite(k[agree].min()):
+        headroom = db(float(k[agree].min()))
+    if (~agree).any():
+        cleared = -db(float(k[~agree].min()))
+    return headroom, cleared
 
 
 def _class_axis_size(shape: tuple[int, ...]) -> int | None:

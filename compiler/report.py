@@ -139,6 +139,9 @@ def summary_rows(report: dict[str, Any]) -> list[tuple[str, str]]:
                 f"max |err| {fmt(acc.get('max_abs_error'))} ({acc.get('samples')} samples)",
             )
         )
+        margins = _top1_margins(acc)
+        if margins:
+            rows.append(("top-1 margin", margins))
         if acc.get("top1_accuracy") is not None:
             rows.append(
                 (
@@ -228,3 +231,13 @@ def write_reports(
         written.append(out_dir / "report.html")
         atomic_write_text(written[-1], to_html(report, summary_rows(report), inputs))
     return written
+
+
+def _top1_margins(acc: dict[str, Any]) -> str:
+    """How firm top-1 agreement is, in dB of SQNR (`compiler/evaluate.py`); "" if unknown."""
+    parts = []
+    if acc.get("top1_headroom_db") is not None:
+        parts.append(f"the next flip {fmt(acc['top1_headroom_db'])} dB of SQNR away")
+    if acc.get("top1_flips_cleared_db") is not None:
+        parts.append(f"every flip agrees again {fmt(acc['top1_flips_cleared_db'])} dB higher")
+    return " · ".join(parts)

@@ -239,6 +239,8 @@ _METRICS = (
     ("samples", "samples"),
     ("top1_agreement", "top-1 agreement with fp32"),
     ("top5_agreement", "top-5 agreement with fp32"),
+    ("top1_headroom_db", "SQNR drop before one more top-1 flip (dB)"),
+    ("top1_flips_cleared_db", "SQNR rise until every top-1 flip agrees (dB)"),
     ("cosine", "cosine (mean)"),
     ("min_cosine", "cosine (worst sample)"),
     ("sqnr_db", "SQNR (dB)"),

@@ -10,14 +10,21 @@ import onnx.parser
 import onnx_ir as ir
 import pytest
 
-from compiler.evaluate import SQNR_CAP_DB, Accuracy, compare_outputs, run_batched
+from compiler.evaluate import (
+    SQNR_CAP_DB,
+    Accuracy,
+    compare_outputs,
+    noise_scale_keeping_top1,
+    run_batched,
+)
 from compiler.ground.errors import InvalidInput
 from targets.cpu import CpuTarget
 
 ACCURACY_KEYS = {
     "samples", "top1_agreement", "top5_agreement", "cosine", "min_cosine", "sqnr_db",
     "max_abs_error",
-    "top1_accuracy", "baseline_top1_accuracy", "output", "outputs",
+    "top1_accuracy", "baseline_top1_accuracy", "top1_headroom_db", "top1_flips_cleared_db",
+    "output", "outputs",
 }  # fmt: skip
 
 
@@ -42,6 +49,39 @@ def test_identical_outputs() -> None:
     d = acc.to_dict()
     assert set(d) == ACCURACY_KEYS and d["sqnr_db"] == 200.0
     json.dumps(d, allow_nan=False)
+
+
+def test_top1_margins_say_how_far_the_noise_is_from_the_next_flip() -> None:
+    ref = np.array([[1.0, 0.8, 0.0], [3.0, 0.0, 0.0], [0.0, 0.1, 0.0]])
+    noise = np.array([[0.0, 0.1, 0.0], [0.0, 0.5, 0.0], [0.3, 0.0, 0.0]])
+    acc = compare_outputs(ref, ref + noise)
+    # row 1 flips at k = 0.2 / 0.1 = 2, row 2 at 3 / 0.5 = 6; row 3 already flipped, and
+    # agrees again below k = 0.1 / 0.3
+    np.testing.assert_allclose(noise_scale_keeping_top1(ref, ref + noise), [2.0, 6.0, 1 / 3])
+    assert acc.top1_agreement == pytest.approx(2 / 3)
+    assert acc.top1_headroom_db == pytest.approx(20 * math.log10(2.0))
+    assert acc.top1_flips_cleared_db == pytest.approx(20 * math.log10(3.0))
+    clean = compare_outputs(ref[:2], ref[:2] + noise[:2])
+    assert clean.top1_flips_cleared_db is None and clean.top1_headroom_db == acc.top1_headroom_db
+    only_top_rises = compare_outputs(ref[1:2], ref[1:2] + np.array([[1.0, 0.0, 0.0]]))
+    assert only_top_rises.top1_headroom_db is None  # no scaling of this noise flips it
+
+
+def test_top1_margins_match_brute_force_scaling() -> None:
+    rng = np.random.default_rng(3)
+    ref = rng.standard_normal((300, 12))
+    cand = ref + rng.normal(scale=0.4, size=ref.shape)
+    acc = compare_outputs(ref, cand)
+    assert acc.top1_headroom_db is not None and acc.top1_flips_cleared_db is not None
+    top = ref.argmax(1)
+    grow = 10 ** (acc.top1_headroom_db / 20)
+    shrink = 10 ** (-acc.top1_flips_cleared_db / 20)
+    agree = cand.argmax(1) == top
+    for k, expect_all in ((grow * 0.999, True), (grow * 1.001, False)):
+        still = (ref + k * (cand - ref)).argmax(1) == top
+        assert still[agree].all() == expect_all
+    assert ((ref + 0.999 * shrink * (cand - ref)).argmax(1) == top).all()
+    assert not ((ref + 1.001 * shrink * (cand - ref)).argmax(1) == top).all()
 
 
 def test_one_percent_scaling_is_40_db() -> None:
