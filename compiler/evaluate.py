@@ -27,7 +27,10 @@ Definitions (N samples; the first axis is the sample axis):
   no scaling of this noise flips one). top1_flips_cleared_db = −20·log10 of the
   smallest k over the samples that disagree: that many dB more SQNR and every one of
   them agrees again (None: none disagrees). A gate on agreement whose headroom is a
-  fraction of a dB rests on a near-tie.
+  fraction of a dB rests on a near-tie. top1_flip_db lists, ascending, the SQNR drops
+  at which the next agreeing samples flip (at most FLIP_DB_KEPT of them;
+  top1_headroom_db is its first): a `--min-accuracy` gate on agreement reads its own
+  margin from it (`compiler/gates.py`).
 - top1_accuracy / baseline_top1_accuracy: argmax of the candidate / reference
   equal to the labels; None without labels.
 
@@ -51,6 +54,9 @@ if TYPE_CHECKING:
 
 SQNR_CAP_DB = 200.0
 _TOPK = 5
+#: how many of the next flips' SQNR drops `top1_flip_db` keeps: a gate has that many
+#: flips to spare at most before its margin is only "more than the last"
+FLIP_DB_KEPT = 32
 
 
 @dataclass(frozen=True)
@@ -68,6 +74,7 @@ class Accuracy:
     baseline_top1_accuracy: float | None
     top1_headroom_db: float | None = None
     top1_flips_cleared_db: float | None = None
+    top1_flip_db: tuple[float, ...] | None = None
     #: the output these metrics are of (None: a single compared output)
     output: str | None = None
     #: every output's metrics by name (`compare_all`), the judged one included
@@ -118,7 +125,7 @@ def compare_outputs(
 
     classes = _class_axis_size(ref.shape) if class_scores else None
     classification = classes is not None
-    top1 = top5 = acc = base_acc = headroom = cleared = None
+    top1 = top5 = acc = base_acc = headroom = cleared = flip_db = None
     if classes is not None:
         ref, cand = ref.reshape(n, classes), cand.reshape(n, classes)
         ref_top1 = np.argmax(ref, axis=1)
@@ -127,7 +134,7 @@ def compare_outputs(
         cand_topk = np.argsort(-cand, axis=1, kind="stable")[:, :k]
         top1 = float(np.mean(ref_top1 == cand_top1))
         top5 = float(np.mean(np.any(cand_topk == ref_top1[:, None], axis=1)))
-        headroom, cleared = _top1_margins(ref, cand, ref_top1 == cand_top1)
+        headroom, cleared, flip_db = _top1_margins(ref, cand, ref_top1 == cand_top1)
     if labels is not None:
         lab = np.asarray(labels)
         if not classification:
@@ -152,6 +159,7 @@ def compare_outputs(
         baseline_top1_accuracy=base_acc,
         top1_headroom_db=headroom,
         top1_flips_cleared_db=cleared,
+        top1_flip_db=flip_db,
     )
 
 
@@ -173,21 +181,20 @@ def noise_scale_keeping_top1(reference: np.ndarray, candidate: np.ndarray) -> np
 
 def _top1_margins(
     ref: np.ndarray, cand: np.ndarray, agree: np.ndarray
-) -> tuple[float | None, float | None]:
-    """(top1_headroom_db, top1_flips_cleared_db); see the module docstring."""
+) -> tuple[float | None, float | None, tuple[float, ...] | None]:
+    """(top1_headroom_db, top1_flips_cleared_db, top1_flip_db); see the module docstring."""
     if not (np.all(np.isfinite(ref)) and np.all(np.isfinite(cand))):
-        return None, None
+        return None, None, None
     k = noise_scale_keeping_top1(ref, cand)
 
     def db(scale: float) -> float:
         return float(np.clip(20.0 * math.log10(max(scale, 1e-300)), -SQNR_CAP_DB, SQNR_CAP_DB))
 
-    headroom = cleared = None
-    if agree.any() and np.isfinite(k[agree].min()):
-        headroom = db(float(k[agree].min()))
-    if (~agree).any():
-        cleared = -db(float(k[~agree].min()))
-    return headroom, cleared
+    flips = np.sort(k[agree])
+    flips = flips[np.isfinite(flips)][:FLIP_DB_KEPT]
+    flip_db = tuple(round(db(float(x)), 4) for x in flips)
+    cleared = -db(float(k[~agree].min())) if (~agree).any() else None
+    return (db(float(flips[0])) if flips.size else None), cleared, flip_db
 
 
 def _class_axis_size(shape: tuple[int, ...]) -> int | None:

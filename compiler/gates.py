@@ -4,10 +4,17 @@
 accuracy when the evaluation set has labels, else top-1 agreement with the FP32
 original, else (non-classification outputs) mean cosine similarity.
 Sizes are in MB = 10**6 bytes; latency is the p50 at the report's batch size.
+
+A passing gate on top-1 agreement also says how firm the pass is: `margin_db`, the
+SQNR drop (the noise keeping its shape) at which enough further samples flip to fail
+it, read from the report's `accuracy.top1_flip_db` (`compiler/evaluate.py`); None
+for other gates, failing ones, or when the gate has more flips to spare than that
+list holds.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -23,13 +30,17 @@ class GateResult:
     value: float | None
     passed: bool
     metric: str
+    margin_db: float | None = None
 
     def verdict(self) -> str:
         """One line a person reads in a CI log."""
         shown = "n/a" if self.value is None else f"{self.value:.4g}"
         op = ">=" if self.name.startswith("min_") else "<="
         status = "passed" if self.passed else "FAILED"
-        return f"gate {self.name} {status}: {self.metric} = {shown} (budget {op} {self.limit:g})"
+        budget = f"budget {op} {self.limit:g}"
+        if self.margin_db is not None:
+            budget += f"; fails {self.margin_db:.3g} dB of SQNR lower"
+        return f"gate {self.name} {status}: {self.metric} = {shown} ({budget})"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -95,8 +106,21 @@ def judge(report: dict[str, Any], budgets: Budgets) -> list[GateResult]:
             continue
         metric, value = _measure(report, name)
         ok = value is not None and (value >= limit if name.startswith("min_") else value <= limit)
-        results.append(GateResult(name, limit, value, ok, metric))
+        margin = _agreement_margin(report, limit) if ok and metric == "top1_agreement" else None
+        results.append(GateResult(name, limit, value, ok, metric, margin))
     return results
+
+
+def _agreement_margin(report: dict[str, Any], limit: float) -> float | None:
+    """The SQNR drop at which an agreement gate that passes would fail: the flip after
+    the ones it has to spare (agreeing samples minus the ceil(limit x samples) it needs)."""
+    accuracy = report.get("accuracy") or {}
+    flips = accuracy.get("top1_flip_db")
+    n, agreement = accuracy.get("samples"), accuracy.get("top1_agreement")
+    if flips is None or not n or agreement is None:
+        return None
+    spare = round(float(agreement) * n) - math.ceil(limit * n - 1e-9)
+    return float(flips[spare]) if 0 <= spare < len(flips) else None
 
 
 #: the first line of every JUnit document edgec writes

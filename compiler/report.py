@@ -161,7 +161,12 @@ def summary_rows(report: dict[str, Any]) -> list[tuple[str, str]]:
         rows.append(
             (
                 f"gate {g['name']}",
-                f"{'passed' if g['passed'] else 'FAILED'}: {fmt(g['value'])} vs {g['limit']}",
+                f"{'passed' if g['passed'] else 'FAILED'}: {fmt(g['value'])} vs {g['limit']}"
+                + (
+                    f" (fails {fmt(g['margin_db'])} dB of SQNR lower)"
+                    if g.get("margin_db") is not None
+                    else ""
+                ),
             )
         )
     for warning in report.get("warnings") or []:

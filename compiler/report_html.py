@@ -149,11 +149,17 @@ def _gates(report: Mapping[str, Any]) -> str:
     if not gates:
         return _section("gates", "Gates", '<p class="note">No budgets were given.</p>')
     rows = [
-        (g["name"], g.get("limit"), g.get("value"), "pass" if g["passed"] else "FAIL")
+        (
+            g["name"],
+            g.get("limit"),
+            g.get("value"),
+            "" if g.get("margin_db") is None else g["margin_db"],
+            "pass" if g["passed"] else "FAIL",
+        )
         for g in gates
     ]
     table = _table(
-        ["budget", "limit", "value", "result"],
+        ["budget", "limit", "value", "SQNR margin (dB)", "result"],
         rows,
         ["pass" if g["passed"] else "fail" for g in gates],
     )

@@ -24,7 +24,7 @@ ACCURACY_KEYS = {
     "samples", "top1_agreement", "top5_agreement", "cosine", "min_cosine", "sqnr_db",
     "max_abs_error",
     "top1_accuracy", "baseline_top1_accuracy", "top1_headroom_db", "top1_flips_cleared_db",
-    "output", "outputs",
+    "top1_flip_db", "output", "outputs",
 }  # fmt: skip
 
 
@@ -45,6 +45,7 @@ def test_identical_outputs() -> None:
         max_abs_error=0.0,
         top1_accuracy=None,
         baseline_top1_accuracy=None,
+        top1_flip_db=(),  # no scaling of no noise flips anything
     )
     d = acc.to_dict()
     assert set(d) == ACCURACY_KEYS and d["sqnr_db"] == 200.0
@@ -61,6 +62,7 @@ def test_top1_margins_say_how_far_the_noise_is_from_the_next_flip() -> None:
     assert acc.top1_agreement == pytest.approx(2 / 3)
     assert acc.top1_headroom_db == pytest.approx(20 * math.log10(2.0))
     assert acc.top1_flips_cleared_db == pytest.approx(20 * math.log10(3.0))
+    assert acc.top1_flip_db == pytest.approx((20 * math.log10(2.0), 20 * math.log10(6.0)), abs=1e-4)
     clean = compare_outputs(ref[:2], ref[:2] + noise[:2])
     assert clean.top1_flips_cleared_db is None and clean.top1_headroom_db == acc.top1_headroom_db
     only_top_rises = compare_outputs(ref[1:2], ref[1:2] + np.array([[1.0, 0.0, 0.0]]))

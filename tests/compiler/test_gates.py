@@ -48,3 +48,23 @@ def test_junit_counts_failures() -> None:
     root = ET.fromstring(junit_xml(results, suite="edgec.test"))
     assert root.attrib["tests"] == "2" and root.attrib["failures"] == "1"
     assert len(root.findall("testcase/failure")) == 1
+
+
+def test_an_agreement_gate_says_how_much_sqnr_it_can_lose() -> None:
+    # 9 of 10 agree; the next agreeing samples flip 0.5, 1.2 and 3.0 dB of SQNR lower
+    report = {"accuracy": {"samples": 10, "top1_agreement": 0.9, "top1_flip_db": [0.5, 1.2, 3.0]}}
+
+    def margin(limit: float) -> float | None:
+        (r,) = judge(report, Budgets(min_accuracy=limit))
+        return r.margin_db
+
+    assert margin(0.9) == 0.5  # no flip to spare: the next one fails it
+    assert margin(0.8) == 1.2  # one to spare
+    assert margin(0.7) == 3.0
+    assert margin(0.5) is None  # four to spare, three known
+    assert margin(0.95) is None  # failing
+    (r,) = judge(report, Budgets(min_accuracy=0.8))
+    assert "fails 1.2 dB of SQNR lower" in r.verdict()
+    labels = {"accuracy": {**report["accuracy"], "top1_accuracy": 0.9}}
+    (r,) = judge(labels, Budgets(min_accuracy=0.8))
+    assert r.metric == "top1_accuracy" and r.margin_db is None
