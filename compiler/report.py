@@ -139,7 +139,7 @@ def summary_rows(report: dict[str, Any]) -> list[tuple[str, str]]:
                 f"max |err| {fmt(acc.get('max_abs_error'))} ({acc.get('samples')} samples)",
             )
         )
-        margins = _top1_margins(acc)
+        margins = _top1_margin_text(acc)
         if margins:
             rows.append(("top-1 margin", margins))
         if acc.get("top1_accuracy") is not None:
@@ -238,7 +238,7 @@ def write_reports(
     return written
 
 
-def _top1_margins(acc: dict[str, Any]) -> str:
+def _top1_margin_text(acc: dict[str, Any]) -> str:
     """How firm top-1 agreement is, in dB of SQNR (`compiler/evaluate.py`); "" if unknown."""
     parts = []
     if acc.get("top1_headroom_db") is not None:
