@@ -29,8 +29,14 @@ Definitions (N samples; the first axis is the sample axis):
   them agrees again (None: none disagrees). A gate on agreement whose headroom is a
   fraction of a dB rests on a near-tie. top1_flip_db lists, ascending, the SQNR drops
   at which the next agreeing samples flip (at most FLIP_DB_KEPT of them;
-  top1_headroom_db is its first): a `--min-accuracy` gate on agreement reads its own
-  margin from it (`compiler/gates.py`).
+  top1_headroom_db is its first), and top1_clear_db, ascending, the SQNR rises at
+  which the samples that disagree agree again (the last one kept is
+  top1_flips_cleared_db when all are kept): a `--min-accuracy` gate on agreement reads
+  its margin from them (`compiler/gates.py`).
+- top1_accuracy_events_db (labels only): the same for label accuracy, which can also
+  rise with noise (noise can move a sample FP32 gets wrong onto its label): where the
+  count of correct samples changes, as (dB, +1 or -1) pairs, "lower" for SQNR drops
+  and "higher" for rises, the FLIP_DB_KEPT nearest each way.
 - top1_accuracy / baseline_top1_accuracy: argmax of the candidate / reference
   equal to the labels; None without labels.
 
@@ -75,6 +81,8 @@ class Accuracy:
     top1_headroom_db: float | None = None
     top1_flips_cleared_db: float | None = None
     top1_flip_db: tuple[float, ...] | None = None
+    top1_clear_db: tuple[float, ...] | None = None
+    top1_accuracy_events_db: Mapping[str, tuple[tuple[float, int], ...]] | None = None
     #: the output these metrics are of (None: a single compared output)
     output: str | None = None
     #: every output's metrics by name (`compare_all`), the judged one included
@@ -125,7 +133,7 @@ def compare_outputs(
 
     classes = _class_axis_size(ref.shape) if class_scores else None
     classification = classes is not None
-    top1 = top5 = acc = base_acc = headroom = cleared = flip_db = None
+    top1 = top5 = acc = base_acc = headroom = cleared = flip_db = clear_db = events = None
     if classes is not None:
         ref, cand = ref.reshape(n, classes), cand.reshape(n, classes)
         ref_top1 = np.argmax(ref, axis=1)
@@ -134,7 +142,7 @@ def compare_outputs(
         cand_topk = np.argsort(-cand, axis=1, kind="stable")[:, :k]
         top1 = float(np.mean(ref_top1 == cand_top1))
         top5 = float(np.mean(np.any(cand_topk == ref_top1[:, None], axis=1)))
-        headroom, cleared, flip_db = _top1_margins(ref, cand, ref_top1 == cand_top1)
+        headroom, cleared, flip_db, clear_db = _top1_margins(ref, cand, ref_top1 == cand_top1)
     if labels is not None:
         lab = np.asarray(labels)
         if not classification:
@@ -147,6 +155,7 @@ def compare_outputs(
             )
         acc = float(np.mean(cand_top1 == lab))
         base_acc = float(np.mean(ref_top1 == lab))
+        events = _label_events(ref, cand, lab)
     return Accuracy(
         samples=int(n),
         top1_agreement=top1,
@@ -160,7 +169,31 @@ def compare_outputs(
         top1_headroom_db=headroom,
         top1_flips_cleared_db=cleared,
         top1_flip_db=flip_db,
+        top1_clear_db=clear_db,
+        top1_accuracy_events_db=events,
     )
+
+
+def top1_scale_interval(
+    reference: np.ndarray, candidate: np.ndarray, target: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per sample of (N, C) scores, the noise scales (lo, hi) between which
+    reference + k * (candidate - reference) has `target` as its top class (lo >= hi:
+    none). Class j is below the target t while (ref_t - ref_j) + k (e_t - e_j) > 0,
+    a half-line in k; the interval is where all of them hold."""
+    ref = np.asarray(reference, dtype=np.float64)
+    noise = np.asarray(candidate, dtype=np.float64) - ref
+    rows = np.arange(len(ref))
+    t = np.asarray(target)
+    gap = ref[rows, t][:, None] - ref
+    slope = noise[rows, t][:, None] - noise
+    gap[rows, t], slope[rows, t] = 1.0, 0.0  # the target against itself: no constraint
+    with np.errstate(divide="ignore", invalid="ignore"):
+        bound = -gap / slope
+    lo = np.maximum(np.where(slope > 0, bound, 0.0).max(axis=-1), 0.0)
+    hi = np.where(slope < 0, bound, np.inf).min(axis=-1)
+    never = ((slope == 0) & (gap <= 0)).any(axis=-1)
+    return lo, np.where(never, 0.0, hi)
 
 
 def noise_scale_keeping_top1(reference: np.ndarray, candidate: np.ndarray) -> np.ndarray:
@@ -168,33 +201,52 @@ def noise_scale_keeping_top1(reference: np.ndarray, candidate: np.ndarray) -> np
     reference) keeps the reference's top-1 class (inf: no scaling of this noise moves
     it). Class j overtakes the top class t where k * (e_j - e_t) reaches their gap."""
     ref = np.asarray(reference, dtype=np.float64)
-    noise = np.asarray(candidate, dtype=np.float64) - ref
-    rows = np.arange(len(ref))
-    top = ref.argmax(axis=-1)
-    gap = ref[rows, top][:, None] - ref
-    rise = noise - noise[rows, top][:, None]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        k = np.where(rise > 0, gap / rise, np.inf)
-    k[rows, top] = np.inf
-    return k.min(axis=-1)
+    return top1_scale_interval(ref, candidate, ref.argmax(axis=-1))[1]
+
+
+def _db(scale: float) -> float:
+    """A noise scale as the SQNR change it means (20 log10), within the cap."""
+    return float(np.clip(20.0 * math.log10(max(scale, 1e-300)), -SQNR_CAP_DB, SQNR_CAP_DB))
 
 
 def _top1_margins(
     ref: np.ndarray, cand: np.ndarray, agree: np.ndarray
-) -> tuple[float | None, float | None, tuple[float, ...] | None]:
-    """(top1_headroom_db, top1_flips_cleared_db, top1_flip_db); see the module docstring."""
+) -> tuple[float | None, float | None, tuple[float, ...] | None, tuple[float, ...] | None]:
+    """(top1_headroom_db, top1_flips_cleared_db, top1_flip_db, top1_clear_db); see the
+    module docstring."""
     if not (np.all(np.isfinite(ref)) and np.all(np.isfinite(cand))):
-        return None, None, None
+        return None, None, None, None
     k = noise_scale_keeping_top1(ref, cand)
-
-    def db(scale: float) -> float:
-        return float(np.clip(20.0 * math.log10(max(scale, 1e-300)), -SQNR_CAP_DB, SQNR_CAP_DB))
-
     flips = np.sort(k[agree])
     flips = flips[np.isfinite(flips)][:FLIP_DB_KEPT]
-    flip_db = tuple(round(db(float(x)), 4) for x in flips)
-    cleared = -db(float(k[~agree].min())) if (~agree).any() else None
-    return (db(float(flips[0])) if flips.size else None), cleared, flip_db
+    flip_db = tuple(round(_db(float(x)), 4) for x in flips)
+    clears = np.sort(k[~agree])[::-1][:FLIP_DB_KEPT]
+    clear_db = tuple(round(-_db(float(x)), 4) for x in clears)
+    cleared = -_db(float(k[~agree].min())) if (~agree).any() else None
+    return (_db(float(flips[0])) if flips.size else None), cleared, flip_db, clear_db
+
+
+def _label_events(
+    ref: np.ndarray, cand: np.ndarray, labels: np.ndarray
+) -> dict[str, tuple[tuple[float, int], ...]] | None:
+    """`top1_accuracy_events_db`: where the count of correctly labelled samples changes
+    as the noise is scaled, in dB of SQNR away from the candidate's, the FLIP_DB_KEPT
+    nearest each way: "lower" (more noise) and "higher" (less), each a (dB, +1 | -1)
+    pair. Label accuracy need not fall monotonically with noise: the noise can also
+    move a sample FP32 gets wrong onto its label."""
+    if not (np.all(np.isfinite(ref)) and np.all(np.isfinite(cand))):
+        return None
+    lo, hi = top1_scale_interval(ref, cand, labels)
+    some = lo < hi
+    lower = [(_db(float(x)), +1) for x in lo[some & (lo > 1)]]
+    lower += [(_db(float(x)), -1) for x in hi[some & (hi > 1) & np.isfinite(hi)]]
+    higher = [(-_db(float(x)), -1) for x in lo[some & (lo > 0) & (lo < 1)]]
+    higher += [(-_db(float(x)), +1) for x in hi[some & (hi < 1)]]
+
+    def nearest(events: list[tuple[float, int]]) -> tuple[tuple[float, int], ...]:
+        return tuple((round(d, 4), c) for d, c in sorted(events)[:FLIP_DB_KEPT])
+
+    return {"lower": nearest(lower), "higher": nearest(higher)}
 
 
 def _class_axis_size(shape: tuple[int, ...]) -> int | None:

@@ -5,11 +5,12 @@ accuracy when the evaluation set has labels, else top-1 agreement with the FP32
 original, else (non-classification outputs) mean cosine similarity.
 Sizes are in MB = 10**6 bytes; latency is the p50 at the report's batch size.
 
-A passing gate on top-1 agreement also says how firm the pass is: `margin_db`, the
-SQNR drop (the noise keeping its shape) at which enough further samples flip to fail
-it, read from the report's `accuracy.top1_flip_db` (`compiler/evaluate.py`); None
-for other gates, failing ones, or when the gate has more flips to spare than that
-list holds.
+A gate on top-1 agreement or label accuracy also says how firm its verdict is:
+`margin_db`, the SQNR it can lose (the noise keeping its shape) before it fails, or,
+negative, the SQNR it has to gain to pass. It is read from the report's per-sample
+flip points (`accuracy.top1_flip_db` and `top1_clear_db`, or
+`top1_accuracy_events_db`; `compiler/evaluate.py`); None for other gates, for
+reports without them, and when the change lies past the flips the report keeps.
 """
 
 from __future__ import annotations
@@ -38,8 +39,10 @@ class GateResult:
         op = ">=" if self.name.startswith("min_") else "<="
         status = "passed" if self.passed else "FAILED"
         budget = f"budget {op} {self.limit:g}"
-        if self.margin_db is not None:
+        if self.margin_db is not None and self.margin_db >= 0:
             budget += f"; fails {self.margin_db:.3g} dB of SQNR lower"
+        elif self.margin_db is not None:
+            budget += f"; passes {-self.margin_db:.3g} dB of SQNR higher"
         return f"gate {self.name} {status}: {self.metric} = {shown} ({budget})"
 
     def to_dict(self) -> dict[str, Any]:
@@ -106,21 +109,44 @@ def judge(report: dict[str, Any], budgets: Budgets) -> list[GateResult]:
             continue
         metric, value = _measure(report, name)
         ok = value is not None and (value >= limit if name.startswith("min_") else value <= limit)
-        margin = _agreement_margin(report, limit) if ok and metric == "top1_agreement" else None
+        margin = (
+            _top1_margin(report.get("accuracy") or {}, metric, value, limit, ok)
+            if name == "min_accuracy" and value is not None
+            else None
+        )
         results.append(GateResult(name, limit, value, ok, metric, margin))
     return results
 
 
-def _agreement_margin(report: dict[str, Any], limit: float) -> float | None:
-    """The SQNR drop at which an agreement gate that passes would fail: the flip after
-    the ones it has to spare (agreeing samples minus the ceil(limit x samples) it needs)."""
-    accuracy = report.get("accuracy") or {}
-    flips = accuracy.get("top1_flip_db")
-    n, agreement = accuracy.get("samples"), accuracy.get("top1_agreement")
-    if flips is None or not n or agreement is None:
+def _top1_margin(
+    accuracy: dict[str, Any], metric: str, value: float, limit: float, passing: bool
+) -> float | None:
+    """`margin_db` of a `--min-accuracy` gate on a top-1 metric: walking the flip points
+    away from the candidate's SQNR, the first at which the count of good samples crosses
+    the ceil(limit x samples) the gate needs (dB lower when it passes, negative: dB
+    higher when it fails)."""
+    n = accuracy.get("samples")
+    if not n:
         return None
-    spare = round(float(agreement) * n) - math.ceil(limit * n - 1e-9)
-    return float(flips[spare]) if 0 <= spare < len(flips) else None
+    if metric == "top1_agreement":
+        lower_db, higher_db = accuracy.get("top1_flip_db"), accuracy.get("top1_clear_db")
+        lower = None if lower_db is None else [(d, -1) for d in lower_db]
+        higher = None if higher_db is None else [(d, +1) for d in higher_db]
+    elif metric == "top1_accuracy":
+        events = accuracy.get("top1_accuracy_events_db") or {}
+        lower, higher = events.get("lower"), events.get("higher")
+    else:
+        return None
+    needed = math.ceil(limit * n - 1e-9)
+    count = round(value * n)
+    if passing != (count >= needed):  # a value the sample count does not give
+        return None
+    steps = lower if passing else higher
+    for db, change in steps or ():
+        count += change
+        if (count < needed) if passing else (count >= needed):
+            return float(db) if passing else -float(db)
+    return None
 
 
 #: the first line of every JUnit document edgec writes

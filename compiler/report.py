@@ -162,11 +162,7 @@ def summary_rows(report: dict[str, Any]) -> list[tuple[str, str]]:
             (
                 f"gate {g['name']}",
                 f"{'passed' if g['passed'] else 'FAILED'}: {fmt(g['value'])} vs {g['limit']}"
-                + (
-                    f" (fails {fmt(g['margin_db'])} dB of SQNR lower)"
-                    if g.get("margin_db") is not None
-                    else ""
-                ),
+                + _gate_margin_text(g.get("margin_db")),
             )
         )
     for warning in report.get("warnings") or []:
@@ -236,6 +232,15 @@ def write_reports(
         written.append(out_dir / "report.html")
         atomic_write_text(written[-1], to_html(report, summary_rows(report), inputs))
     return written
+
+
+def _gate_margin_text(margin_db: float | None) -> str:
+    """A gate's `margin_db` in words (`compiler/gates.py`); "" if it has none."""
+    if margin_db is None:
+        return ""
+    if margin_db >= 0:
+        return f" (fails {fmt(margin_db)} dB of SQNR lower)"
+    return f" (passes {fmt(-margin_db)} dB of SQNR higher)"
 
 
 def _top1_margin_text(acc: dict[str, Any]) -> str:

@@ -159,7 +159,7 @@ def _gates(report: Mapping[str, Any]) -> str:
         for g in gates
     ]
     table = _table(
-        ["budget", "limit", "value", "SQNR margin (dB)", "result"],
+        ["budget", "limit", "value", "SQNR margin (dB; negative: to gain)", "result"],
         rows,
         ["pass" if g["passed"] else "fail" for g in gates],
     )

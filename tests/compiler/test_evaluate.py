@@ -16,6 +16,7 @@ from compiler.evaluate import (
     compare_outputs,
     noise_scale_keeping_top1,
     run_batched,
+    top1_scale_interval,
 )
 from compiler.ground.errors import InvalidInput
 from targets.cpu import CpuTarget
@@ -24,7 +25,7 @@ ACCURACY_KEYS = {
     "samples", "top1_agreement", "top5_agreement", "cosine", "min_cosine", "sqnr_db",
     "max_abs_error",
     "top1_accuracy", "baseline_top1_accuracy", "top1_headroom_db", "top1_flips_cleared_db",
-    "top1_flip_db", "output", "outputs",
+    "top1_flip_db", "top1_clear_db", "top1_accuracy_events_db", "output", "outputs",
 }  # fmt: skip
 
 
@@ -46,6 +47,7 @@ def test_identical_outputs() -> None:
         top1_accuracy=None,
         baseline_top1_accuracy=None,
         top1_flip_db=(),  # no scaling of no noise flips anything
+        top1_clear_db=(),
     )
     d = acc.to_dict()
     assert set(d) == ACCURACY_KEYS and d["sqnr_db"] == 200.0
@@ -63,6 +65,7 @@ def test_top1_margins_say_how_far_the_noise_is_from_the_next_flip() -> None:
     assert acc.top1_headroom_db == pytest.approx(20 * math.log10(2.0))
     assert acc.top1_flips_cleared_db == pytest.approx(20 * math.log10(3.0))
     assert acc.top1_flip_db == pytest.approx((20 * math.log10(2.0), 20 * math.log10(6.0)), abs=1e-4)
+    assert acc.top1_clear_db == pytest.approx((20 * math.log10(3.0),), abs=1e-4)
     clean = compare_outputs(ref[:2], ref[:2] + noise[:2])
     assert clean.top1_flips_cleared_db is None and clean.top1_headroom_db == acc.top1_headroom_db
     only_top_rises = compare_outputs(ref[1:2], ref[1:2] + np.array([[1.0, 0.0, 0.0]]))
@@ -84,6 +87,49 @@ def test_top1_margins_match_brute_force_scaling() -> None:
         assert still[agree].all() == expect_all
     assert ((ref + 0.999 * shrink * (cand - ref)).argmax(1) == top).all()
     assert not ((ref + 1.001 * shrink * (cand - ref)).argmax(1) == top).all()
+
+
+def _correct_at(ref: np.ndarray, cand: np.ndarray, labels: np.ndarray, db: float) -> int:
+    """Samples whose argmax is their label with the noise scaled to `db` of SQNR lower."""
+    k = 10 ** (db / 20)
+    return int(((ref + k * (cand - ref)).argmax(1) == labels).sum())
+
+
+def test_label_accuracy_events_match_brute_force_scaling() -> None:
+    rng = np.random.default_rng(5)
+    ref = rng.standard_normal((400, 6))
+    cand = ref + rng.normal(scale=0.5, size=ref.shape)
+    labels = rng.integers(0, 6, size=400)
+    acc = compare_outputs(ref, cand, labels)
+    events = acc.top1_accuracy_events_db
+    assert events is not None and acc.top1_accuracy is not None
+    now = round(acc.top1_accuracy * 400)
+    assert _correct_at(ref, cand, labels, 0.0) == now
+    # both ways there are samples that go right and samples that go wrong
+    for side, sign in (("lower", 1), ("higher", -1)):
+        assert {c for _, c in events[side]} == {-1, 1}
+        count = now
+        for db, change in events[side]:
+            assert 0 < db < 200
+            count += change
+            # just past each event the count is what the events add up to
+            assert _correct_at(ref, cand, labels, sign * (db + 1e-3)) == count
+    assert len(events["lower"]) == 32  # FLIP_DB_KEPT nearest of more
+
+
+def test_label_interval_is_where_the_label_is_on_top() -> None:
+    # the label (1) is behind by 0.5 and gains 1.0 per unit of noise against class 0, and
+    # class 2 gains 0.25 a unit on it from 1.0 behind: it is on top for 0.5 < k < 4
+    ref = np.array([[1.0, 0.5, -0.5]])
+    cand = ref + np.array([[-1.0, 0.0, 0.25]])
+    lo, hi = top1_scale_interval(ref, cand, np.array([1]))
+    np.testing.assert_allclose([lo[0], hi[0]], [0.5, 4.0])
+    acc = compare_outputs(ref, cand, np.array([1]))
+    assert acc.top1_accuracy == 1.0 and acc.baseline_top1_accuracy == 0.0
+    assert acc.top1_accuracy_events_db == {
+        "lower": ((round(20 * math.log10(4.0), 4), -1),),
+        "higher": ((round(20 * math.log10(2.0), 4), -1),),
+    }
 
 
 def test_one_percent_scaling_is_40_db() -> None:
