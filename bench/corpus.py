@@ -10,6 +10,7 @@ inputs below their embedding table). A failed export or compile is a result, wit
 its stage and one-line error.
 
     python -m bench.corpus [NAME...]   # writes bench/results/corpus.json, prints the table
+    python -m bench.corpus --merge NAME...   # reruns those, keeps the file's other rows
 """
 
 from __future__ import annotations
@@ -72,6 +73,17 @@ CASES = (
             num_heads=(1, 2, 4, 8),
         ),
     ),
+    # session 24's probe and session 29's foreign check, kept since session 30
+    Case("ghostnet_100", "CNN", timm_classifier("ghostnet_100", 64)),
+    Case("regnetx_002", "CNN", timm_classifier("regnetx_002", 64)),
+    Case("mixnet_s", "CNN", timm_classifier("mixnet_s", 64)),
+    Case("hrnet_w18_small", "CNN", timm_classifier("hrnet_w18_small", 64)),
+    Case("inception_v3", "CNN", timm_classifier("inception_v3", 96)),
+    Case("repvgg_a0", "CNN", timm_classifier("repvgg_a0", 64)),
+    Case("res2net50_14w_8s", "CNN", timm_classifier("res2net50_14w_8s", 64)),
+    Case("levit_128s", "hybrid", timm_classifier("levit_128s", 224)),
+    Case("poolformerv2_s12", "hybrid", timm_classifier("poolformerv2_s12", 64)),
+    Case("efficientvit_b0", "hybrid", timm_classifier("efficientvit_b0", 64)),
     Case("bert", "encoder LM", bert, _TOKENS),
     Case("distilbert", "encoder LM", distilbert, _TOKENS),
     Case("roberta", "encoder LM", roberta, _TOKENS),
@@ -246,9 +258,13 @@ def _number(value: float | None, spec: str) -> str:
     return format(value, spec) if np.isfinite(value) else "NaN/inf"
 
 
-def run(out: Path = RESULTS, names: list[str] | None = None) -> list[dict[str, Any]]:
+def run(
+    out: Path = RESULTS, names: list[str] | None = None, *, merge: bool = False
+) -> list[dict[str, Any]]:
     """The named cases (all by default), both exporters; JSON to `out` (`make bench`'s
-    corpus suite), one table row printed per result as it lands."""
+    corpus suite), one table row printed per result as it lands. `merge` keeps the rows
+    `out` already has for cases not run now (new ones replace theirs), in CASES order:
+    a few new cases need not cost a rerun of the whole corpus."""
     cases = [c for c in CASES if not names or c.name in names]
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -256,23 +272,40 @@ def run(out: Path = RESULTS, names: list[str] | None = None) -> list[dict[str, A
             for exporter in EXPORTERS:
                 rows.append(run_case(case, exporter, Path(tmp)))
                 print(markdown(rows[-1:]).splitlines()[-1], flush=True)
+    document: dict[str, Any] = {"environment": _versions(), "rows": rows}
+    if merge and out.exists():
+        document = merged(json.loads(out.read_text()), rows)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"environment": _versions(), "rows": rows}, indent=1) + "\n")
+    out.write_text(json.dumps(document, indent=1) + "\n")
     return rows
 
 
+def merged(old: dict[str, Any], rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """`old`'s results with `rows` in place of its rows for the same (model, exporter),
+    ordered as CASES and EXPORTERS; rows of cases no longer in CASES are dropped."""
+    by_key = {(r["model"], r["exporter"]): r for r in old.get("rows", [])}
+    by_key.update({(r["model"], r["exporter"]): r for r in rows})
+    order = [(c.name, e) for c in CASES for e in EXPORTERS]
+    return {**old, "environment": _versions(), "rows": [by_key[k] for k in order if k in by_key]}
+
+
 def main(argv: list[str]) -> int:
-    """`[--out PATH] [NAME...]`."""
+    """`[--out PATH] [--merge] [NAME...]`."""
     out = RESULTS
     if argv[:1] == ["--out"]:
         out, argv = Path(argv[1]), argv[2:]
+    merge = "--merge" in argv
+    argv = [a for a in argv if a != "--merge"]
     known = {c.name for c in CASES}
     unknown = [a for a in argv if a not in known]
     if unknown:  # `--help` or a typo must not overwrite the results with an empty run
-        print(f"usage: python -m bench.corpus [--out PATH] [NAME...]; unknown: {' '.join(unknown)}")
+        print(
+            "usage: python -m bench.corpus [--out PATH] [--merge] [NAME...];"
+            f" unknown: {' '.join(unknown)}"
+        )
         print(f"names: {' '.join(sorted(known))}")
         return 2
-    print(markdown(run(out, argv)))
+    print(markdown(run(out, argv, merge=merge)))
     return 0
 
 

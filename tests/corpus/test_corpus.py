@@ -16,6 +16,7 @@ from bench.corpus import (
     FP32_REL_TOLERANCE,
     INT8_MIN_COSINE,
     KNOWN_FAILURES,
+    merged,
     run_case,
 )
 from bench.corpus_case import Case
@@ -48,3 +49,21 @@ def test_corpus_model(case: Case, exporter: str, tmp_path: Path) -> None:
 def test_corpus_smoke_distilbert_torchscript(tmp_path: Path) -> None:
     """The cheapest corpus entry end to end in the default run (about 10 s)."""
     _check(next(c for c in CASES if c.name == "distilbert"), "torchscript", tmp_path)
+
+
+def test_merge_replaces_rerun_rows_and_keeps_the_rest_in_case_order() -> None:
+    old = {
+        "note": "kept",
+        "rows": [
+            {"model": "bert", "exporter": "dynamo", "passed": True},
+            {"model": "resnet18", "exporter": "torchscript", "passed": False},
+            {"model": "no_longer_a_case", "exporter": "dynamo", "passed": True},
+        ],
+    }
+    new = [{"model": "resnet18", "exporter": "torchscript", "passed": True}]
+    doc = merged(old, new)
+    assert doc["note"] == "kept" and "environment" in doc
+    assert [(r["model"], r["exporter"], r["passed"]) for r in doc["rows"]] == [
+        ("resnet18", "torchscript", True),
+        ("bert", "dynamo", True),
+    ]
