@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from compiler.config import Budgets
-from compiler.gates import XML_HEADER, GateResult, judge, testsuite_lines
+from compiler.gates import XML_HEADER, GateResult, judge, margin_words, testsuite_lines
 from compiler.ground.errors import UsageError
 from compiler.ground.io import read_report
 
@@ -69,6 +69,8 @@ def table_rows(judged: list[Judged]) -> list[tuple[str, str, str, str, str]]:
             value = "n/a" if r.value is None else f"{r.value:.4g}"
             op = ">=" if r.name.startswith("min_") else "<="
             verdict = "passed" if r.passed else "FAILED"
+            if r.margin_db is not None:
+                verdict += f" ({margin_words(r.margin_db)})"
             rows.append(
                 (
                     f"{j.model} ({j.precision}, {j.target})",

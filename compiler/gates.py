@@ -39,14 +39,19 @@ class GateResult:
         op = ">=" if self.name.startswith("min_") else "<="
         status = "passed" if self.passed else "FAILED"
         budget = f"budget {op} {self.limit:g}"
-        if self.margin_db is not None and self.margin_db >= 0:
-            budget += f"; fails {self.margin_db:.3g} dB of SQNR lower"
-        elif self.margin_db is not None:
-            budget += f"; passes {-self.margin_db:.3g} dB of SQNR higher"
+        if self.margin_db is not None:
+            budget += f"; {margin_words(self.margin_db)}"
         return f"gate {self.name} {status}: {self.metric} = {shown} ({budget})"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def margin_words(margin_db: float) -> str:
+    """A gate's `margin_db` as a person reads it."""
+    if margin_db >= 0:
+        return f"fails {margin_db:.3g} dB of SQNR lower"
+    return f"passes {-margin_db:.3g} dB of SQNR higher"
 
 
 def accuracy_metric(accuracy: dict[str, Any] | None) -> tuple[str, float | None]:

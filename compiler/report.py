@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from compiler.gates import margin_words
 from compiler.ground.io import atomic_write_text
 from compiler.report_text import fmt, overflow_text
 
@@ -162,7 +163,7 @@ def summary_rows(report: dict[str, Any]) -> list[tuple[str, str]]:
             (
                 f"gate {g['name']}",
                 f"{'passed' if g['passed'] else 'FAILED'}: {fmt(g['value'])} vs {g['limit']}"
-                + _gate_margin_text(g.get("margin_db")),
+                + ("" if g.get("margin_db") is None else f" ({margin_words(g['margin_db'])})"),
             )
         )
     for warning in report.get("warnings") or []:
@@ -232,15 +233,6 @@ def write_reports(
         written.append(out_dir / "report.html")
         atomic_write_text(written[-1], to_html(report, summary_rows(report), inputs))
     return written
-
-
-def _gate_margin_text(margin_db: float | None) -> str:
-    """A gate's `margin_db` in words (`compiler/gates.py`); "" if it has none."""
-    if margin_db is None:
-        return ""
-    if margin_db >= 0:
-        return f" (fails {fmt(margin_db)} dB of SQNR lower)"
-    return f" (passes {fmt(-margin_db)} dB of SQNR higher)"
 
 
 def _top1_margin_text(acc: dict[str, Any]) -> str:

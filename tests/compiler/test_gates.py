@@ -2,12 +2,14 @@ from __future__ import annotations
 
 import math
 import xml.etree.ElementTree as ET
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from compiler.config import Budgets
 from compiler.evaluate import compare_outputs
+from compiler.gate_report import Judged, table_rows
 from compiler.gates import judge, junit_xml
 from compiler.ground.errors import UsageError
 
@@ -89,6 +91,9 @@ def test_a_failing_agreement_gate_says_how_much_sqnr_it_needs() -> None:
     assert margin(0.7) == 1.0  # passing: the next flip fails it
     (r,) = judge(report, Budgets(min_accuracy=0.9))
     assert not r.passed and "passes 2 dB of SQNR higher" in r.verdict()
+    # `edgec gate`'s table says it too
+    judged = Judged(Path("report.json"), "m", "int8", "cpu", (r,))
+    assert table_rows([judged])[0][-1] == "FAILED (passes 2 dB of SQNR higher)"
 
 
 def test_a_label_accuracy_gate_walks_samples_going_both_ways() -> None:
