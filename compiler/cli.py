@@ -172,6 +172,7 @@ BUDGET_FLAGS: tuple[tuple[str, str], ...] = (
     ("--max-p99-latency-ms", "Fail (exit 3) above this p99 latency."),
     ("--min-speedup", "Fail (exit 3) below this speedup over the FP32 baseline (paired)."),
     ("--min-accuracy", "Fail (exit 3) below this accuracy (0..1)."),
+    ("--min-sqnr-db", "Fail (exit 3) below this SQNR against FP32 (dB) of the judged output."),
     ("--max-accuracy-drop", "Fail (exit 3) when accuracy drops more than this below FP32."),
     ("--max-memory-mb", "Fail (exit 3) above this peak memory of a process running the artifact."),
 )

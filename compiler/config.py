@@ -33,6 +33,8 @@ class Budgets:
     #: FP32 baseline p50 / artifact p50, paired in the same run
     min_speedup: float | None = None
     min_accuracy: float | None = None
+    #: logit SQNR of the judged output against FP32, in dB (10 log10 signal / noise)
+    min_sqnr_db: float | None = None
     #: FP32's accuracy minus the artifact's (label accuracy with labels, else 1 - agreement
     #: or 1 - cosine)
     max_accuracy_drop: float | None = None

@@ -101,6 +101,8 @@ def _measure(report: dict[str, Any], name: str) -> tuple[str, float | None]:
         return "speedup over FP32", (report.get("baseline") or {}).get("speedup")
     if name == "min_accuracy":
         return accuracy_metric(report.get("accuracy"))
+    if name == "min_sqnr_db":
+        return "sqnr_db", (report.get("accuracy") or {}).get("sqnr_db")
     if name == "max_memory_mb":
         return "peak memory (MB)", (report.get("memory") or {}).get("peak_rss_mb")
     return _accuracy_drop(report)
@@ -114,11 +116,11 @@ def judge(report: dict[str, Any], budgets: Budgets) -> list[GateResult]:
             continue
         metric, value = _measure(report, name)
         ok = value is not None and (value >= limit if name.startswith("min_") else value <= limit)
-        margin = (
-            _top1_margin(report.get("accuracy") or {}, metric, value, limit, ok)
-            if name == "min_accuracy" and value is not None
-            else None
-        )
+        margin = None
+        if name == "min_accuracy" and value is not None:
+            margin = _top1_margin(report.get("accuracy") or {}, metric, value, limit, ok)
+        elif name == "min_sqnr_db" and value is not None:
+            margin = round(float(value) - limit, 4)  # an SQNR gate's margin is its own
         results.append(GateResult(name, limit, value, ok, metric, margin))
     return results
 

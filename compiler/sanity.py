@@ -113,9 +113,13 @@ def fallback_warnings(quantization: Mapping[str, Any] | None) -> list[str]:
     if not isinstance(fallback, Mapping) or fallback.get("accuracy_met", True):
         return []
     kept = [t for t in (quantization or {}).get("fallback_trade") or [] if t.get("kept_float")]
-    target = fallback.get("min_agreement")
-    reached = f"top-1 agreement {fallback.get('agreement')} on the calibration subset"
+    target, sqnr_target = fallback.get("min_agreement"), fallback.get("min_sqnr_db")
+    reached = f"top-1 agreement {fallback.get('agreement')}"
     goal = f" (budget {target})" if target is not None else ""
+    if sqnr_target is not None:
+        reached += f"{goal} and SQNR {fallback.get('sqnr_db')} dB"
+        goal = f" (budget {sqnr_target} dB)"
+    reached += " on the calibration subset"
     why = {
         "latency": (
             f"within the latency bound ({fallback.get('latency_bound_ratio')}x FP32; all-INT8 "

@@ -74,8 +74,10 @@ def ptq_options(
     --min-accuracy with --auto-fallback, the per-layer --sensitivity report; `batch`:
     the batch size the model fixes, if it does."""
     fallback = config.auto_fallback
-    if fallback and config.budgets.min_accuracy is None:
-        raise UsageError("--auto-fallback needs --min-accuracy (the budget to keep)")
+    if fallback and config.budgets.min_accuracy is None and config.budgets.min_sqnr_db is None:
+        raise UsageError(
+            "--auto-fallback needs --min-accuracy or --min-sqnr-db (the budget to keep)"
+        )
     defaults = PtqOptions()
     kept = config.fallback_speedup_kept
     budgets = config.budgets
@@ -84,6 +86,7 @@ def ptq_options(
             method=config.calib_method or defaults.method,
             samples=calibration_samples(config, source),
             min_agreement=budgets.min_accuracy if fallback else None,
+            min_sqnr_db=budgets.min_sqnr_db if fallback else None,
             # the fallback's latency bound: what it must keep of INT8's saving, and the
             # run's own latency budgets (per call: --max-latency-ms only at batch 1)
             min_speedup_kept=(kept or None) if kept is not None else defaults.min_speedup_kept,

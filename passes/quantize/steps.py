@@ -751,6 +751,8 @@ class Sensitivity(Step):
             "agreement": round(score.agreement, 4),
             "choice_agreement": round(result.score.agreement, 4),
             "min_agreement": o.min_agreement,
+            "sqnr_db": round(score.sqnr_db, 3) if math.isfinite(score.sqnr_db) else None,
+            "min_sqnr_db": o.min_sqnr_db,
             "min_speedup_kept": o.min_speedup_kept,
             "int8_latency_ratio": None if costs is None else round(costs.int8_ratio, 4),
             "latency_bound_ratio": None if bound is None else round(bound, 4),

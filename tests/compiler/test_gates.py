@@ -138,3 +138,14 @@ def test_gate_margins_from_a_real_comparison_hold_when_the_noise_is_scaled() -> 
             # the noise scaled by k < 1)
             assert passes(r.margin_db * 0.999) == r.passed
             assert passes(r.margin_db + math.copysign(1e-3, r.margin_db)) != r.passed
+
+
+def test_an_sqnr_gate_judges_the_reports_sqnr_and_its_margin_is_the_difference() -> None:
+    report = {"accuracy": {"samples": 10, "sqnr_db": 23.6, "top1_agreement": 0.9}}
+    (r,) = judge(report, Budgets(min_sqnr_db=25.0))
+    assert r.metric == "sqnr_db" and not r.passed
+    assert r.margin_db == pytest.approx(-1.4) and "passes 1.4 dB of SQNR higher" in r.verdict()
+    (r,) = judge(report, Budgets(min_sqnr_db=20.0))
+    assert r.passed and r.margin_db == pytest.approx(3.6)
+    (r,) = judge({"accuracy": None}, Budgets(min_sqnr_db=20.0))
+    assert r.value is None and not r.passed

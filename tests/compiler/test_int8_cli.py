@@ -138,6 +138,28 @@ def test_int8_flag_errors(small_cnn_onnx: Path, tmp_path: Path) -> None:
     assert res.exit_code == 2 and "between 0 and 1" in res.output
 
 
+def test_auto_fallback_to_an_sqnr_budget(tmp_path: Path) -> None:
+    """--min-sqnr-db is a budget of its own and what --auto-fallback keeps: digits_cnn's
+    INT8 gives about 40 dB; 45 dB needs float layers (no latency bound here: INT8 is not
+    faster than FP32 on this tiny model), and the held-out gate says by how much it
+    passes."""
+    code, text, report = _compile(
+        "digits_cnn",
+        *"--precision int8 --auto-fallback --min-sqnr-db 45 --fallback-speedup-kept 0".split(),
+        "--out",
+        str(tmp_path / "o"),
+    )
+    assert code == 0, text
+    fb = report["quantization"]["fallback"]
+    assert fb["min_sqnr_db"] == 45.0 and fb["min_agreement"] is None
+    assert fb["accuracy_met"] is True and fb["sqnr_db"] >= 45.0
+    assert any(t["kept_float"] for t in report["quantization"]["fallback_trade"])
+    (gate,) = report["gates"]
+    assert gate["name"] == "min_sqnr_db" and gate["metric"] == "sqnr_db"
+    assert gate["value"] == pytest.approx(report["accuracy"]["sqnr_db"], abs=1e-3)
+    assert gate["passed"] and gate["margin_db"] == pytest.approx(gate["value"] - 45.0, abs=1e-3)
+
+
 def test_auto_fallback_reports_each_layers_accuracy_latency_trade(tmp_path: Path) -> None:
     """--auto-fallback profiles each candidate's int8 and float kernels (layer_latency.py)
     and reports its gain and latency cost, and the latency bound it kept (#18 part 1)."""
