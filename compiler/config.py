@@ -52,6 +52,11 @@ class Budgets:
                 flag = "--" + name.replace("_", "-")
                 raise UsageError(f"{flag} is a fraction between 0 and 1 (e.g. 0.95)")
 
+    @property
+    def judges_accuracy(self) -> bool:
+        """An accuracy budget is set: the run need not warn of a far-off model itself."""
+        return self.min_accuracy is not None or self.min_sqnr_db is not None
+
 
 @dataclass(frozen=True)
 class CompileConfig:

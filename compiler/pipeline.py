@@ -194,9 +194,7 @@ def compile_model(
             report = replace(report, memory=_memory(lowered, loaded, precision, threads))
         gates = judge(report.to_dict(), config.budgets)
         unbudgeted = accuracy_warnings(
-            measured.accuracies[precision],
-            budgeted=config.budgets.min_accuracy is not None
-            or config.budgets.min_sqnr_db is not None,
+            measured.accuracies[precision], budgeted=config.budgets.judges_accuracy
         )
         report = replace(
             report,
