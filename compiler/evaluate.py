@@ -217,26 +217,33 @@ def _top1_margins(
     if not (np.all(np.isfinite(ref)) and np.all(np.isfinite(cand))):
         return None, None, None, None
     k = noise_scale_keeping_top1(ref, cand)
-    flips = np.sort(k[agree])
-    flips = flips[np.isfinite(flips)][:FLIP_DB_KEPT]
-    flip_db = tuple(round(_db(float(x)), 4) for x in flips)
-    clears = np.sort(k[~agree])[::-1][:FLIP_DB_KEPT]
-    clear_db = tuple(round(-_db(float(x)), 4) for x in clears)
-    cleared = -_db(float(k[~agree].min())) if (~agree).any() else None
-    return (_db(float(flips[0])) if flips.size else None), cleared, flip_db, clear_db
+    # agreement is label accuracy with the reference's own top class as the label: each
+    # sample's interval starts at 0, so flips only leave (lower) and clears only join
+    events = _scale_events(np.zeros_like(k), k)
+    flip_db = tuple(d for d, _ in events["lower"])
+    clear_db = tuple(d for d, _ in events["higher"])
+    flips, clears = k[agree & np.isfinite(k)], k[~agree]
+    headroom = _db(float(flips.min())) if flips.size else None
+    cleared = -_db(float(clears.min())) if clears.size else None
+    return headroom, cleared, flip_db, clear_db
 
 
 def _label_events(
     ref: np.ndarray, cand: np.ndarray, labels: np.ndarray
 ) -> dict[str, tuple[tuple[float, int], ...]] | None:
     """`top1_accuracy_events_db`: where the count of correctly labelled samples changes
-    as the noise is scaled, in dB of SQNR away from the candidate's, the FLIP_DB_KEPT
-    nearest each way: "lower" (more noise) and "higher" (less), each a (dB, +1 | -1)
-    pair. Label accuracy need not fall monotonically with noise: the noise can also
-    move a sample FP32 gets wrong onto its label."""
+    as the noise is scaled. Label accuracy need not fall monotonically with noise: the
+    noise can also move a sample FP32 gets wrong onto its label."""
     if not (np.all(np.isfinite(ref)) and np.all(np.isfinite(cand))):
         return None
-    lo, hi = top1_scale_interval(ref, cand, labels)
+    return _scale_events(*top1_scale_interval(ref, cand, labels))
+
+
+def _scale_events(lo: np.ndarray, hi: np.ndarray) -> dict[str, tuple[tuple[float, int], ...]]:
+    """Where the count of samples inside their noise-scale interval (lo, hi) changes as
+    the scale moves away from 1, in dB of SQNR away from the candidate's, the
+    FLIP_DB_KEPT nearest each way: "lower" (more noise) and "higher" (less), each a
+    (dB, +1 | -1) pair."""
     some = lo < hi
     lower = [(_db(float(x)), +1) for x in lo[some & (lo > 1)]]
     lower += [(_db(float(x)), -1) for x in hi[some & (hi > 1) & np.isfinite(hi)]]

@@ -114,12 +114,10 @@ def fallback_warnings(quantization: Mapping[str, Any] | None) -> list[str]:
         return []
     kept = [t for t in (quantization or {}).get("fallback_trade") or [] if t.get("kept_float")]
     target, sqnr_target = fallback.get("min_agreement"), fallback.get("min_sqnr_db")
-    reached = f"top-1 agreement {fallback.get('agreement')}"
-    goal = f" (budget {target})" if target is not None else ""
+    agreement_budget = f" (budget {target})" if target is not None else ""
+    reached = [f"top-1 agreement {fallback.get('agreement')}{agreement_budget}"]
     if sqnr_target is not None:
-        reached += f"{goal} and SQNR {fallback.get('sqnr_db')} dB"
-        goal = f" (budget {sqnr_target} dB)"
-    reached += " on the calibration subset"
+        reached.append(f"SQNR {fallback.get('sqnr_db')} dB (budget {sqnr_target} dB)")
     why = {
         "latency": (
             f"within the latency bound ({fallback.get('latency_bound_ratio')}x FP32; all-INT8 "
@@ -133,7 +131,8 @@ def fallback_warnings(quantization: Mapping[str, Any] | None) -> list[str]:
         ),
     }.get(str(fallback.get("limited_by")), "even with every candidate layer in float")
     return [
-        f"--auto-fallback kept {len(kept)} layer(s) in float and reached {reached}{goal}: "
+        f"--auto-fallback kept {len(kept)} layer(s) in float and reached"
+        f" {' and '.join(reached)} on the calibration subset: "
         f"the accuracy budget cannot be met {why}; this is the most accurate model found "
         "within the bound"
     ]

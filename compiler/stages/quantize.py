@@ -74,7 +74,7 @@ def ptq_options(
     --min-accuracy with --auto-fallback, the per-layer --sensitivity report; `batch`:
     the batch size the model fixes, if it does."""
     fallback = config.auto_fallback
-    if fallback and config.budgets.min_accuracy is None and config.budgets.min_sqnr_db is None:
+    if fallback and not config.budgets.judges_accuracy:
         raise UsageError(
             "--auto-fallback needs --min-accuracy or --min-sqnr-db (the budget to keep)"
         )

@@ -47,6 +47,11 @@ class Score:
     sqnr_db: float
     agreement: float
 
+    def meets(self, min_sqnr_db: float | None, min_agreement: float | None) -> bool:
+        """Whether this score holds an accuracy budget (None: that part is not asked)."""
+        sqnr_ok = min_sqnr_db is None or self.sqnr_db >= min_sqnr_db
+        return sqnr_ok and (min_agreement is None or self.agreement >= min_agreement)
+
 
 def _outputs(
     model: ir.Model, feeds: Sequence[Mapping[str, np.ndarray]], threads: int
@@ -179,13 +184,10 @@ def budgeted_fallback(
     spent = 0.0
     over_budget = False
 
-    def ok(s: Score) -> bool:
-        return s.sqnr_db >= min_sqnr_db and (min_agreement is None or s.agreement >= min_agreement)
-
     current = evaluator(quantize(model, exclude))
     limited: str | None = None
     for i, name in enumerate(order):
-        if ok(current):
+        if current.meets(min_sqnr_db, min_agreement):
             break
         if max_layers is not None and len(kept) >= max_layers:
             limited = "max_layers"
@@ -208,7 +210,7 @@ def budgeted_fallback(
             current.sqnr_db,
             current.agreement,
         )
-    met = ok(current)
+    met = current.meets(min_sqnr_db, min_agreement)
     if not met and limited is None:
         limited = "latency" if over_budget else "layers"
     if not met:

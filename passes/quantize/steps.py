@@ -742,7 +742,7 @@ class Sensitivity(Step):
             if recorrected:
                 state.model, score = work, again
         state.kept, state.score = kept, score
-        met = _meets(score, o)
+        met = score.meets(o.min_sqnr_db, o.min_agreement)
         if not met and verified is not None and verified["returned_to_int8"]:
             limited_by: str | None = "latency"
         else:
@@ -783,15 +783,9 @@ class Sensitivity(Step):
         state.fallback_trade = _trade_rows(result.trades, costs, kept)
 
 
-def _meets(score: Score, o: PtqOptions) -> bool:
-    """Whether a score holds the fallback's accuracy budget."""
-    sqnr_ok = o.min_sqnr_db is None or score.sqnr_db >= o.min_sqnr_db
-    return sqnr_ok and (o.min_agreement is None or score.agreement >= o.min_agreement)
-
-
 def _rank(score: Score, o: PtqOptions) -> tuple[bool, float, float]:
     """Order of two fallback outcomes: the budget held first, then SQNR, then agreement."""
-    return _meets(score, o), score.sqnr_db, score.agreement
+    return score.meets(o.min_sqnr_db, o.min_agreement), score.sqnr_db, score.agreement
 
 
 def _trade_rows(

@@ -160,6 +160,9 @@ def test_fallback_warning_line() -> None:
     (line,) = fallback_warnings(section)
     assert "kept 1 layer(s) in float" in line and "0.91" in line and "0.97" in line
     assert "latency bound (0.6x FP32" in line and "--fallback-speedup-kept" in line
+    with_sqnr = {**section["fallback"], "sqnr_db": 24.25, "min_sqnr_db": 25.0}  # type: ignore[dict-item]
+    (line,) = fallback_warnings({**section, "fallback": with_sqnr})
+    assert "top-1 agreement 0.91 (budget 0.97) and SQNR 24.25 dB (budget 25.0 dB)" in line
     section["fallback"] = {  # met by the choice, lost by the biases corrected again
         **section["fallback"],  # type: ignore[dict-item]
         "limited_by": "bias_correction",
